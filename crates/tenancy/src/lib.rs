@@ -1,0 +1,43 @@
+//! Multi-tenancy for axum/tower services.
+//!
+//! Every request belongs to exactly one tenant. This crate decides which:
+//!
+//! - [`TenantId`]: a validated tenant name, safe in SQL, paths, logs and keys.
+//! - [`TenantResolver`]: where a request's tenant comes from (header, query,
+//!   body, a constant, a chain, or a deployment's own resolver).
+//! - [`TenantPolicy`]: the operator's rules (enabled, default tenant,
+//!   required, allow-list), checked into a [`Policy`].
+//! - [`TenancyLayer`] and the [`Tenant`] extractor: the tower/axum glue that
+//!   answers refusals with JSON errors and hands handlers a
+//!   [`TenantContext`].
+//!
+//! It holds no SQL and no server: storage and HTTP routes are the
+//! embedding service's, reached only through a [`TenantContext`].
+//!
+//! ```
+//! use tenancy::{TenancyLayer, TenantPolicy};
+//! let layer = TenancyLayer::builder(TenantPolicy { enabled: true, ..Default::default() })
+//!     .build()
+//!     .expect("valid policy");
+//! assert!(layer.is_exempt("/health/ready"));
+//! ```
+
+mod context;
+mod error;
+mod id;
+mod layer;
+mod policy;
+mod resolve;
+
+pub use context::TenantContext;
+pub use error::{TenancyError, error_response};
+pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
+pub use layer::{
+    DEFAULT_EXEMPT_PATHS, Tenant, TenancyLayer, TenancyLayerBuilder, TenancyService,
+    resolve_with_body,
+};
+pub use policy::{DEFAULT_TENANT, Policy, PolicyError, TenantPolicy};
+pub use resolve::{
+    BodyResolver, Candidate, ChainResolver, HeaderResolver, QueryResolver, ResolveInput,
+    StaticResolver, TenantResolver, TenantSource,
+};

@@ -27,7 +27,7 @@ pub enum TenancyError {
         from: TenantSource,
     },
     /// Two sources named different tenants.
-    #[error("Conflicting tenant ids: the {first} and the {second} name different tenants")]
+    #[error("{}", conflict_detail(*first, *second))]
     Conflict {
         /// The source that was read first.
         first: TenantSource,
@@ -48,6 +48,14 @@ pub enum TenancyError {
     /// for a tenant: a wiring bug in the service, not a client error.
     #[error("tenant resolution is not configured for this route")]
     NotConfigured,
+}
+
+fn conflict_detail(first: TenantSource, second: TenantSource) -> String {
+    if first == second {
+        format!("Conflicting tenant ids: the {first} is given twice with different tenants")
+    } else {
+        format!("Conflicting tenant ids: the {first} and the {second} name different tenants")
+    }
 }
 
 impl TenancyError {

@@ -107,6 +107,13 @@ pub trait TenantResolver: Send + Sync + 'static {
 }
 
 #[async_trait]
+impl<T: TenantResolver + ?Sized> TenantResolver for Box<T> {
+    async fn resolve(&self, input: &ResolveInput<'_>) -> Result<Option<Candidate>, TenancyError> {
+        (**self).resolve(input).await
+    }
+}
+
+#[async_trait]
 impl<T: TenantResolver + ?Sized> TenantResolver for Arc<T> {
     async fn resolve(&self, input: &ResolveInput<'_>) -> Result<Option<Candidate>, TenancyError> {
         (**self).resolve(input).await

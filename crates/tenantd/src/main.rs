@@ -1,1 +1,126 @@
-fn main() {}
+//! The `tenantd` command: `serve`, and `config check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tenantd::config::{Config, LogFormat};
+use tenantd::server::{Server, shutdown_signal};
+
+/// tenantd: a multi-tenant API server on embedded SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "tenantd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// YAML configuration file (environment variables override it).
+        #[arg(long, env = "TENANTD_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides server.bind).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+        /// Data directory (overrides storage.data_dir).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Log format (overrides log.format).
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<CliLogFormat>,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE (with the environment layered over it) and print the
+    /// effective configuration, secrets masked. Exit status 2 if invalid.
+    Check {
+        /// YAML configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CliLogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match Config::from_env(Some(&file)) {
+            Ok(config) => {
+                print!("{}", config.to_masked_yaml());
+                eprintln!("configuration {} is valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve {
+            config,
+            bind,
+            data_dir,
+            log_format,
+        } => {
+            let mut cfg = match Config::from_env(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(bind) = bind {
+                cfg.server.bind = bind;
+            }
+            if let Some(dir) = data_dir {
+                cfg.storage.data_dir = dir;
+            }
+            if let Some(format) = log_format {
+                cfg.log.format = match format {
+                    CliLogFormat::Text => LogFormat::Text,
+                    CliLogFormat::Json => LogFormat::Json,
+                };
+            }
+            serve(cfg)
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    tenantd::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let server = Server::build(config, None).await?;
+        server.run(shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tenantd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

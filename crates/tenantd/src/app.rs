@@ -1,0 +1,159 @@
+//! The application: shared state, the router, and the middleware stack.
+//!
+//! Order of the stack, outermost first (DESIGN.md section 2):
+//! request id → trace span (with `request_id`, later `tenant_id`) → panic
+//! catcher → JSON-error normaliser → timeout → body limit → routes, where the
+//! tenant routes sit behind the [`TenancyLayer`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tenancy::{TenancyLayer, TenantResolver};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::{health, openapi, records};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage; handlers use it only through `store.scoped(&tenant)`.
+    pub store: Store,
+    /// The effective configuration.
+    pub config: Arc<Config>,
+}
+
+/// Request ids are ULIDs: sortable, and unique without coordination.
+#[derive(Clone, Copy, Default)]
+struct MakeUlid;
+
+impl MakeRequestId for MakeUlid {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn request_span(request: &Request<Body>) -> Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+        tenant_id = tracing::field::Empty,
+    )
+}
+
+fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "request finished"
+    );
+}
+
+/// Gives every error response the JSON shape, including those made by
+/// layers and the framework (405, timeouts, panics) that know nothing of
+/// it.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "No such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "Method not allowed on this route"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "Request body is larger than the configured limit"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "The request took too long and was abandoned")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Unsupported content type"),
+        s if s.is_server_error() => ("internal", "Internal server error"),
+        _ => ("bad_request", "The request could not be read"),
+    };
+    let mut out = tenancy::error_response(status, code, detail);
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let text = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::Internal(format!("handler panicked: {text}")).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("No such route".to_owned())
+}
+
+/// Builds the tenancy layer from the configured policy and an optional
+/// custom resolver (the default is header → query → body).
+pub fn tenancy_layer(
+    config: &Config,
+    resolver: Option<Box<dyn TenantResolver>>,
+) -> anyhow::Result<TenancyLayer> {
+    let mut builder = TenancyLayer::builder(config.tenant.clone());
+    if let Some(resolver) = resolver {
+        builder = builder.resolver(resolver);
+    }
+    Ok(builder.build()?)
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, tenancy: TenancyLayer) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let tenant_routes = records::http::routes().route_layer(tenancy);
+    Router::new()
+        .merge(health::routes())
+        .merge(openapi::routes())
+        .merge(tenant_routes)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeUlid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(log_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(axum::middleware::map_response(json_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+        )
+}

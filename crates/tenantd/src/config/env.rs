@@ -1,0 +1,137 @@
+//! `TENANTD_*` environment overrides as a figment provider.
+//!
+//! Variables are read from an iterator rather than the process environment
+//! so that tests can layer configurations without mutating global state.
+
+use std::str::FromStr;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+
+/// Prefix of every tenantd variable.
+pub const ENV_PREFIX: &str = "TENANTD_";
+
+/// How an alias's text becomes a value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Text,
+    List,
+}
+
+/// Seed 000's variable names (with our prefix) and a few conveniences.
+const ALIASES: &[(&str, &[&str], Kind)] = &[
+    ("TENANTD_TENANT_ENABLED", &["tenant", "enabled"], Kind::Bool),
+    ("TENANTD_TENANT_DEFAULT", &["tenant", "default_tenant"], Kind::Text),
+    ("TENANTD_TENANT_HEADER", &["tenant", "tenant_header"], Kind::Text),
+    ("TENANTD_TENANT_REQUIRED", &["tenant", "tenant_required"], Kind::Bool),
+    ("TENANTD_TENANT_ALLOWED", &["tenant", "allowed_tenants"], Kind::List),
+    ("TENANTD_BIND", &["server", "bind"], Kind::Text),
+    ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
+    ("TENANTD_LOG_FORMAT", &["log", "format"], Kind::Text),
+];
+
+/// The overrides found in an environment, and the variables that could not
+/// be read (reported with the rest of the configuration's problems).
+pub(super) struct EnvOverrides {
+    dict: Dict,
+    pub(super) problems: Vec<String>,
+}
+
+/// Parses seed-style booleans: true/false/1/0/yes/no in any case.
+pub(super) fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Splits a comma-separated list, trimming items and dropping empty ones.
+pub(super) fn parse_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl EnvOverrides {
+    /// Picks the `TENANTD_*` variables out of `vars`.
+    pub(super) fn collect<I>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut out = Self {
+            dict: Dict::new(),
+            problems: Vec::new(),
+        };
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        // Deterministic: aliases and paths applied in name order.
+        vars.sort();
+        for (name, text) in vars {
+            if let Some((_, path, kind)) = ALIASES.iter().find(|(n, _, _)| *n == name) {
+                let value = match kind {
+                    Kind::Bool => match parse_bool(&text) {
+                        Some(b) => Value::from(b),
+                        None => {
+                            out.problems.push(format!(
+                                "{name}: expected a boolean (true/false/1/0/yes/no), got '{}'",
+                                text.trim()
+                            ));
+                            continue;
+                        }
+                    },
+                    Kind::Text => Value::from(text.trim().to_owned()),
+                    Kind::List => Value::from(parse_list(&text)),
+                };
+                out.insert(path, value);
+            } else if let Some(rest) = name.strip_prefix(ENV_PREFIX)
+                && rest.contains("__")
+            {
+                let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+                if path.iter().any(String::is_empty) {
+                    out.problems.push(format!("{name}: empty key segment"));
+                    continue;
+                }
+                let value = Value::from_str(&text).unwrap_or_else(|_| Value::from(text.clone()));
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                out.insert(&path, value);
+            }
+        }
+        out
+    }
+
+    fn insert(&mut self, path: &[&str], value: Value) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut dict = &mut self.dict;
+        for key in parents {
+            let entry = dict
+                .entry((*key).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            let Value::Dict(_, inner) = entry else {
+                return;
+            };
+            dict = inner;
+        }
+        dict.insert((*last).to_owned(), value);
+    }
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s) TENANTD_*")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}

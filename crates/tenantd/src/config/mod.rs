@@ -1,0 +1,243 @@
+//! Configuration: defaults < YAML file < `TENANTD_*` environment (DESIGN.md
+//! section 6), validated once, with every problem reported together.
+//!
+//! Environment variables come in two forms:
+//! - the documented aliases of seed 000 (`TENANTD_TENANT_ENABLED`, ...), see
+//!   [`env`];
+//! - any key by its path, sections joined with `__`:
+//!   `TENANTD_SERVER__BIND=0.0.0.0:8000`, `TENANTD_STORAGE__DATA_DIR=/var/lib/tenantd`.
+
+mod env;
+mod yaml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::Serialized;
+use serde::{Deserialize, Serialize};
+use tenancy::{Policy, TenantPolicy};
+
+pub use env::ENV_PREFIX;
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener and request limits.
+    pub server: ServerConfig,
+    /// Where data lives.
+    pub storage: StorageConfig,
+    /// Multi-tenancy policy (seed 000's keys).
+    pub tenant: TenantPolicy,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Largest accepted request body, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// A request still running after this many seconds is answered 503.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// Storage backend selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded SQLite under `data_dir` (the default: no server needed).
+    #[default]
+    Sqlite,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Which backend holds the data.
+    pub backend: Backend,
+    /// Directory of the SQLite database (created if missing).
+    pub data_dir: PathBuf,
+    /// Connections in the pool. SQLite serialises writers, so more than a
+    /// few helps only concurrent readers.
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            data_dir: PathBuf::from("./data"),
+            max_connections: 8,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span's `tenant_id` and `request_id`.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the `TENANTD_*` variables of
+    /// `vars`, and validates the result.
+    pub fn load<I>(file: Option<&Path>, vars: I) -> Result<Self, ConfigErrors>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut problems = Vec::new();
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            match yaml::YamlFile::read(path) {
+                Ok(provider) => figment = figment.merge(provider),
+                Err(e) => problems.push(e),
+            }
+        }
+        let env = env::EnvOverrides::collect(vars);
+        problems.extend(env.problems.iter().cloned());
+        figment = figment.merge(env);
+        let config = match figment.extract::<Config>() {
+            Ok(config) => Some(config),
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(describe_figment_error));
+                None
+            }
+        };
+        if let Some(config) = &config {
+            problems.extend(config.validate());
+        }
+        match config {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(problems)),
+        }
+    }
+
+    /// Loads from the process environment (the server's path).
+    pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        Self::load(file, std::env::vars())
+    }
+
+    /// Semantic checks that types alone cannot express.
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = Policy::new(self.tenant.clone()) {
+            problems.push(e.to_string());
+        }
+        if self.server.max_body_bytes == 0 {
+            problems.push("server.max_body_bytes: must be greater than 0".to_owned());
+        }
+        if self.server.request_timeout_secs == 0 {
+            problems.push("server.request_timeout_secs: must be greater than 0".to_owned());
+        }
+        if self.storage.max_connections == 0 {
+            problems.push("storage.max_connections: must be greater than 0".to_owned());
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            problems.push("storage.data_dir: must not be empty".to_owned());
+        }
+        problems
+    }
+
+    /// The effective configuration as YAML, with every secret-looking value
+    /// masked, for `tenantd config check`.
+    pub fn to_masked_yaml(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        mask_secrets(&mut value);
+        serde_norway::to_string(&value).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Replaces values whose key names a secret (key, secret, password, token,
+/// credential) and the userinfo of URLs with `***`.
+fn mask_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let k = key.to_ascii_lowercase();
+                let secret = ["key", "secret", "password", "token", "credential", "pepper"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                if secret && !v.is_null() && !v.is_boolean() {
+                    *v = serde_json::Value::String("***".to_owned());
+                } else {
+                    mask_secrets(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        serde_json::Value::String(s) => {
+            if let Some((scheme, rest)) = s.split_once("://")
+                && let Some((_userinfo, host)) = rest.split_once('@')
+            {
+                *s = format!("{scheme}://***@{host}");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Turns a figment error into one line naming the key and the source.
+fn describe_figment_error(error: figment::Error) -> String {
+    let key = if error.path.is_empty() {
+        "config".to_owned()
+    } else {
+        error.path.join(".")
+    };
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    format!("{key}: {}{origin}", error.kind)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! The one place errors become HTTP (DESIGN.md section 3): every error body
+//! is `{"detail": "...", "code": "..."}`.
+//!
+//! Feature modules keep their own `thiserror` enums; [`ApiError`] converts
+//! them. Internal errors are logged here with their cause and answered with
+//! an opaque 500.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tenancy::{TenancyError, TenantContext};
+use utoipa::ToSchema;
+
+use crate::records::RecordsError;
+use crate::store::StoreError;
+
+/// The JSON shape of every error.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// A sentence for humans.
+    pub detail: String,
+    /// A stable code for programs.
+    pub code: String,
+}
+
+/// An error on its way to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Tenant resolution refused the request.
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    /// 404 (absent, or another tenant's).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 400: the request cannot be read.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422: the request is readable but a value is not acceptable.
+    #[error("{0}")]
+    Validation(String),
+    /// 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: storage is unavailable; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug. The text is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Tenancy(e) => (e.status(), e.code()),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let detail = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "Internal server error".to_owned()
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(%cause, "storage unavailable");
+                "Storage is unavailable; the request changed nothing. Retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        tenancy::error_response(status, code, &detail)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(c) => Self::Conflict(c),
+            StoreError::Unavailable(c) => Self::Unavailable(c),
+            StoreError::Internal(c) => Self::Internal(c),
+        }
+    }
+}
+
+impl From<RecordsError> for ApiError {
+    fn from(e: RecordsError) -> Self {
+        match e {
+            RecordsError::NotFound(_) => Self::NotFound(e.to_string()),
+            RecordsError::Conflict { .. } => Self::Conflict(e.to_string()),
+            RecordsError::Invalid { .. } => Self::Validation(e.to_string()),
+            RecordsError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::Validation(format!(
+                "Invalid request body: {}",
+                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
+            )),
+            JsonRejection::JsonSyntaxError(e) => Self::BadRequest(format!(
+                "Malformed JSON body: {}",
+                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
+            )),
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "Expected a JSON body with 'Content-Type: application/json'".to_owned(),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge("Request body is larger than the configured limit".to_owned())
+            }
+            other => Self::BadRequest(format!("Cannot read the request body: {}", other.body_text())),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(format!("Invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s (400 syntax, 422 data,
+/// 413 size, 415 content type).
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Request bodies that may name a tenant.
+pub trait BodyTenant {
+    /// The body's `tenant_id`, if sent.
+    fn body_tenant(&self) -> Option<&str>;
+}
+
+/// A JSON body together with the request's tenant, decided from the head
+/// *and* the body's `tenant_id` under the same policy (a body cannot skip
+/// the allow-list, and a body that disagrees with the header is a 400).
+#[derive(Debug)]
+pub struct TenantJson<T>(pub TenantContext, pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + BodyTenant + Send> FromRequest<S> for TenantJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let head = parts.clone();
+        let ApiJson(value) = ApiJson::<T>::from_request(Request::from_parts(parts, body), state).await?;
+        let ctx = tenancy::resolve_with_body(&head, value.body_tenant()).await?;
+        Ok(Self(ctx, value))
+    }
+}
+
+/// Cuts user text that is echoed in an error to a readable length.
+pub fn truncate_for_echo(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() <= MAX {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}

@@ -1,0 +1,20 @@
+//! tenantd: a multi-tenant records and jobs server built on [`tenancy`].
+//!
+//! Layout follows features: [`records`] (model, storage trait, SQL, HTTP),
+//! [`store`] (the tenant-scoped storage handle and backends), [`config`],
+//! and the glue in [`app`], [`error`] and [`server`].
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod records;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+pub use app::AppState;
+pub use config::Config;
+pub use server::Server;

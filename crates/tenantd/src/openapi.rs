@@ -1,0 +1,50 @@
+//! `GET /openapi.json`: the description of every route.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::error::ErrorBody;
+use crate::records;
+
+/// The OpenAPI document, assembled from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tenantd", description = "Multi-tenant records and jobs API"),
+    paths(
+        crate::health::health,
+        crate::health::ready,
+        records::http::create_record,
+        records::http::list_records,
+        records::http::get_record,
+        records::http::replace_record,
+        records::http::delete_record,
+        records::http::search_records,
+    ),
+    components(schemas(
+        ErrorBody,
+        records::Record,
+        records::RecordInput,
+        records::SearchRequest,
+        records::SearchPage,
+        records::SearchHit,
+    ))
+)]
+pub struct ApiDoc;
+
+/// `/openapi.json`.
+pub fn routes() -> Router<AppState> {
+    let document = ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
+        }),
+    )
+}

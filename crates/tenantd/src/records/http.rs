@@ -1,0 +1,205 @@
+//! HTTP routes of the records feature (seed 000's paths).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tenancy::Tenant;
+use utoipa::IntoParams;
+
+use super::model::{RecordInput, SearchRequest, check_limit};
+use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
+
+/// Routes under `/records`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/records", post(create_record).get(list_records))
+        .route("/records/search", post(search_records))
+        .route(
+            "/records/{id}",
+            get(get_record).put(replace_record).delete(delete_record),
+        )
+}
+
+impl BodyTenant for RecordInput {
+    fn body_tenant(&self) -> Option<&str> {
+        self.tenant_id.as_deref()
+    }
+}
+
+impl BodyTenant for SearchRequest {
+    fn body_tenant(&self) -> Option<&str> {
+        self.tenant_id.as_deref()
+    }
+}
+
+/// An id that cannot exist is reported like one that does not: 404.
+fn parse_id(raw: &str) -> Result<RecordId, RecordsError> {
+    raw.parse()
+        .map_err(|_| RecordsError::NotFound(truncate_for_echo(raw)))
+}
+
+/// Create a record in the caller's tenant.
+#[utoipa::path(
+    post, path = "/records", tag = "records",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant (header name is configurable)")),
+    request_body = RecordInput,
+    responses(
+        (status = 201, description = "Created", body = Record),
+        (status = 400, description = "Malformed body or tenant", body = ErrorBody),
+        (status = 403, description = "Tenant not allowed", body = ErrorBody),
+        (status = 409, description = "Name taken in this tenant", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_record(
+    State(state): State<AppState>,
+    TenantJson(tenant, input): TenantJson<RecordInput>,
+) -> Result<(StatusCode, Json<Record>), ApiError> {
+    let new = NewRecord::try_from(input)?;
+    let record = state.store.scoped(&tenant).create_record(new).await?;
+    tracing::info!(record_id = %record.id, kind = %record.kind, "record created");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// Read one record of the caller's tenant.
+#[utoipa::path(
+    get, path = "/records/{id}", tag = "records",
+    params(("id" = String, Path, description = "Record id"),
+           ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 200, description = "The record", body = Record),
+        (status = 404, description = "Absent or another tenant's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Record>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.store.scoped(&tenant).get_record(&id).await?))
+}
+
+/// Replace a record of the caller's tenant.
+#[utoipa::path(
+    put, path = "/records/{id}", tag = "records",
+    params(("id" = String, Path, description = "Record id"),
+           ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    request_body = RecordInput,
+    responses(
+        (status = 200, description = "Replaced", body = Record),
+        (status = 404, description = "Absent or another tenant's", body = ErrorBody),
+        (status = 409, description = "Name taken in this tenant", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    )
+)]
+pub(crate) async fn replace_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    TenantJson(tenant, input): TenantJson<RecordInput>,
+) -> Result<Json<Record>, ApiError> {
+    let id = parse_id(&id)?;
+    let new = NewRecord::try_from(input)?;
+    let record = state.store.scoped(&tenant).replace_record(&id, new).await?;
+    tracing::info!(record_id = %record.id, "record replaced");
+    Ok(Json(record))
+}
+
+/// Delete a record of the caller's tenant.
+#[utoipa::path(
+    delete, path = "/records/{id}", tag = "records",
+    params(("id" = String, Path, description = "Record id"),
+           ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Absent or another tenant's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_record(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Tenant(tenant): Tenant,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    state.store.scoped(&tenant).delete_record(&id).await?;
+    tracing::info!(record_id = %id, "record deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Full-text search over the caller's records.
+#[utoipa::path(
+    post, path = "/records/search", tag = "records",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "A page of results", body = SearchPage),
+        (status = 422, description = "Invalid query, limit or cursor", body = ErrorBody),
+    )
+)]
+pub(crate) async fn search_records(
+    State(state): State<AppState>,
+    TenantJson(tenant, request): TenantJson<SearchRequest>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let query = SearchQuery::try_from(request)?;
+    Ok(Json(state.store.scoped(&tenant).search_records(&query).await?))
+}
+
+/// Query string of `GET /records`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only records of this kind.
+    kind: Option<String>,
+    /// Comma-separated tags; records must carry all of them.
+    tags: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Tenant (alternative to the header).
+    #[allow(dead_code, reason = "read by the tenant resolver, accepted here so it is not an unknown field")]
+    tenant_id: Option<String>,
+}
+
+/// List the caller's records, newest first.
+#[utoipa::path(
+    get, path = "/records", tag = "records",
+    params(ListParams, ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 200, description = "A page of records", body = SearchPage),
+        (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_records(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let tags = params
+        .tags
+        .as_deref()
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let query = SearchQuery::try_from(SearchRequest {
+        query: String::new(),
+        kind: params.kind,
+        tags,
+        limit: Some(check_limit(params.limit)?),
+        cursor: params.cursor.clone(),
+        tenant_id: None,
+    })?;
+    Ok(Json(state.store.scoped(&tenant).search_records(&query).await?))
+}

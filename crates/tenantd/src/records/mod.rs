@@ -1,0 +1,138 @@
+//! Tenant-scoped records (seed 000): create, replace, get, delete, list and
+//! full-text search. Every operation runs inside one tenant's
+//! [`TenantStore`](crate::store::TenantStore).
+
+mod fts;
+pub mod http;
+mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::store::{StoreError, TenantScope, TenantStore};
+
+pub use model::{
+    NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage, SearchQuery, SearchRequest,
+    MAX_LIMIT, DEFAULT_LIMIT,
+};
+
+/// Why a records operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// No such record *in this tenant* (another tenant's id looks the same).
+    #[error("Record {0} not found or access denied")]
+    NotFound(String),
+    /// `(kind, name)` is taken inside this tenant.
+    #[error("A record of kind '{kind}' named '{name}' already exists")]
+    Conflict {
+        /// The kind of the clashing record.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// A field of the request is not acceptable.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RecordsError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Record storage, implemented by each backend. Every method takes the
+/// [`TenantScope`] it is confined to.
+#[async_trait]
+pub trait RecordRepo: Send + Sync {
+    /// Inserts a record; `(kind, name)` must be free in the tenant.
+    async fn create_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError>;
+    /// The record `id` of the tenant, if any.
+    async fn get_record(&self, scope: &TenantScope, id: &RecordId) -> Result<Option<Record>, StoreError>;
+    /// Replaces the content of record `id`; `None` when it does not exist.
+    async fn replace_record(
+        &self,
+        scope: &TenantScope,
+        id: &RecordId,
+        new: NewRecord,
+    ) -> Result<Option<Record>, StoreError>;
+    /// Inserts or replaces the record `(kind, name)` (used by jobs).
+    async fn upsert_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError>;
+    /// Deletes record `id`; false when it did not exist.
+    async fn delete_record(&self, scope: &TenantScope, id: &RecordId) -> Result<bool, StoreError>;
+    /// Full-text search (or a filtered listing when the query has no terms).
+    async fn search_records(&self, scope: &TenantScope, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+}
+
+/// The records operations of one tenant.
+impl TenantStore {
+    /// Creates a record; 409-style conflict when `(kind, name)` is taken.
+    pub async fn create_record(&self, new: NewRecord) -> Result<Record, RecordsError> {
+        let (kind, name) = (new.kind.clone(), new.name.clone());
+        let (scope, backend) = self.parts();
+        backend
+            .create_record(scope, new)
+            .await
+            .map_err(|e| conflict_or(e, kind, name))
+    }
+
+    /// Reads a record of this tenant.
+    pub async fn get_record(&self, id: &RecordId) -> Result<Record, RecordsError> {
+        let (scope, backend) = self.parts();
+        backend
+            .get_record(scope, id)
+            .await?
+            .ok_or_else(|| RecordsError::NotFound(id.to_string()))
+    }
+
+    /// Replaces a record of this tenant.
+    pub async fn replace_record(&self, id: &RecordId, new: NewRecord) -> Result<Record, RecordsError> {
+        let (kind, name) = (new.kind.clone(), new.name.clone());
+        let (scope, backend) = self.parts();
+        backend
+            .replace_record(scope, id, new)
+            .await
+            .map_err(|e| conflict_or(e, kind, name))?
+            .ok_or_else(|| RecordsError::NotFound(id.to_string()))
+    }
+
+    /// Creates or replaces the record `(kind, name)`.
+    pub async fn upsert_record(&self, new: NewRecord) -> Result<Record, RecordsError> {
+        let (scope, backend) = self.parts();
+        Ok(backend.upsert_record(scope, new).await?)
+    }
+
+    /// Deletes a record of this tenant.
+    pub async fn delete_record(&self, id: &RecordId) -> Result<(), RecordsError> {
+        let (scope, backend) = self.parts();
+        if backend.delete_record(scope, id).await? {
+            Ok(())
+        } else {
+            Err(RecordsError::NotFound(id.to_string()))
+        }
+    }
+
+    /// Searches this tenant's records.
+    pub async fn search_records(&self, query: &SearchQuery) -> Result<SearchPage, RecordsError> {
+        let (scope, backend) = self.parts();
+        Ok(backend.search_records(scope, query).await?)
+    }
+}
+
+fn conflict_or(error: StoreError, kind: String, name: String) -> RecordsError {
+    match error {
+        StoreError::Conflict(_) => RecordsError::Conflict { kind, name },
+        other => RecordsError::Store(other),
+    }
+}

@@ -1,0 +1,291 @@
+//! [`RecordRepo`] for the SQLite backend.
+//!
+//! Every statement names `tenant_id` first: either as the leading column of
+//! an index lookup, or (for search) as a leading FTS token *and* as a
+//! predicate on the joined row. Writes run in `BEGIN IMMEDIATE`
+//! transactions so the record and its index row change together.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use tenancy::TenantId;
+
+use super::fts;
+use super::model::{NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, encode_cursor};
+use super::RecordRepo;
+use crate::clock::now_rfc3339;
+use crate::store::{SqliteStore, StoreError, TenantScope};
+use crate::store::sqlite_support::map_sqlx;
+
+const COLUMNS: &str =
+    "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at";
+
+fn decode(row: &SqliteRow) -> Result<Record, StoreError> {
+    let corrupt = |what: &str| StoreError::Internal(format!("corrupt record row: {what}"));
+    let id: String = row.try_get(0).map_err(map_sqlx)?;
+    let tenant: String = row.try_get(1).map_err(map_sqlx)?;
+    let tags: String = row.try_get(6).map_err(map_sqlx)?;
+    let fields: String = row.try_get(7).map_err(map_sqlx)?;
+    let created_at: String = row.try_get(8).map_err(map_sqlx)?;
+    Ok(Record {
+        id: id.parse().map_err(|_| corrupt("id"))?,
+        tenant_id: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+        kind: row.try_get(2).map_err(map_sqlx)?,
+        name: row.try_get(3).map_err(map_sqlx)?,
+        url: row.try_get(4).map_err(map_sqlx)?,
+        description: row.try_get(5).map_err(map_sqlx)?,
+        tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
+        fields: serde_json::from_str(&fields).map_err(|_| corrupt("fields"))?,
+        timestamp: created_at.clone(),
+        created_at,
+        updated_at: row.try_get(9).map_err(map_sqlx)?,
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Writes the FTS row of record `seq` (replacing any previous one).
+async fn index(
+    tx: &mut Transaction<'static, Sqlite>,
+    seq: i64,
+    tenant: &TenantId,
+    new: &NewRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM records_fts WHERE rowid = ?1")
+        .bind(seq)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO records_fts (rowid, tenant_key, name, description, url, tags, fields) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(seq)
+    .bind(fts::tenant_token(tenant.as_str()))
+    .bind(&new.name)
+    .bind(new.description.as_deref().unwrap_or(""))
+    .bind(&new.url)
+    .bind(new.tags.join(" "))
+    .bind(fts::fields_text(&new.fields))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.check_writable()?;
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)
+    }
+
+    async fn fetch(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &TenantId,
+        seq: i64,
+    ) -> Result<Record, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM records r WHERE r.tenant_id = ?1 AND r.seq = ?2");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(seq)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(map_sqlx)?;
+        decode(&row)
+    }
+}
+
+#[async_trait]
+impl RecordRepo for SqliteStore {
+    async fn create_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError> {
+        let tenant = scope.tenant();
+        let now = now_rfc3339();
+        let mut tx = self.write_tx().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING seq",
+        )
+        .bind(tenant.as_str())
+        .bind(RecordId::generate().as_str())
+        .bind(&new.kind)
+        .bind(&new.name)
+        .bind(&new.url)
+        .bind(new.description.as_deref())
+        .bind(json(&new.tags)?)
+        .bind(json(&new.fields)?)
+        .bind(new.size_bytes())
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        index(&mut tx, seq, tenant, &new).await?;
+        let record = Self::fetch(&mut tx, tenant, seq).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(record)
+    }
+
+    async fn get_record(&self, scope: &TenantScope, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at \
+             FROM records r WHERE r.tenant_id = ?1 AND r.id = ?2",
+        )
+        .bind(scope.tenant().as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn replace_record(
+        &self,
+        scope: &TenantScope,
+        id: &RecordId,
+        new: NewRecord,
+    ) -> Result<Option<Record>, StoreError> {
+        let tenant = scope.tenant();
+        let mut tx = self.write_tx().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE records SET kind = ?3, name = ?4, url = ?5, description = ?6, tags = ?7, fields = ?8, \
+             size_bytes = ?9, updated_at = ?10 WHERE tenant_id = ?1 AND id = ?2 RETURNING seq",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(&new.kind)
+        .bind(&new.name)
+        .bind(&new.url)
+        .bind(new.description.as_deref())
+        .bind(json(&new.tags)?)
+        .bind(json(&new.fields)?)
+        .bind(new.size_bytes())
+        .bind(now_rfc3339())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        index(&mut tx, seq, tenant, &new).await?;
+        let record = Self::fetch(&mut tx, tenant, seq).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(Some(record))
+    }
+
+    async fn upsert_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError> {
+        let tenant = scope.tenant();
+        let now = now_rfc3339();
+        let mut tx = self.write_tx().await?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (tenant_id, kind, name) DO UPDATE SET url = excluded.url, \
+             description = excluded.description, tags = excluded.tags, fields = excluded.fields, \
+             size_bytes = excluded.size_bytes, updated_at = excluded.updated_at RETURNING seq",
+        )
+        .bind(tenant.as_str())
+        .bind(RecordId::generate().as_str())
+        .bind(&new.kind)
+        .bind(&new.name)
+        .bind(&new.url)
+        .bind(new.description.as_deref())
+        .bind(json(&new.tags)?)
+        .bind(json(&new.fields)?)
+        .bind(new.size_bytes())
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        index(&mut tx, seq, tenant, &new).await?;
+        let record = Self::fetch(&mut tx, tenant, seq).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(record)
+    }
+
+    async fn delete_record(&self, scope: &TenantScope, id: &RecordId) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let seq: Option<i64> =
+            sqlx::query_scalar("DELETE FROM records WHERE tenant_id = ?1 AND id = ?2 RETURNING seq")
+                .bind(scope.tenant().as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM records_fts WHERE rowid = ?1")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(true)
+    }
+
+    async fn search_records(&self, scope: &TenantScope, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let tenant = scope.tenant().as_str();
+        let expression = fts::match_expression(tenant, &q.text);
+        // Shared WHERE clause; parameters are bound in the same order below.
+        let mut filter = String::from("r.tenant_id = ?");
+        if q.kind.is_some() {
+            filter.push_str(" AND r.kind = ?");
+        }
+        for _ in &q.tags {
+            filter.push_str(" AND EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = ?)");
+        }
+        let (from, score, order) = match expression {
+            Some(_) => (
+                "records_fts JOIN records r ON r.seq = records_fts.rowid",
+                "-bm25(records_fts, 0.0, 10.0, 2.0, 1.0, 5.0, 1.0)",
+                "ORDER BY 11 DESC, r.seq DESC",
+            ),
+            None => ("records r", "NULL", "ORDER BY r.seq DESC"),
+        };
+        let match_clause = if expression.is_some() { "records_fts MATCH ? AND " } else { "" };
+        let count_sql = format!("SELECT count(*) FROM {from} WHERE {match_clause}{filter}");
+        let page_sql = format!(
+            "SELECT {COLUMNS}, {score} FROM {from} WHERE {match_clause}{filter} {order} LIMIT ? OFFSET ?"
+        );
+        let mut count = sqlx::query_scalar::<_, i64>(AssertSqlSafe(count_sql));
+        let mut page = sqlx::query(AssertSqlSafe(page_sql));
+        if let Some(e) = &expression {
+            count = count.bind(e.clone());
+            page = page.bind(e.clone());
+        }
+        count = count.bind(tenant);
+        page = page.bind(tenant);
+        if let Some(kind) = &q.kind {
+            count = count.bind(kind.clone());
+            page = page.bind(kind.clone());
+        }
+        for tag in &q.tags {
+            count = count.bind(tag.clone());
+            page = page.bind(tag.clone());
+        }
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+        page = page.bind(limit).bind(offset);
+
+        let total = count.fetch_one(&self.pool).await.map_err(map_sqlx)?;
+        let rows = page.fetch_all(&self.pool).await.map_err(map_sqlx)?;
+        let results = rows
+            .iter()
+            .map(|row| {
+                Ok(SearchHit {
+                    record: decode(row)?,
+                    score: row.try_get::<Option<f64>, _>(10).map_err(map_sqlx)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let total = u64::try_from(total).unwrap_or(0);
+        let next = q.offset.saturating_add(results.len() as u64);
+        let next_cursor = (!results.is_empty() && next < total).then(|| encode_cursor(next));
+        Ok(SearchPage {
+            total,
+            results,
+            next_cursor,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Storage: the only way to data is through a tenant.
+//!
+//! [`Store`] is the process-wide handle. Handlers turn a request's
+//! [`TenantContext`] into a [`TenantStore`] with [`Store::scoped`]; every
+//! method of a [`TenantStore`] is confined to that tenant. Backends implement
+//! [`Backend`], whose methods all take a [`TenantScope`]: a token that only
+//! this module can mint, so no backend method can be called without a
+//! tenant, and no handler can pick the tenant by hand.
+//!
+//! A PostgreSQL backend slots in by implementing [`Backend`]; handlers do
+//! not change.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tenancy::{TenantContext, TenantId};
+
+use crate::records::RecordRepo;
+
+pub use sqlite::{SqliteStore, open_sqlite};
+
+/// Helpers shared by the SQLite implementations of feature repositories.
+pub(crate) mod sqlite_support {
+    pub(crate) use super::sqlite::map_sqlx;
+}
+
+/// Proof that a storage call acts for one tenant. Only [`Store::scoped`]
+/// creates one (from a [`TenantContext`]); backends read the tenant from
+/// it and put it first in every key they touch.
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    tenant: TenantId,
+}
+
+impl TenantScope {
+    /// The tenant every row touched through this scope belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+}
+
+/// Storage failures that are not about a particular record.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint (inside the tenant) was violated.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or written (503; nothing changed).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or corrupt data (500; the cause is logged).
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+/// What every storage backend provides.
+#[async_trait]
+pub trait Backend: RecordRepo + Send + Sync + 'static {
+    /// Whether the backend can serve reads and writes now.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Releases connections (graceful shutdown).
+    async fn close(&self);
+}
+
+/// The process-wide storage handle (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// The storage of the tenant `ctx` acts for.
+    pub fn scoped(&self, ctx: &TenantContext) -> TenantStore {
+        TenantStore {
+            scope: TenantScope {
+                tenant: ctx.tenant_id().clone(),
+            },
+            backend: self.backend.clone(),
+        }
+    }
+
+    /// Readiness of the backend (for `/health/ready`).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.backend.ready().await
+    }
+
+    /// Closes the backend's connections.
+    pub async fn close(&self) {
+        self.backend.close().await;
+    }
+}
+
+/// One tenant's view of storage. Every method is confined to
+/// [`TenantStore::tenant`].
+#[derive(Clone)]
+pub struct TenantStore {
+    scope: TenantScope,
+    backend: Arc<dyn Backend>,
+}
+
+impl TenantStore {
+    /// The tenant this view is confined to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.scope.tenant
+    }
+
+    /// The scope token and backend, for feature modules' store methods.
+    pub(crate) fn parts(&self) -> (&TenantScope, &dyn Backend) {
+        (&self.scope, self.backend.as_ref())
+    }
+}

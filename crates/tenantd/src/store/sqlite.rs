@@ -1,0 +1,135 @@
+//! The embedded SQLite backend: one database file under `data_dir`, WAL
+//! mode, migrations compiled into the binary.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqlSafeStr, SqlitePool};
+
+use super::{Backend, StoreError};
+
+/// File name of the shared database inside `data_dir`.
+pub const DB_FILE: &str = "tenantd.db";
+
+/// Migrations, in order. Each is embedded at compile time.
+fn migrator() -> Migrator {
+    let migrations = vec![Migration::new(
+        1,
+        "records".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
+        false,
+    )];
+    Migrator::with_migrations(migrations)
+}
+
+/// The SQLite backend: a pool over `data_dir/tenantd.db`.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+    db_path: PathBuf,
+}
+
+/// Opens (creating if needed) the database in `data_dir` and migrates it.
+///
+/// The error names the directory and says what is wrong with it, because
+/// this is the first thing a new user's `serve` does.
+pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Result<SqliteStore> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!("storage.data_dir {}: cannot create the directory", data_dir.display())
+    })?;
+    let meta = std::fs::metadata(data_dir)
+        .with_context(|| format!("storage.data_dir {}: cannot read it", data_dir.display()))?;
+    anyhow::ensure!(
+        meta.is_dir(),
+        "storage.data_dir {}: not a directory",
+        data_dir.display()
+    );
+    let db_path = data_dir.join(DB_FILE);
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .context("sqlite options")?
+        .filename(&db_path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+        .statement_cache_capacity(256);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .with_context(|| {
+            format!(
+                "storage.data_dir {}: cannot open {} (is the directory writable?)",
+                data_dir.display(),
+                DB_FILE
+            )
+        })?;
+    migrator().run(&pool).await.with_context(|| {
+        format!("storage: migrating {} failed", db_path.display())
+    })?;
+    Ok(SqliteStore { pool, db_path })
+}
+
+impl SqliteStore {
+    /// Refuses writes once the database file has gone (its directory was
+    /// deleted under the running server): SQLite would keep writing to the
+    /// unlinked file and every write would be silently lost.
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        match std::fs::metadata(&self.db_path) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StoreError::Unavailable(
+                "the data directory or database file is gone".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Classifies a driver error: what a client can retry (503) versus a bug.
+pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) => {
+            // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
+            // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14.
+            let code = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            match code {
+                Some(5 | 6 | 7 | 8 | 10 | 13 | 14) => StoreError::Unavailable(db.message().to_owned()),
+                _ => StoreError::Internal(error.to_string()),
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,216 @@
+//! The layer and extractor in an axum app, end to end (no network).
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use tenancy::{
+    Candidate, ResolveInput, Tenant, TenancyError, TenancyLayer, TenantPolicy, TenantResolver,
+    TenantSource,
+};
+use tower::ServiceExt;
+
+async fn whoami(Tenant(ctx): Tenant) -> String {
+    format!("{}:{:?}", ctx.tenant_id(), ctx.source())
+}
+
+/// A handler that takes the body's tenant, as tenantd's JSON extractor does.
+async fn body_tenant(req: Request<Body>) -> Result<String, TenancyError> {
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, 1024).await.unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let ctx = tenancy::resolve_with_body(&parts, value["tenant_id"].as_str()).await?;
+    Ok(ctx.tenant_id().to_string())
+}
+
+fn app(layer: TenancyLayer) -> Router {
+    Router::new()
+        .route("/who", get(whoami))
+        .route("/body", post(body_tenant))
+        .route("/health", get(|| async { "ok" }))
+        .layer(layer)
+}
+
+fn enabled() -> TenantPolicy {
+    TenantPolicy {
+        enabled: true,
+        ..TenantPolicy::default()
+    }
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get_req(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::empty()).expect("request")
+}
+
+fn post_req(uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut b = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Body::from(body.to_owned())).expect("request")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).expect("JSON error body")
+}
+
+#[tokio::test]
+async fn refusals_are_json_4xx_never_500() {
+    let app = app(TenancyLayer::builder(enabled()).build().expect("valid"));
+    let cases: [(Request<Body>, StatusCode, &str); 4] = [
+        (get_req("/who", &[]), StatusCode::BAD_REQUEST, "tenant_required"),
+        (get_req("/who", &[("x-tenant-id", "a/b")]), StatusCode::BAD_REQUEST, "invalid_tenant_id"),
+        (
+            get_req("/who?tenant_id=b", &[("x-tenant-id", "a")]),
+            StatusCode::BAD_REQUEST,
+            "tenant_conflict",
+        ),
+        (
+            get_req("/who", &[("x-tenant-id", &"x".repeat(10_000))]),
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant_id",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let (got, body) = call(&app, req).await;
+        assert_eq!(got, status, "{body}");
+        let v = json(&body);
+        assert_eq!(v["code"], code);
+        assert!(v["detail"].as_str().is_some_and(|d| d.len() < 300), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn allow_list_refusal_is_403_without_the_list() {
+    let policy = TenantPolicy {
+        allowed_tenants: vec!["secret-co".parse().expect("valid")],
+        ..enabled()
+    };
+    let app = app(TenancyLayer::builder(policy).build().expect("valid"));
+    let (status, body) = call(&app, get_req("/who", &[("X-Tenant-ID", "evil")])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["detail"], "Tenant 'evil' not authorized");
+    assert!(!body.contains("secret-co"));
+}
+
+#[tokio::test]
+async fn resolves_header_query_and_default() {
+    let app = app(TenancyLayer::builder(enabled()).build().expect("valid"));
+    assert_eq!(
+        call(&app, get_req("/who", &[("X-TENANT-ID", " acme ")])).await,
+        (StatusCode::OK, "acme:Header".to_owned())
+    );
+    assert_eq!(
+        call(&app, get_req("/who?tenant_id=acme", &[("x-tenant-id", "  ")])).await,
+        (StatusCode::OK, "acme:Query".to_owned()),
+        "whitespace header falls through to the query"
+    );
+    let optional = TenantPolicy {
+        tenant_required: false,
+        ..enabled()
+    };
+    let app = app_with(optional);
+    assert_eq!(
+        call(&app, get_req("/who", &[])).await,
+        (StatusCode::OK, "default:Default".to_owned())
+    );
+}
+
+fn app_with(policy: TenantPolicy) -> Router {
+    app(TenancyLayer::builder(policy).build().expect("valid"))
+}
+
+#[tokio::test]
+async fn disabled_puts_everything_in_the_default_tenant() {
+    let app = app_with(TenantPolicy::default());
+    for req in [
+        get_req("/who", &[]),
+        get_req("/who", &[("x-tenant-id", "acme")]),
+        get_req("/who?tenant_id=a/b", &[("x-tenant-id", "zzz")]),
+    ] {
+        assert_eq!(call(&app, req).await, (StatusCode::OK, "default:Default".to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn exempt_paths_need_no_tenant() {
+    let app = app_with(enabled());
+    assert_eq!(call(&app, get_req("/health", &[])).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, get_req("/health", &[("x-tenant-id", "a/b")])).await.0,
+        StatusCode::OK,
+        "not even an invalid one is looked at"
+    );
+}
+
+#[tokio::test]
+async fn body_tenant_goes_through_the_same_policy() {
+    let policy = TenantPolicy {
+        allowed_tenants: vec!["a".parse().expect("valid")],
+        ..enabled()
+    };
+    let app = app_with(policy);
+    let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":"a"}"#)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":"b"}"#)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a body must not bypass the allow-list");
+    assert_eq!(json(&body)["code"], "tenant_not_allowed");
+    let (status, body) =
+        call(&app, post_req("/body", &[("x-tenant-id", "a")], r#"{"tenant_id":"b"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&body)["code"], "tenant_conflict");
+    let (status, _) = call(&app, post_req("/body", &[], r#"{"tenant_id":"  "}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "blank body tenant is absent: required");
+}
+
+/// A deployment's own resolver: the organisation header, nothing else.
+struct OrgHeader;
+
+#[async_trait]
+impl TenantResolver for OrgHeader {
+    async fn resolve(&self, input: &ResolveInput<'_>) -> Result<Option<Candidate>, TenancyError> {
+        Ok(input
+            .parts
+            .headers
+            .get("x-org")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Candidate::new(v, TenantSource::Custom("org"))))
+    }
+}
+
+#[tokio::test]
+async fn installed_resolver_wins_over_the_header() {
+    let layer = TenancyLayer::builder(enabled())
+        .resolver(OrgHeader)
+        .build()
+        .expect("valid");
+    let app = app(layer);
+    let (status, body) =
+        call(&app, get_req("/who", &[("x-org", "org1"), ("x-tenant-id", "other")])).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "org1:Custom(\"org\")"));
+    let (status, body) = call(&app, get_req("/who", &[("x-tenant-id", "other")])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the header is ignored: no tenant → required");
+    assert_eq!(json(&body)["code"], "tenant_required");
+    let (status, _) = call(&app, get_req("/who", &[("x-org", "bad/org")])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a custom resolver cannot skip validation");
+}
+
+#[tokio::test]
+async fn extractor_without_layer_is_an_internal_error_not_a_tenant() {
+    let app = Router::new().route("/who", get(whoami));
+    let (status, body) = call(&app, get_req("/who", &[("x-tenant-id", "a")])).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(json(&body)["code"], "internal");
+}

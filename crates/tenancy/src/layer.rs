@@ -123,7 +123,10 @@ impl TenancyLayer {
         TenancyLayerBuilder {
             policy,
             resolver: None,
-            exempt: DEFAULT_EXEMPT_PATHS.iter().map(|s| (*s).to_owned()).collect(),
+            exempt: DEFAULT_EXEMPT_PATHS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 
@@ -144,12 +147,18 @@ impl TenancyLayer {
 
     /// Resolves a request head: `Ok(Some)` when decided, `Ok(None)` when
     /// the head names no tenant (the body may still), `Err` when refused.
-    pub async fn resolve_parts(&self, parts: &Parts) -> Result<Option<TenantContext>, TenancyError> {
+    pub async fn resolve_parts(
+        &self,
+        parts: &Parts,
+    ) -> Result<Option<TenantContext>, TenancyError> {
         resolve_head(&self.shared, parts).await
     }
 }
 
-async fn resolve_head(shared: &Shared, parts: &Parts) -> Result<Option<TenantContext>, TenancyError> {
+async fn resolve_head(
+    shared: &Shared,
+    parts: &Parts,
+) -> Result<Option<TenantContext>, TenancyError> {
     if !shared.policy.enabled() {
         return Ok(Some(shared.policy.default_context()));
     }

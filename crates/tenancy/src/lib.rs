@@ -33,7 +33,7 @@ pub use context::TenantContext;
 pub use error::{TenancyError, error_response};
 pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
 pub use layer::{
-    DEFAULT_EXEMPT_PATHS, Tenant, TenancyLayer, TenancyLayerBuilder, TenancyService,
+    DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder, TenancyService, Tenant,
     resolve_with_body,
 };
 pub use policy::{DEFAULT_TENANT, Policy, PolicyError, TenantPolicy};

@@ -170,7 +170,11 @@ mod tests {
     /// (absent, whitespace, valid allowed, valid not allowed, invalid).
     #[test]
     fn decision_matrix() {
-        let sources = [TenantSource::Header, TenantSource::Query, TenantSource::Body];
+        let sources = [
+            TenantSource::Header,
+            TenantSource::Query,
+            TenantSource::Body,
+        ];
         let values: [&str; 6] = ["", "   ", "a", " a\t", "z", "a/b"];
         for enabled in [false, true] {
             for required in [false, true] {
@@ -241,7 +245,10 @@ mod tests {
             tenant_header: "X Tenant".into(),
             ..TenantPolicy::default()
         };
-        assert!(matches!(Policy::new(bad), Err(PolicyError::InvalidHeader(_))));
+        assert!(matches!(
+            Policy::new(bad),
+            Err(PolicyError::InvalidHeader(_))
+        ));
         let unreachable_default = TenantPolicy {
             enabled: true,
             tenant_required: false,

@@ -267,10 +267,7 @@ impl ChainResolver {
 
     /// The default chain of DESIGN.md section 2: header, query, body.
     pub fn standard(header: HeaderName) -> Self {
-        Self::new()
-            .with_header(header)
-            .with_query()
-            .with_body()
+        Self::new().with_header(header).with_query().with_body()
     }
 
     /// Appends a header resolver.

@@ -6,7 +6,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use tenancy::{
-    Candidate, ResolveInput, Tenant, TenancyError, TenancyLayer, TenantPolicy, TenantResolver,
+    Candidate, ResolveInput, TenancyError, TenancyLayer, Tenant, TenantPolicy, TenantResolver,
     TenantSource,
 };
 use tower::ServiceExt;
@@ -70,8 +70,16 @@ fn json(body: &str) -> serde_json::Value {
 async fn refusals_are_json_4xx_never_500() {
     let app = app(TenancyLayer::builder(enabled()).build().expect("valid"));
     let cases: [(Request<Body>, StatusCode, &str); 4] = [
-        (get_req("/who", &[]), StatusCode::BAD_REQUEST, "tenant_required"),
-        (get_req("/who", &[("x-tenant-id", "a/b")]), StatusCode::BAD_REQUEST, "invalid_tenant_id"),
+        (
+            get_req("/who", &[]),
+            StatusCode::BAD_REQUEST,
+            "tenant_required",
+        ),
+        (
+            get_req("/who", &[("x-tenant-id", "a/b")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant_id",
+        ),
         (
             get_req("/who?tenant_id=b", &[("x-tenant-id", "a")]),
             StatusCode::BAD_REQUEST,
@@ -88,7 +96,10 @@ async fn refusals_are_json_4xx_never_500() {
         assert_eq!(got, status, "{body}");
         let v = json(&body);
         assert_eq!(v["code"], code);
-        assert!(v["detail"].as_str().is_some_and(|d| d.len() < 300), "{body}");
+        assert!(
+            v["detail"].as_str().is_some_and(|d| d.len() < 300),
+            "{body}"
+        );
     }
 }
 
@@ -113,7 +124,11 @@ async fn resolves_header_query_and_default() {
         (StatusCode::OK, "acme:Header".to_owned())
     );
     assert_eq!(
-        call(&app, get_req("/who?tenant_id=acme", &[("x-tenant-id", "  ")])).await,
+        call(
+            &app,
+            get_req("/who?tenant_id=acme", &[("x-tenant-id", "  ")])
+        )
+        .await,
         (StatusCode::OK, "acme:Query".to_owned()),
         "whitespace header falls through to the query"
     );
@@ -140,7 +155,10 @@ async fn disabled_puts_everything_in_the_default_tenant() {
         get_req("/who", &[("x-tenant-id", "acme")]),
         get_req("/who?tenant_id=a/b", &[("x-tenant-id", "zzz")]),
     ] {
-        assert_eq!(call(&app, req).await, (StatusCode::OK, "default:Default".to_owned()));
+        assert_eq!(
+            call(&app, req).await,
+            (StatusCode::OK, "default:Default".to_owned())
+        );
     }
 }
 
@@ -149,7 +167,9 @@ async fn exempt_paths_need_no_tenant() {
     let app = app_with(enabled());
     assert_eq!(call(&app, get_req("/health", &[])).await.0, StatusCode::OK);
     assert_eq!(
-        call(&app, get_req("/health", &[("x-tenant-id", "a/b")])).await.0,
+        call(&app, get_req("/health", &[("x-tenant-id", "a/b")]))
+            .await
+            .0,
         StatusCode::OK,
         "not even an invalid one is looked at"
     );
@@ -165,14 +185,25 @@ async fn body_tenant_goes_through_the_same_policy() {
     let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":"a"}"#)).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
     let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":"b"}"#)).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a body must not bypass the allow-list");
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a body must not bypass the allow-list"
+    );
     assert_eq!(json(&body)["code"], "tenant_not_allowed");
-    let (status, body) =
-        call(&app, post_req("/body", &[("x-tenant-id", "a")], r#"{"tenant_id":"b"}"#)).await;
+    let (status, body) = call(
+        &app,
+        post_req("/body", &[("x-tenant-id", "a")], r#"{"tenant_id":"b"}"#),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(json(&body)["code"], "tenant_conflict");
     let (status, _) = call(&app, post_req("/body", &[], r#"{"tenant_id":"  "}"#)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "blank body tenant is absent: required");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "blank body tenant is absent: required"
+    );
 }
 
 /// A deployment's own resolver: the organisation header, nothing else.
@@ -197,14 +228,28 @@ async fn installed_resolver_wins_over_the_header() {
         .build()
         .expect("valid");
     let app = app(layer);
-    let (status, body) =
-        call(&app, get_req("/who", &[("x-org", "org1"), ("x-tenant-id", "other")])).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "org1:Custom(\"org\")"));
+    let (status, body) = call(
+        &app,
+        get_req("/who", &[("x-org", "org1"), ("x-tenant-id", "other")]),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "org1:Custom(\"org\")")
+    );
     let (status, body) = call(&app, get_req("/who", &[("x-tenant-id", "other")])).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "the header is ignored: no tenant → required");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the header is ignored: no tenant → required"
+    );
     assert_eq!(json(&body)["code"], "tenant_required");
     let (status, _) = call(&app, get_req("/who", &[("x-org", "bad/org")])).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "a custom resolver cannot skip validation");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a custom resolver cannot skip validation"
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use tenancy::{TenancyLayer, TenantResolver};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -24,7 +26,7 @@ use tracing::Span;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::Store;
-use crate::{health, openapi, records};
+use crate::{health, jobs, openapi, records};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct AppState {
     pub store: Store,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// Wakes idle detection workers when a job is submitted.
+    pub jobs_notify: Arc<tokio::sync::Notify>,
 }
 
 /// Request ids are ULIDs: sortable, and unique without coordination.
@@ -87,12 +91,19 @@ async fn json_errors(response: Response) -> Response {
     }
     let (code, detail) = match status {
         StatusCode::NOT_FOUND => ("not_found", "No such route"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "Method not allowed on this route"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "Request body is larger than the configured limit"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "Method not allowed on this route")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "Request body is larger than the configured limit",
+        ),
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
             ("unavailable", "The request took too long and was abandoned")
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "Unsupported content type"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "Unsupported content type")
+        }
         s if s.is_server_error() => ("internal", "Internal server error"),
         _ => ("bad_request", "The request could not be read"),
     };
@@ -133,7 +144,9 @@ pub fn tenancy_layer(
 pub fn router(state: AppState, tenancy: TenancyLayer) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
-    let tenant_routes = records::http::routes().route_layer(tenancy);
+    let tenant_routes = records::http::routes()
+        .merge(jobs::http::routes())
+        .route_layer(tenancy);
     Router::new()
         .merge(health::routes())
         .merge(openapi::routes())
@@ -154,6 +167,9 @@ pub fn router(state: AppState, tenancy: TenancyLayer) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(json_errors))
-                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                )),
         )
 }

@@ -10,11 +10,12 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tenancy::{TenancyError, TenantContext};
 use utoipa::ToSchema;
 
+use crate::jobs::JobsError;
 use crate::records::RecordsError;
 use crate::store::StoreError;
 
@@ -116,6 +117,18 @@ impl From<RecordsError> for ApiError {
     }
 }
 
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::NotFound(_) => Self::NotFound(e.to_string()),
+            JobsError::AlreadyFinal { .. } => Self::Conflict(e.to_string()),
+            JobsError::BadRequest(text) => Self::BadRequest(text.to_owned()),
+            JobsError::Invalid { .. } => Self::Validation(e.to_string()),
+            JobsError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
@@ -133,7 +146,10 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::PayloadTooLarge("Request body is larger than the configured limit".to_owned())
             }
-            other => Self::BadRequest(format!("Cannot read the request body: {}", other.body_text())),
+            other => Self::BadRequest(format!(
+                "Cannot read the request body: {}",
+                other.body_text()
+            )),
         }
     }
 }
@@ -193,7 +209,8 @@ impl<S: Send + Sync, T: DeserializeOwned + BodyTenant + Send> FromRequest<S> for
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let head = parts.clone();
-        let ApiJson(value) = ApiJson::<T>::from_request(Request::from_parts(parts, body), state).await?;
+        let ApiJson(value) =
+            ApiJson::<T>::from_request(Request::from_parts(parts, body), state).await?;
         let ctx = tenancy::resolve_with_body(&head, value.body_tenant()).await?;
         Ok(Self(ctx, value))
     }

@@ -1,6 +1,7 @@
 //! tenantd: a multi-tenant records and jobs server built on [`tenancy`].
 //!
 //! Layout follows features: [`records`] (model, storage trait, SQL, HTTP),
+//! [`jobs`] (detection jobs: queue, workers, git inspection, HTTP),
 //! [`store`] (the tenant-scoped storage handle and backends), [`config`],
 //! and the glue in [`app`], [`error`] and [`server`].
 
@@ -9,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod openapi;
 pub mod records;
 pub mod server;

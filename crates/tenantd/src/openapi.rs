@@ -23,6 +23,10 @@ use crate::records;
         records::http::replace_record,
         records::http::delete_record,
         records::http::search_records,
+        crate::jobs::http::submit,
+        crate::jobs::http::list,
+        crate::jobs::http::status,
+        crate::jobs::http::cancel,
     ),
     components(schemas(
         ErrorBody,
@@ -31,6 +35,10 @@ use crate::records;
         records::SearchRequest,
         records::SearchPage,
         records::SearchHit,
+        crate::jobs::Job,
+        crate::jobs::JobPage,
+        crate::jobs::JobStatus,
+        crate::jobs::SubmitInput,
     ))
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{AppState, router, tenancy_layer};
 use crate::config::{Backend, Config};
+use crate::jobs::worker::JobRunner;
 use crate::store::{Store, open_sqlite};
 
 /// A configured application, ready to serve.
@@ -17,12 +18,16 @@ pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    jobs: JobRunner,
 }
 
 impl Server {
     /// Opens storage and binds the listener (`server.bind`; port 0 picks a
     /// free port).
-    pub async fn build(config: Config, resolver: Option<Box<dyn TenantResolver>>) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: Config,
+        resolver: Option<Box<dyn TenantResolver>>,
+    ) -> anyhow::Result<Self> {
         let store = match config.storage.backend {
             Backend::Sqlite => Store::new(Arc::new(
                 open_sqlite(&config.storage.data_dir, config.storage.max_connections).await?,
@@ -32,15 +37,19 @@ impl Server {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("server.bind {}: cannot listen", config.server.bind))?;
+        let scratch = config.storage.data_dir.join("tmp").join("clones");
+        let jobs = JobRunner::start(store.system_job_queue(), config.jobs.clone(), scratch);
         let state = AppState {
             store,
             config: Arc::new(config),
+            jobs_notify: jobs.notifier(),
         };
         let router = router(state.clone(), tenancy);
         Ok(Self {
             listener,
             router,
             state,
+            jobs,
         })
     }
 
@@ -56,7 +65,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains in-flight requests and
     /// closes storage.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         let config = &self.state.config;
         tracing::info!(
@@ -65,11 +77,15 @@ impl Server {
             data_dir = %config.storage.data_dir.display(),
             "tenantd listening"
         );
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("server error")?;
+            .context("server error");
+        // HTTP is drained; now let running detections finish (or go back
+        // to the queue) before storage closes.
+        self.jobs.shutdown().await;
         self.state.store.close().await;
+        served?;
         tracing::info!("tenantd stopped");
         Ok(())
     }

@@ -78,7 +78,10 @@ fn help_lists_the_verbs() {
     for verb in ["serve", "config"] {
         assert!(text.contains(verb), "{text}");
     }
-    let out = Command::new(BIN).args(["serve", "--help"]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--config", "--bind", "--data-dir", "--log-format"] {
         assert!(text.contains(flag), "{text}");
@@ -96,7 +99,11 @@ fn config_check_prints_the_effective_config() {
         .env("TENANTD_TENANT_REQUIRED", "true")
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("enabled: true"), "env applied: {text}");
     assert!(text.contains("- a") && text.contains("- b"), "{text}");
@@ -119,7 +126,11 @@ fn config_check_reports_every_problem_and_exits_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["TENANTD_TENANT_REQUIRED", "server.max_body_bytes", "tenant.tenant_header"] {
+    for needle in [
+        "TENANTD_TENANT_REQUIRED",
+        "server.max_body_bytes",
+        "tenant.tenant_header",
+    ] {
         assert!(err.contains(needle), "missing {needle}: {err}");
     }
 }
@@ -194,7 +205,10 @@ async fn json_logs_carry_tenant_and_request_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Proc::start(
         dir.path(),
-        &[("TENANTD_TENANT_ENABLED", "true"), ("TENANTD_LOG__LEVEL", "info")],
+        &[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_LOG__LEVEL", "info"),
+        ],
         &["--log-format", "json"],
     )
     .await;
@@ -223,5 +237,9 @@ async fn json_logs_carry_tenant_and_request_id() {
     for line in &lines {
         assert_eq!(line["span"]["tenant_id"], "acme-logs", "{line}");
     }
-    assert!(lines.iter().any(|l| l["fields"]["message"] == "record created"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "record created")
+    );
 }

@@ -15,11 +15,24 @@ const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { tenant: usize, word: usize, n: u8 },
+    Create {
+        tenant: usize,
+        word: usize,
+        n: u8,
+    },
     /// Delete the `pick`-th known record (of any tenant) as `tenant`.
-    Delete { tenant: usize, pick: usize },
-    Get { tenant: usize, pick: usize },
-    Search { tenant: usize, word: Option<usize> },
+    Delete {
+        tenant: usize,
+        pick: usize,
+    },
+    Get {
+        tenant: usize,
+        pick: usize,
+    },
+    Search {
+        tenant: usize,
+        word: Option<usize>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -78,7 +91,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             .into_iter()
                             .map(|h| h.record.name)
                             .collect();
-                        prop_assert!(names.contains(&new.name), "conflict without a same-tenant twin");
+                        prop_assert!(
+                            names.contains(&new.name),
+                            "conflict without a same-tenant twin"
+                        );
                     }
                     Err(e) => return Err(TestCaseError::fail(format!("create: {e}"))),
                 }

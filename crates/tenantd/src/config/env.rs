@@ -22,10 +22,26 @@ enum Kind {
 /// Seed 000's variable names (with our prefix) and a few conveniences.
 const ALIASES: &[(&str, &[&str], Kind)] = &[
     ("TENANTD_TENANT_ENABLED", &["tenant", "enabled"], Kind::Bool),
-    ("TENANTD_TENANT_DEFAULT", &["tenant", "default_tenant"], Kind::Text),
-    ("TENANTD_TENANT_HEADER", &["tenant", "tenant_header"], Kind::Text),
-    ("TENANTD_TENANT_REQUIRED", &["tenant", "tenant_required"], Kind::Bool),
-    ("TENANTD_TENANT_ALLOWED", &["tenant", "allowed_tenants"], Kind::List),
+    (
+        "TENANTD_TENANT_DEFAULT",
+        &["tenant", "default_tenant"],
+        Kind::Text,
+    ),
+    (
+        "TENANTD_TENANT_HEADER",
+        &["tenant", "tenant_header"],
+        Kind::Text,
+    ),
+    (
+        "TENANTD_TENANT_REQUIRED",
+        &["tenant", "tenant_required"],
+        Kind::Bool,
+    ),
+    (
+        "TENANTD_TENANT_ALLOWED",
+        &["tenant", "allowed_tenants"],
+        Kind::List,
+    ),
     ("TENANTD_BIND", &["server", "bind"], Kind::Text),
     ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
     ("TENANTD_LOG_FORMAT", &["log", "format"], Kind::Text),

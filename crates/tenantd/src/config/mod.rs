@@ -30,8 +30,71 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Multi-tenancy policy (seed 000's keys).
     pub tenant: TenantPolicy,
+    /// Detection job workers.
+    pub jobs: JobsConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Detection job workers and their limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Worker tasks; unset means one per CPU core, 0 means this node runs
+    /// no jobs (it still accepts them).
+    pub workers: Option<usize>,
+    /// Jobs of one tenant that may run at once, so one tenant cannot
+    /// occupy every worker.
+    pub per_tenant_concurrency: u32,
+    /// Attempts before a job fails for good.
+    pub max_attempts: u32,
+    /// A worker's claim on a job lasts this long unless renewed; a job
+    /// whose worker died is retried after it expires.
+    pub lease_secs: u64,
+    /// Delay before the first retry; doubled on each further attempt.
+    pub retry_backoff_secs: u64,
+    /// On shutdown, running jobs get this long to finish before they are
+    /// interrupted and put back in the queue.
+    pub shutdown_grace_secs: u64,
+    /// Idle workers look for new jobs at least this often (a submission on
+    /// this node wakes them at once).
+    pub poll_interval_ms: u64,
+    /// One detection may take at most this long.
+    pub timeout_secs: u64,
+    /// Largest total size of files a detection reads.
+    pub max_repo_bytes: u64,
+    /// Most files a detection examines.
+    pub max_files: u64,
+    /// Accept local paths and `file://` URLs. Turn off when tenants are
+    /// untrusted: a path lets a tenant inspect any repository on the host.
+    pub allow_local_paths: bool,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            per_tenant_concurrency: 2,
+            max_attempts: 3,
+            lease_secs: 30,
+            retry_backoff_secs: 5,
+            shutdown_grace_secs: 20,
+            poll_interval_ms: 500,
+            timeout_secs: 300,
+            max_repo_bytes: 512 * 1024 * 1024,
+            max_files: 200_000,
+            allow_local_paths: true,
+        }
+    }
+}
+
+impl JobsConfig {
+    /// The worker count in force.
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// HTTP listener settings.
@@ -173,6 +236,20 @@ impl Config {
         }
         if self.server.request_timeout_secs == 0 {
             problems.push("server.request_timeout_secs: must be greater than 0".to_owned());
+        }
+        for (key, value) in [
+            (
+                "jobs.per_tenant_concurrency",
+                u64::from(self.jobs.per_tenant_concurrency),
+            ),
+            ("jobs.max_attempts", u64::from(self.jobs.max_attempts)),
+            ("jobs.lease_secs", self.jobs.lease_secs),
+            ("jobs.poll_interval_ms", self.jobs.poll_interval_ms),
+            ("jobs.timeout_secs", self.jobs.timeout_secs),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
         }
         if self.storage.max_connections == 0 {
             problems.push("storage.max_connections: must be greater than 0".to_owned());

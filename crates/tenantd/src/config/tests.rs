@@ -44,7 +44,12 @@ fn env_applies_without_a_file() {
     assert_eq!(c.tenant.default_tenant.as_str(), "my-tenant");
     assert_eq!(c.tenant.tenant_header, "X-Custom-Tenant");
     assert!(!c.tenant.tenant_required);
-    let allowed: Vec<&str> = c.tenant.allowed_tenants.iter().map(|t| t.as_str()).collect();
+    let allowed: Vec<&str> = c
+        .tenant
+        .allowed_tenants
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
     assert_eq!(allowed, ["tenant-a", "tenant-b", "my-tenant"]);
 }
 
@@ -55,22 +60,36 @@ fn env_beats_file_beats_defaults() {
     );
     let c = Config::load(
         Some(file.path()),
-        vars(&[("TENANTD_TENANT_HEADER", "X-Env"), ("TENANTD_SERVER__BIND", "0.0.0.0:9000")]),
+        vars(&[
+            ("TENANTD_TENANT_HEADER", "X-Env"),
+            ("TENANTD_SERVER__BIND", "0.0.0.0:9000"),
+        ]),
     )
     .expect("valid");
     assert!(c.tenant.enabled, "file over default");
     assert_eq!(c.tenant.default_tenant.as_str(), "from-file");
     assert_eq!(c.tenant.tenant_header, "X-Env", "env over file");
     assert_eq!(c.server.max_body_bytes, 2048);
-    assert_eq!(c.server.bind.to_string(), "0.0.0.0:9000", "generic path override");
+    assert_eq!(
+        c.server.bind.to_string(),
+        "0.0.0.0:9000",
+        "generic path override"
+    );
     assert!(c.tenant.tenant_required, "default kept");
 }
 
 #[test]
 fn booleans_accept_every_documented_spelling() {
     for (text, expected) in [
-        ("true", true), ("TRUE", true), ("1", true), ("Yes", true),
-        ("false", false), ("False", false), ("0", false), ("no", false), (" NO ", false),
+        ("true", true),
+        ("TRUE", true),
+        ("1", true),
+        ("Yes", true),
+        ("false", false),
+        ("False", false),
+        ("0", false),
+        ("no", false),
+        (" NO ", false),
     ] {
         let c = Config::load(None, vars(&[("TENANTD_TENANT_ENABLED", text)])).expect("valid");
         assert_eq!(c.tenant.enabled, expected, "{text}");
@@ -98,7 +117,9 @@ fn all_problems_are_reported_at_once_naming_their_keys() {
 
 #[test]
 fn semantic_errors_are_collected() {
-    let file = yaml("server:\n  max_body_bytes: 0\n  request_timeout_secs: 0\ntenant:\n  tenant_header: \"bad header\"\n");
+    let file = yaml(
+        "server:\n  max_body_bytes: 0\n  request_timeout_secs: 0\ntenant:\n  tenant_header: \"bad header\"\n",
+    );
     let err = Config::load(Some(file.path()), vars(&[])).expect_err("invalid");
     assert_eq!(err.0.len(), 3, "{err}");
     assert!(err.0.iter().any(|p| p.starts_with("server.max_body_bytes")));
@@ -110,11 +131,13 @@ fn unknown_keys_and_bad_values_are_rejected() {
     let file = yaml("tenant:\n  enabeld: true\n");
     let err = Config::load(Some(file.path()), vars(&[])).expect_err("typo");
     assert!(err.to_string().contains("enabeld"), "{err}");
-    let err = Config::load(None, vars(&[("TENANTD_TENANT_DEFAULT", "../etc")])).expect_err("bad id");
+    let err =
+        Config::load(None, vars(&[("TENANTD_TENANT_DEFAULT", "../etc")])).expect_err("bad id");
     assert!(err.to_string().contains("default_tenant"), "{err}");
     let file = yaml(": : :\n  - [");
     assert!(Config::load(Some(file.path()), vars(&[])).is_err());
-    let err = Config::load(Some(Path::new("/nonexistent/tenantd.yaml")), vars(&[])).expect_err("missing");
+    let err =
+        Config::load(Some(Path::new("/nonexistent/tenantd.yaml")), vars(&[])).expect_err("missing");
     assert!(err.to_string().contains("/nonexistent/tenantd.yaml"));
 }
 
@@ -150,6 +173,9 @@ fn example_file_is_valid_and_complete() {
     let mut all = Vec::new();
     keys(&value, &mut all);
     for key in all {
-        assert!(text.contains(&format!("{key}:")), "examples/tenantd.yaml does not document '{key}'");
+        assert!(
+            text.contains(&format!("{key}:")),
+            "examples/tenantd.yaml does not document '{key}'"
+        );
     }
 }

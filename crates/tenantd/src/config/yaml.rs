@@ -39,4 +39,3 @@ impl Provider for YamlFile {
         Ok(Profile::Default.collect(self.dict.clone()))
     }
 }
-

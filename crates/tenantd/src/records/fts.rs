@@ -38,7 +38,10 @@ pub fn terms(text: &str) -> Vec<String> {
 pub fn match_expression(tenant: &str, text: &str) -> Option<String> {
     let terms = terms(text);
     let (last, rest) = terms.split_last()?;
-    let mut expr = format!("tenant_key : \"{}\" AND {{name description url tags fields}} : (", tenant_token(tenant));
+    let mut expr = format!(
+        "tenant_key : \"{}\" AND {{name description url tags fields}} : (",
+        tenant_token(tenant)
+    );
     for term in rest {
         expr.push('"');
         expr.push_str(term);

@@ -148,7 +148,9 @@ pub(crate) async fn search_records(
     TenantJson(tenant, request): TenantJson<SearchRequest>,
 ) -> Result<Json<SearchPage>, ApiError> {
     let query = SearchQuery::try_from(request)?;
-    Ok(Json(state.store.scoped(&tenant).search_records(&query).await?))
+    Ok(Json(
+        state.store.scoped(&tenant).search_records(&query).await?,
+    ))
 }
 
 /// Query string of `GET /records`.
@@ -164,7 +166,10 @@ pub struct ListParams {
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Tenant (alternative to the header).
-    #[allow(dead_code, reason = "read by the tenant resolver, accepted here so it is not an unknown field")]
+    #[allow(
+        dead_code,
+        reason = "read by the tenant resolver, accepted here so it is not an unknown field"
+    )]
     tenant_id: Option<String>,
 }
 
@@ -201,5 +206,7 @@ pub(crate) async fn list_records(
         cursor: params.cursor.clone(),
         tenant_id: None,
     })?;
-    Ok(Json(state.store.scoped(&tenant).search_records(&query).await?))
+    Ok(Json(
+        state.store.scoped(&tenant).search_records(&query).await?,
+    ))
 }

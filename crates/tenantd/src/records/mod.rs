@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use crate::store::{StoreError, TenantScope, TenantStore};
 
 pub use model::{
-    NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage, SearchQuery, SearchRequest,
-    MAX_LIMIT, DEFAULT_LIMIT,
+    DEFAULT_LIMIT, MAX_LIMIT, NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage,
+    SearchQuery, SearchRequest, check_limit, decode_cursor, encode_cursor,
 };
+pub(crate) use sqlite::upsert_in_tx;
 
 /// Why a records operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +58,17 @@ impl RecordsError {
 #[async_trait]
 pub trait RecordRepo: Send + Sync {
     /// Inserts a record; `(kind, name)` must be free in the tenant.
-    async fn create_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError>;
+    async fn create_record(
+        &self,
+        scope: &TenantScope,
+        new: NewRecord,
+    ) -> Result<Record, StoreError>;
     /// The record `id` of the tenant, if any.
-    async fn get_record(&self, scope: &TenantScope, id: &RecordId) -> Result<Option<Record>, StoreError>;
+    async fn get_record(
+        &self,
+        scope: &TenantScope,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError>;
     /// Replaces the content of record `id`; `None` when it does not exist.
     async fn replace_record(
         &self,
@@ -68,11 +77,19 @@ pub trait RecordRepo: Send + Sync {
         new: NewRecord,
     ) -> Result<Option<Record>, StoreError>;
     /// Inserts or replaces the record `(kind, name)` (used by jobs).
-    async fn upsert_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError>;
+    async fn upsert_record(
+        &self,
+        scope: &TenantScope,
+        new: NewRecord,
+    ) -> Result<Record, StoreError>;
     /// Deletes record `id`; false when it did not exist.
     async fn delete_record(&self, scope: &TenantScope, id: &RecordId) -> Result<bool, StoreError>;
     /// Full-text search (or a filtered listing when the query has no terms).
-    async fn search_records(&self, scope: &TenantScope, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+    async fn search_records(
+        &self,
+        scope: &TenantScope,
+        query: &SearchQuery,
+    ) -> Result<SearchPage, StoreError>;
 }
 
 /// The records operations of one tenant.
@@ -97,7 +114,11 @@ impl TenantStore {
     }
 
     /// Replaces a record of this tenant.
-    pub async fn replace_record(&self, id: &RecordId, new: NewRecord) -> Result<Record, RecordsError> {
+    pub async fn replace_record(
+        &self,
+        id: &RecordId,
+        new: NewRecord,
+    ) -> Result<Record, RecordsError> {
         let (kind, name) = (new.kind.clone(), new.name.clone());
         let (scope, backend) = self.parts();
         backend

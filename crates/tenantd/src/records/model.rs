@@ -160,7 +160,9 @@ fn has_control(s: &str) -> bool {
 impl NewRecord {
     /// Bytes this record occupies, for storage accounting.
     pub fn size_bytes(&self) -> i64 {
-        let fields = serde_json::to_string(&self.fields).map(|s| s.len()).unwrap_or(0);
+        let fields = serde_json::to_string(&self.fields)
+            .map(|s| s.len())
+            .unwrap_or(0);
         let tags: usize = self.tags.iter().map(String::len).sum();
         let total = self.kind.len()
             + self.name.len()
@@ -196,15 +198,24 @@ impl TryFrom<RecordInput> for NewRecord {
             ));
         }
         let url = input.url.trim().to_owned();
-        if url.is_empty() || url.len() > MAX_URL || url.chars().any(char::is_whitespace) || has_control(&url)
+        if url.is_empty()
+            || url.len() > MAX_URL
+            || url.chars().any(char::is_whitespace)
+            || has_control(&url)
         {
             return Err(RecordsError::invalid(
                 "url",
                 format!("must be 1 to {MAX_URL} characters without whitespace"),
             ));
         }
-        let description = input.description.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
-        if description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+        let description = input
+            .description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+        {
             return Err(RecordsError::invalid(
                 "description",
                 format!("must be at most {MAX_DESCRIPTION} characters"),
@@ -224,7 +235,10 @@ impl TryFrom<RecordInput> for NewRecord {
 
 fn validate_tags(raw: Vec<String>) -> Result<Vec<String>, RecordsError> {
     if raw.len() > MAX_TAGS {
-        return Err(RecordsError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+        return Err(RecordsError::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
     }
     let mut tags: Vec<String> = Vec::with_capacity(raw.len());
     for tag in raw {
@@ -323,7 +337,10 @@ impl TryFrom<SearchRequest> for SearchQuery {
                 format!("must be at most {MAX_QUERY_CHARS} characters"),
             ));
         }
-        let kind = req.kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+        let kind = req
+            .kind
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty());
         Ok(Self {
             text: req.query,
             kind,
@@ -382,11 +399,41 @@ mod tests {
     #[test]
     fn rejects_bad_fields_naming_them() {
         let cases: Vec<(RecordInput, &str)> = vec![
-            (RecordInput { name: "".into(), ..input() }, "name"),
-            (RecordInput { kind: "a b".into(), ..input() }, "kind"),
-            (RecordInput { url: "a b".into(), ..input() }, "url"),
-            (RecordInput { tags: vec!["".into()], ..input() }, "tags"),
-            (RecordInput { tags: vec!["x".into(); 65], ..input() }, "tags"),
+            (
+                RecordInput {
+                    name: "".into(),
+                    ..input()
+                },
+                "name",
+            ),
+            (
+                RecordInput {
+                    kind: "a b".into(),
+                    ..input()
+                },
+                "kind",
+            ),
+            (
+                RecordInput {
+                    url: "a b".into(),
+                    ..input()
+                },
+                "url",
+            ),
+            (
+                RecordInput {
+                    tags: vec!["".into()],
+                    ..input()
+                },
+                "tags",
+            ),
+            (
+                RecordInput {
+                    tags: vec!["x".into(); 65],
+                    ..input()
+                },
+                "tags",
+            ),
         ];
         for (i, field) in cases {
             let err = NewRecord::try_from(i).expect_err("invalid");
@@ -398,14 +445,23 @@ mod tests {
     fn record_ids_parse_strictly() {
         let id = RecordId::generate();
         assert_eq!(id.as_str().parse::<RecordId>().expect("round trip"), id);
-        for bad in ["", "rec_", "rec_123", "det_01JD6ZK8Q3V2N4M5P6R7S8T9VW", "../etc/passwd"] {
+        for bad in [
+            "",
+            "rec_",
+            "rec_123",
+            "det_01JD6ZK8Q3V2N4M5P6R7S8T9VW",
+            "../etc/passwd",
+        ] {
             assert!(bad.parse::<RecordId>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(decode_cursor(Some(&encode_cursor(150))).expect("valid"), 150);
+        assert_eq!(
+            decode_cursor(Some(&encode_cursor(150))).expect("valid"),
+            150
+        );
         assert_eq!(decode_cursor(None).expect("none"), 0);
         assert!(decode_cursor(Some("!!")).is_err());
         assert!(decode_cursor(Some("bzotMQ")).is_err());

@@ -10,15 +10,16 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tenancy::TenantId;
 
-use super::fts;
-use super::model::{NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, encode_cursor};
 use super::RecordRepo;
+use super::fts;
+use super::model::{
+    NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, encode_cursor,
+};
 use crate::clock::now_rfc3339;
-use crate::store::{SqliteStore, StoreError, TenantScope};
 use crate::store::sqlite_support::map_sqlx;
+use crate::store::{SqliteStore, StoreError, TenantScope};
 
-const COLUMNS: &str =
-    "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at";
+const COLUMNS: &str = "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at";
 
 fn decode(row: &SqliteRow) -> Result<Record, StoreError> {
     let corrupt = |what: &str| StoreError::Internal(format!("corrupt record row: {what}"));
@@ -75,10 +76,47 @@ async fn index(
     Ok(())
 }
 
+/// Inserts or replaces record `(kind, name)` of `tenant` inside `tx`.
+///
+/// For callers that already hold a tenant taken from a stored parent row
+/// (a completed job writes its record in the job's transaction).
+pub(crate) async fn upsert_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    new: &NewRecord,
+) -> Result<Record, StoreError> {
+    let now = now_rfc3339();
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+         ON CONFLICT (tenant_id, kind, name) DO UPDATE SET url = excluded.url, \
+         description = excluded.description, tags = excluded.tags, fields = excluded.fields, \
+         size_bytes = excluded.size_bytes, updated_at = excluded.updated_at RETURNING seq",
+    )
+    .bind(tenant.as_str())
+    .bind(RecordId::generate().as_str())
+    .bind(&new.kind)
+    .bind(&new.name)
+    .bind(&new.url)
+    .bind(new.description.as_deref())
+    .bind(json(&new.tags)?)
+    .bind(json(&new.fields)?)
+    .bind(new.size_bytes())
+    .bind(&now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(map_sqlx)?;
+    index(tx, seq, tenant, new).await?;
+    SqliteStore::fetch(tx, tenant, seq).await
+}
+
 impl SqliteStore {
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.check_writable()?;
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_sqlx)
     }
 
     async fn fetch(
@@ -99,7 +137,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl RecordRepo for SqliteStore {
-    async fn create_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError> {
+    async fn create_record(
+        &self,
+        scope: &TenantScope,
+        new: NewRecord,
+    ) -> Result<Record, StoreError> {
         let tenant = scope.tenant();
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
@@ -126,7 +168,11 @@ impl RecordRepo for SqliteStore {
         Ok(record)
     }
 
-    async fn get_record(&self, scope: &TenantScope, id: &RecordId) -> Result<Option<Record>, StoreError> {
+    async fn get_record(
+        &self,
+        scope: &TenantScope,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
         let row = sqlx::query(
             "SELECT r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at \
              FROM records r WHERE r.tenant_id = ?1 AND r.id = ?2",
@@ -173,45 +219,27 @@ impl RecordRepo for SqliteStore {
         Ok(Some(record))
     }
 
-    async fn upsert_record(&self, scope: &TenantScope, new: NewRecord) -> Result<Record, StoreError> {
-        let tenant = scope.tenant();
-        let now = now_rfc3339();
+    async fn upsert_record(
+        &self,
+        scope: &TenantScope,
+        new: NewRecord,
+    ) -> Result<Record, StoreError> {
         let mut tx = self.write_tx().await?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
-             ON CONFLICT (tenant_id, kind, name) DO UPDATE SET url = excluded.url, \
-             description = excluded.description, tags = excluded.tags, fields = excluded.fields, \
-             size_bytes = excluded.size_bytes, updated_at = excluded.updated_at RETURNING seq",
-        )
-        .bind(tenant.as_str())
-        .bind(RecordId::generate().as_str())
-        .bind(&new.kind)
-        .bind(&new.name)
-        .bind(&new.url)
-        .bind(new.description.as_deref())
-        .bind(json(&new.tags)?)
-        .bind(json(&new.fields)?)
-        .bind(new.size_bytes())
-        .bind(&now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-        index(&mut tx, seq, tenant, &new).await?;
-        let record = Self::fetch(&mut tx, tenant, seq).await?;
+        let record = upsert_in_tx(&mut tx, scope.tenant(), &new).await?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(record)
     }
 
     async fn delete_record(&self, scope: &TenantScope, id: &RecordId) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
-        let seq: Option<i64> =
-            sqlx::query_scalar("DELETE FROM records WHERE tenant_id = ?1 AND id = ?2 RETURNING seq")
-                .bind(scope.tenant().as_str())
-                .bind(id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM records WHERE tenant_id = ?1 AND id = ?2 RETURNING seq",
+        )
+        .bind(scope.tenant().as_str())
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         let Some(seq) = seq else {
             return Ok(false);
         };
@@ -224,7 +252,11 @@ impl RecordRepo for SqliteStore {
         Ok(true)
     }
 
-    async fn search_records(&self, scope: &TenantScope, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+    async fn search_records(
+        &self,
+        scope: &TenantScope,
+        q: &SearchQuery,
+    ) -> Result<SearchPage, StoreError> {
         let tenant = scope.tenant().as_str();
         let expression = fts::match_expression(tenant, &q.text);
         // Shared WHERE clause; parameters are bound in the same order below.
@@ -233,7 +265,9 @@ impl RecordRepo for SqliteStore {
             filter.push_str(" AND r.kind = ?");
         }
         for _ in &q.tags {
-            filter.push_str(" AND EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = ?)");
+            filter.push_str(
+                " AND EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = ?)",
+            );
         }
         let (from, score, order) = match expression {
             Some(_) => (
@@ -243,7 +277,11 @@ impl RecordRepo for SqliteStore {
             ),
             None => ("records r", "NULL", "ORDER BY r.seq DESC"),
         };
-        let match_clause = if expression.is_some() { "records_fts MATCH ? AND " } else { "" };
+        let match_clause = if expression.is_some() {
+            "records_fts MATCH ? AND "
+        } else {
+            ""
+        };
         let count_sql = format!("SELECT count(*) FROM {from} WHERE {match_clause}{filter}");
         let page_sql = format!(
             "SELECT {COLUMNS}, {score} FROM {from} WHERE {match_clause}{filter} {order} LIMIT ? OFFSET ?"

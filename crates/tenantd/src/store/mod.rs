@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
+use crate::jobs::{JobQueue, JobRepo};
 use crate::records::RecordRepo;
 
 pub use sqlite::{SqliteStore, open_sqlite};
@@ -57,12 +58,15 @@ pub enum StoreError {
 
 /// What every storage backend provides.
 #[async_trait]
-pub trait Backend: RecordRepo + Send + Sync + 'static {
+pub trait Backend: RecordRepo + JobRepo + JobQueue + Send + Sync + 'static {
     /// Whether the backend can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 
     /// Releases connections (graceful shutdown).
     async fn close(&self);
+
+    /// Upcast for the worker pool.
+    fn as_job_queue(self: Arc<Self>) -> Arc<dyn JobQueue>;
 }
 
 /// The process-wide storage handle (cheap to clone).
@@ -91,6 +95,13 @@ impl Store {
             },
             backend: self.backend.clone(),
         }
+    }
+
+    /// The worker pool's cross-tenant queue. This is the one storage path
+    /// not confined to a tenant, named so it cannot be mistaken for one:
+    /// it hands out jobs with the tenant of their row.
+    pub fn system_job_queue(&self) -> Arc<dyn JobQueue> {
+        self.backend.clone().as_job_queue()
     }
 
     /// Readiness of the backend (for `/health/ready`).

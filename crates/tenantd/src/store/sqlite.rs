@@ -17,13 +17,22 @@ pub const DB_FILE: &str = "tenantd.db";
 
 /// Migrations, in order. Each is embedded at compile time.
 fn migrator() -> Migrator {
-    let migrations = vec![Migration::new(
-        1,
-        "records".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
-        false,
-    )];
+    let migrations = vec![
+        Migration::new(
+            1,
+            "records".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "jobs".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_jobs.sql").into_sql_str(),
+            false,
+        ),
+    ];
     Migrator::with_migrations(migrations)
 }
 
@@ -41,7 +50,10 @@ pub struct SqliteStore {
 pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Result<SqliteStore> {
     use anyhow::Context as _;
     std::fs::create_dir_all(data_dir).with_context(|| {
-        format!("storage.data_dir {}: cannot create the directory", data_dir.display())
+        format!(
+            "storage.data_dir {}: cannot create the directory",
+            data_dir.display()
+        )
     })?;
     let meta = std::fs::metadata(data_dir)
         .with_context(|| format!("storage.data_dir {}: cannot read it", data_dir.display()))?;
@@ -73,9 +85,10 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Resul
                 DB_FILE
             )
         })?;
-    migrator().run(&pool).await.with_context(|| {
-        format!("storage: migrating {} failed", db_path.display())
-    })?;
+    migrator()
+        .run(&pool)
+        .await
+        .with_context(|| format!("storage: migrating {} failed", db_path.display()))?;
     Ok(SqliteStore { pool, db_path })
 }
 
@@ -107,7 +120,9 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
                 .and_then(|c| c.parse::<i64>().ok())
                 .map(|c| c & 0xff);
             match code {
-                Some(5 | 6 | 7 | 8 | 10 | 13 | 14) => StoreError::Unavailable(db.message().to_owned()),
+                Some(5 | 6 | 7 | 8 | 10 | 13 | 14) => {
+                    StoreError::Unavailable(db.message().to_owned())
+                }
                 _ => StoreError::Internal(error.to_string()),
             }
         }
@@ -131,5 +146,9 @@ impl Backend for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
+        self
     }
 }

@@ -1,0 +1,174 @@
+//! HTTP routes of detection jobs (seed 000's paths).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tenancy::Tenant;
+use utoipa::IntoParams;
+
+use super::detect::parse_location;
+use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJob, SubmitInput};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
+use crate::records::check_limit;
+
+/// Routes under `/detect`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/detect/submit", post(submit))
+        .route("/detect", get(list))
+        .route("/detect/{id}/status", get(status))
+        .route("/detect/{id}/cancel", post(cancel))
+}
+
+impl BodyTenant for SubmitInput {
+    fn body_tenant(&self) -> Option<&str> {
+        self.tenant_id.as_deref()
+    }
+}
+
+fn parse_id(raw: &str) -> Result<DetectionId, JobsError> {
+    raw.parse()
+        .map_err(|_| JobsError::NotFound(truncate_for_echo(raw)))
+}
+
+/// Validates a submission (seed 000's error texts).
+fn validate(input: SubmitInput, allow_local: bool) -> Result<NewJob, JobsError> {
+    let url = input.repository_url.as_deref().map(str::trim).unwrap_or("");
+    if url.is_empty() {
+        return Err(JobsError::BadRequest("Repository URL is required"));
+    }
+    if parse_location(url, allow_local).is_none() {
+        return Err(JobsError::BadRequest("Invalid repository URL"));
+    }
+    let priority = input.priority.unwrap_or(0);
+    if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return Err(JobsError::invalid(
+            "priority",
+            format!("must be between -{MAX_PRIORITY} and {MAX_PRIORITY}"),
+        ));
+    }
+    Ok(NewJob {
+        repository_url: url.to_owned(),
+        priority,
+        metadata: input.metadata.unwrap_or_default(),
+    })
+}
+
+/// Submit a detection job for the caller's tenant.
+#[utoipa::path(
+    post, path = "/detect/submit", tag = "detect",
+    params(("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    request_body = SubmitInput,
+    responses(
+        (status = 202, description = "Accepted; runs in the background", body = Job),
+        (status = 400, description = "Missing or invalid repository URL", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+    )
+)]
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    TenantJson(tenant, input): TenantJson<SubmitInput>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let jobs = &state.config.jobs;
+    let new = validate(input, jobs.allow_local_paths)?;
+    let max_attempts = i64::from(jobs.max_attempts);
+    let job = state
+        .store
+        .scoped(&tenant)
+        .submit_job(new, max_attempts)
+        .await?;
+    state.jobs_notify.notify_one();
+    tracing::info!(detection_id = %job.detection_id, "detection submitted");
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Status of one of the caller's jobs.
+#[utoipa::path(
+    get, path = "/detect/{id}/status", tag = "detect",
+    params(("id" = String, Path, description = "Detection id"),
+           ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "Absent or another tenant's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(state.store.scoped(&tenant).get_job(&id).await?))
+}
+
+/// Cancel one of the caller's pending or running jobs.
+#[utoipa::path(
+    post, path = "/detect/{id}/cancel", tag = "detect",
+    params(("id" = String, Path, description = "Detection id"),
+           ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 200, description = "Cancelled", body = Job),
+        (status = 404, description = "Absent or another tenant's", body = ErrorBody),
+        (status = 409, description = "Already completed, failed or cancelled", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    let job = state.store.scoped(&tenant).cancel_job(&id).await?;
+    tracing::info!(detection_id = %job.detection_id, "detection cancelled");
+    Ok(Json(job))
+}
+
+/// Query string of `GET /detect`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only jobs in this state.
+    status: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Tenant (alternative to the header).
+    #[allow(
+        dead_code,
+        reason = "read by the tenant resolver; accepted so it is not an unknown field"
+    )]
+    tenant_id: Option<String>,
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(
+    get, path = "/detect", tag = "detect",
+    params(ListParams, ("X-Tenant-ID" = Option<String>, Header, description = "Tenant")),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 422, description = "Invalid status, limit or cursor", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<JobPage>, ApiError> {
+    let status = params
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<JobStatus>)
+        .transpose()?;
+    let limit = check_limit(params.limit)?;
+    let page = state
+        .store
+        .scoped(&tenant)
+        .list_jobs(status, limit, params.cursor.as_deref())
+        .await?;
+    Ok(Json(page))
+}

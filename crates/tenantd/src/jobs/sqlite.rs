@@ -1,0 +1,415 @@
+//! [`JobRepo`] and [`JobQueue`] for the SQLite backend.
+//!
+//! Every queue transition is one `BEGIN IMMEDIATE` transaction guarded by
+//! the job's current status and lease owner, so two workers can never both
+//! complete a job, and a cancelled job can never be completed.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+use tenancy::TenantId;
+
+use super::model::{ClaimedJob, DetectionId, Job, JobPage, JobStatus, NewJob};
+use super::{CancelOutcome, JobQueue, JobRepo};
+use crate::clock::now_rfc3339;
+use crate::records::{NewRecord, RecordId, encode_cursor, upsert_in_tx};
+use crate::store::sqlite_support::map_sqlx;
+use crate::store::{SqliteStore, StoreError, TenantScope};
+
+const JOB_COLUMNS: &str = "id, tenant_id, repository_url, priority, metadata, status, attempts, \
+     max_attempts, error, record_id, created_at, updated_at, started_at, finished_at";
+
+fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .div_euclid(1_000_000) as i64
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn decode(row: &SqliteRow) -> Result<Job, StoreError> {
+    let corrupt = |what: &str| StoreError::Internal(format!("corrupt job row: {what}"));
+    let id: String = row.try_get("id").map_err(map_sqlx)?;
+    let tenant: String = row.try_get("tenant_id").map_err(map_sqlx)?;
+    let metadata: String = row.try_get("metadata").map_err(map_sqlx)?;
+    let status: String = row.try_get("status").map_err(map_sqlx)?;
+    Ok(Job {
+        detection_id: id.parse().map_err(|_| corrupt("id"))?,
+        tenant_id: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+        repository_url: row.try_get("repository_url").map_err(map_sqlx)?,
+        priority: row.try_get("priority").map_err(map_sqlx)?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        attempts: row.try_get("attempts").map_err(map_sqlx)?,
+        max_attempts: row.try_get("max_attempts").map_err(map_sqlx)?,
+        error: row.try_get("error").map_err(map_sqlx)?,
+        record_id: row.try_get("record_id").map_err(map_sqlx)?,
+        created_at: row.try_get("created_at").map_err(map_sqlx)?,
+        updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
+        started_at: row.try_get("started_at").map_err(map_sqlx)?,
+        finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
+    })
+}
+
+impl SqliteStore {
+    async fn job_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.check_writable()?;
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_sqlx)
+    }
+
+    async fn fetch_job(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM detection_jobs WHERE tenant_id = ?1 AND id = ?2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(decode).transpose()
+    }
+}
+
+#[async_trait]
+impl JobRepo for SqliteStore {
+    async fn submit_job(
+        &self,
+        scope: &TenantScope,
+        new: NewJob,
+        max_attempts: i64,
+    ) -> Result<Job, StoreError> {
+        let tenant = scope.tenant().as_str();
+        let id = DetectionId::generate();
+        let now = now_rfc3339();
+        let metadata = serde_json::to_string(&new.metadata)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut tx = self.job_tx().await?;
+        sqlx::query(
+            "INSERT INTO detection_jobs (tenant_id, id, repository_url, priority, metadata, status, \
+             max_attempts, available_ms, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?8)",
+        )
+        .bind(tenant)
+        .bind(id.as_str())
+        .bind(&new.repository_url)
+        .bind(new.priority)
+        .bind(metadata)
+        .bind(max_attempts)
+        .bind(now_ms())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        let job = Self::fetch_job(&mut tx, tenant, id.as_str())
+            .await?
+            .ok_or_else(|| StoreError::Internal("inserted job vanished".into()))?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(job)
+    }
+
+    async fn get_job(
+        &self,
+        scope: &TenantScope,
+        id: &DetectionId,
+    ) -> Result<Option<Job>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM detection_jobs WHERE tenant_id = ?1 AND id = ?2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(scope.tenant().as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    async fn list_jobs(
+        &self,
+        scope: &TenantScope,
+        status: Option<JobStatus>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<JobPage, StoreError> {
+        let tenant = scope.tenant().as_str();
+        let filter = "tenant_id = ?1 AND (?2 = '' OR status = ?2)";
+        let status_text = status.map(JobStatus::as_str).unwrap_or("");
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM detection_jobs WHERE {filter}"
+        )))
+        .bind(tenant)
+        .bind(status_text)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM detection_jobs WHERE {filter} ORDER BY seq DESC LIMIT ?3 OFFSET ?4"
+        )))
+        .bind(tenant)
+        .bind(status_text)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        let results = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let total = u64::try_from(total).unwrap_or(0);
+        let next = offset.saturating_add(results.len() as u64);
+        let next_cursor = (!results.is_empty() && next < total).then(|| encode_cursor(next));
+        Ok(JobPage {
+            total,
+            results,
+            next_cursor,
+        })
+    }
+
+    async fn cancel_job(
+        &self,
+        scope: &TenantScope,
+        id: &DetectionId,
+    ) -> Result<CancelOutcome, StoreError> {
+        let tenant = scope.tenant().as_str();
+        let now = now_rfc3339();
+        let mut tx = self.job_tx().await?;
+        let changed = sqlx::query(
+            "UPDATE detection_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_ms = NULL, \
+             updated_at = ?3, finished_at = ?3 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status IN ('pending', 'running')",
+        )
+        .bind(tenant)
+        .bind(id.as_str())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        let job = Self::fetch_job(&mut tx, tenant, id.as_str()).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(match job {
+            None => CancelOutcome::NotFound,
+            Some(job) if changed == 1 => CancelOutcome::Cancelled(Box::new(job)),
+            Some(job) => CancelOutcome::AlreadyFinal(job.status),
+        })
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqliteStore {
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        per_tenant_cap: i64,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.job_tx().await?;
+        // The tenant whose turn is oldest among those with claimable work
+        // and free concurrency.
+        let tenant: Option<String> = sqlx::query_scalar(
+            "SELECT p.tenant_id \
+             FROM (SELECT tenant_id FROM detection_jobs \
+                   WHERE status = 'pending' AND available_ms <= ?1 GROUP BY tenant_id) p \
+             LEFT JOIN (SELECT tenant_id, count(*) AS n FROM detection_jobs \
+                        WHERE status = 'running' GROUP BY tenant_id) r ON r.tenant_id = p.tenant_id \
+             LEFT JOIN job_turns t ON t.tenant_id = p.tenant_id \
+             WHERE coalesce(r.n, 0) < ?2 \
+             ORDER BY coalesce(t.last_turn, 0), p.tenant_id LIMIT 1",
+        )
+        .bind(now)
+        .bind(per_tenant_cap)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        let Some(tenant) = tenant else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "UPDATE detection_jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?2, \
+             lease_expires_ms = ?3, started_at = ?4, updated_at = ?4, error = error \
+             WHERE seq = (SELECT seq FROM detection_jobs WHERE tenant_id = ?1 AND status = 'pending' \
+                          AND available_ms <= ?5 ORDER BY priority DESC, seq LIMIT 1) \
+             RETURNING id, tenant_id, repository_url, metadata, attempts, max_attempts",
+        )
+        .bind(&tenant)
+        .bind(owner)
+        .bind(now.saturating_add(ms(lease)))
+        .bind(now_rfc3339())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO job_turns (tenant_id, last_turn) \
+             VALUES (?1, (SELECT coalesce(max(last_turn), 0) + 1 FROM job_turns)) \
+             ON CONFLICT (tenant_id) DO UPDATE SET last_turn = excluded.last_turn",
+        )
+        .bind(&tenant)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        let corrupt = |what: &str| StoreError::Internal(format!("corrupt job row: {what}"));
+        let id: String = row.try_get("id").map_err(map_sqlx)?;
+        let tenant: String = row.try_get("tenant_id").map_err(map_sqlx)?;
+        let metadata: String = row.try_get("metadata").map_err(map_sqlx)?;
+        Ok(Some(ClaimedJob {
+            id: id.parse().map_err(|_| corrupt("id"))?,
+            tenant: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+            repository_url: row.try_get("repository_url").map_err(map_sqlx)?,
+            metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
+            attempt: row.try_get("attempts").map_err(map_sqlx)?,
+            max_attempts: row.try_get("max_attempts").map_err(map_sqlx)?,
+            owner: owner.to_owned(),
+        }))
+    }
+
+    async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE detection_jobs SET lease_expires_ms = ?4 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3",
+        )
+        .bind(job.tenant.as_str())
+        .bind(job.id.as_str())
+        .bind(&job.owner)
+        .bind(now_ms().saturating_add(ms(lease)))
+        .execute(&self.pool)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn complete(
+        &self,
+        job: &ClaimedJob,
+        record: NewRecord,
+    ) -> Result<Option<RecordId>, StoreError> {
+        let now = now_rfc3339();
+        let mut tx = self.job_tx().await?;
+        let still_ours = sqlx::query(
+            "UPDATE detection_jobs SET status = 'completed', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = NULL, updated_at = ?4, finished_at = ?4 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3",
+        )
+        .bind(job.tenant.as_str())
+        .bind(job.id.as_str())
+        .bind(&job.owner)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        if still_ours != 1 {
+            // Cancelled or lease lost: write nothing.
+            tx.rollback().await.map_err(map_sqlx)?;
+            return Ok(None);
+        }
+        // The record's tenant is the job row's tenant.
+        let written = upsert_in_tx(&mut tx, &job.tenant, &record).await?;
+        sqlx::query("UPDATE detection_jobs SET record_id = ?3 WHERE tenant_id = ?1 AND id = ?2")
+            .bind(job.tenant.as_str())
+            .bind(job.id.as_str())
+            .bind(written.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(Some(written.id))
+    }
+
+    async fn fail(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let now = now_rfc3339();
+        let retry = retry_after.filter(|_| job.attempt < job.max_attempts);
+        let sql = if retry.is_some() {
+            "UPDATE detection_jobs SET status = 'pending', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = ?4, available_ms = ?5, updated_at = ?6 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3"
+        } else {
+            "UPDATE detection_jobs SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = ?4, updated_at = ?6, finished_at = ?6 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3 AND ?5 >= 0"
+        };
+        let mut tx = self.job_tx().await?;
+        sqlx::query(sql)
+            .bind(job.tenant.as_str())
+            .bind(job.id.as_str())
+            .bind(&job.owner)
+            .bind(error)
+            .bind(now_ms().saturating_add(retry.map_or(0, ms)))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(())
+    }
+
+    async fn release(&self, job: &ClaimedJob) -> Result<(), StoreError> {
+        let mut tx = self.job_tx().await?;
+        sqlx::query(
+            "UPDATE detection_jobs SET status = 'pending', attempts = max(attempts - 1, 0), \
+             lease_owner = NULL, lease_expires_ms = NULL, updated_at = ?4 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3",
+        )
+        .bind(job.tenant.as_str())
+        .bind(job.id.as_str())
+        .bind(&job.owner)
+        .bind(now_rfc3339())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(())
+    }
+
+    async fn reap_expired(&self, backoff: Duration) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let stamp = now_rfc3339();
+        let mut tx = self.job_tx().await?;
+        let failed = sqlx::query(
+            "UPDATE detection_jobs SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = coalesce(error, 'The worker running this job stopped (lease expired)'), \
+             updated_at = ?2, finished_at = ?2 \
+             WHERE status = 'running' AND lease_expires_ms < ?1 AND attempts >= max_attempts",
+        )
+        .bind(now)
+        .bind(&stamp)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        let retried = sqlx::query(
+            "UPDATE detection_jobs SET status = 'pending', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = 'The worker running this job stopped (lease expired); retrying', \
+             available_ms = ?3, updated_at = ?2 \
+             WHERE status = 'running' AND lease_expires_ms < ?1",
+        )
+        .bind(now)
+        .bind(&stamp)
+        .bind(now.saturating_add(ms(backoff)))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(failed + retried)
+    }
+}

@@ -271,7 +271,10 @@ impl RecordRepo for SqliteStore {
         }
         let (from, score, order) = match expression {
             Some(_) => (
-                "records_fts JOIN records r ON r.seq = records_fts.rowid",
+                // CROSS JOIN fixes the order: the FTS index drives, records are
+                // looked up by rowid (the planner would otherwise run the MATCH
+                // once per row of the tenant).
+                "records_fts CROSS JOIN records r ON r.seq = records_fts.rowid",
                 "-bm25(records_fts, 0.0, 10.0, 2.0, 1.0, 5.0, 1.0)",
                 "ORDER BY 11 DESC, r.seq DESC",
             ),

@@ -27,3 +27,7 @@ CREATE VIRTUAL TABLE records_fts USING fts5(
     content = '', contentless_delete = 1, prefix = '2 3',
     tokenize = 'unicode61 remove_diacritics 2'
 );
+-- Ranking: bm25 with column weights (tenant_key 0, name 10, description 2,
+-- url 1, tags 5, fields 1), so `ORDER BY rank` lets FTS5 sort by itself.
+INSERT INTO records_fts (records_fts, rank)
+VALUES ('rank', 'bm25(0.0, 10.0, 2.0, 1.0, 5.0, 1.0)');

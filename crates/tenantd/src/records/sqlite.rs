@@ -269,26 +269,45 @@ impl RecordRepo for SqliteStore {
                 " AND EXISTS (SELECT 1 FROM json_each(r.tags) WHERE json_each.value = ?)",
             );
         }
-        let (from, score, order) = match expression {
-            Some(_) => (
-                // CROSS JOIN fixes the order: the FTS index drives, records are
-                // looked up by rowid (the planner would otherwise run the MATCH
-                // once per row of the tenant).
-                "records_fts CROSS JOIN records r ON r.seq = records_fts.rowid",
-                "-bm25(records_fts, 0.0, 10.0, 2.0, 1.0, 5.0, 1.0)",
-                "ORDER BY 11 DESC, r.seq DESC",
+        let filtered = q.kind.is_some() || !q.tags.is_empty();
+        // Three shapes. `rank` is bm25 with the column weights configured in
+        // the migration (name 10, tags 5, description 2, url and fields 1).
+        let (count_sql, page_sql) = match (&expression, filtered) {
+            // Text only: the FTS index ranks and pages by itself, and only
+            // the page's rows are fetched from `records`. The tenant token in
+            // the MATCH confines it; the outer tenant_id check is defence in
+            // depth.
+            (Some(_), false) => (
+                "SELECT count(*) FROM records_fts WHERE records_fts MATCH ? AND ? IS NOT NULL"
+                    .to_owned(),
+                format!(
+                    "SELECT {COLUMNS}, -h.rank FROM \
+                     (SELECT rowid AS seq, rank FROM records_fts WHERE records_fts MATCH ?1 \
+                      ORDER BY rank LIMIT ?3 OFFSET ?4) h \
+                     CROSS JOIN records r ON r.seq = h.seq WHERE r.tenant_id = ?2 ORDER BY h.rank"
+                ),
             ),
-            None => ("records r", "NULL", "ORDER BY r.seq DESC"),
+            // Text and filters. CROSS JOIN fixes the order: the FTS index
+            // drives and records are looked up by rowid (the planner would
+            // otherwise run the MATCH once per row of the tenant).
+            (Some(_), true) => {
+                let from = "records_fts CROSS JOIN records r ON r.seq = records_fts.rowid";
+                (
+                    format!("SELECT count(*) FROM {from} WHERE records_fts MATCH ? AND {filter}"),
+                    format!(
+                        "SELECT {COLUMNS}, -records_fts.rank FROM {from} \
+                         WHERE records_fts MATCH ? AND {filter} ORDER BY records_fts.rank LIMIT ? OFFSET ?"
+                    ),
+                )
+            }
+            // No text: a listing, newest first.
+            (None, _) => (
+                format!("SELECT count(*) FROM records r WHERE {filter}"),
+                format!(
+                    "SELECT {COLUMNS}, NULL FROM records r WHERE {filter} ORDER BY r.seq DESC LIMIT ? OFFSET ?"
+                ),
+            ),
         };
-        let match_clause = if expression.is_some() {
-            "records_fts MATCH ? AND "
-        } else {
-            ""
-        };
-        let count_sql = format!("SELECT count(*) FROM {from} WHERE {match_clause}{filter}");
-        let page_sql = format!(
-            "SELECT {COLUMNS}, {score} FROM {from} WHERE {match_clause}{filter} {order} LIMIT ? OFFSET ?"
-        );
         let mut count = sqlx::query_scalar::<_, i64>(AssertSqlSafe(count_sql));
         let mut page = sqlx::query(AssertSqlSafe(page_sql));
         if let Some(e) = &expression {
@@ -297,6 +316,8 @@ impl RecordRepo for SqliteStore {
         }
         count = count.bind(tenant);
         page = page.bind(tenant);
+        // (The text-only page query numbers its parameters: ?1 match,
+        // ?2 tenant, ?3 limit, ?4 offset; the others bind in order.)
         if let Some(kind) = &q.kind {
             count = count.bind(kind.clone());
             page = page.bind(kind.clone());

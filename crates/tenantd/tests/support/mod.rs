@@ -1,0 +1,115 @@
+//! Shared by the integration suites: a real server on a random port over a
+//! temporary data directory, and assertions on the error shape.
+//!
+//! Included with `#[path]` by each suite, so not every suite uses every
+//! helper.
+#![allow(dead_code, reason = "each suite uses a different subset")]
+
+use std::path::Path;
+
+use serde_json::Value;
+use tenantd::{Config, Server};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server on a random port over `data_dir`, stopped gracefully on `stop`.
+pub struct App {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// A client without default headers.
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A test configuration: multi-tenancy on, fast job polling, port 0.
+pub fn config(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    c.server.bind = "127.0.0.1:0".parse().expect("addr");
+    c.storage.data_dir = data_dir.to_path_buf();
+    c.tenant.enabled = true;
+    c.jobs.workers = Some(2);
+    c.jobs.poll_interval_ms = 50;
+    c.jobs.retry_backoff_secs = 0;
+    c.jobs.lease_secs = 5;
+    c.jobs.shutdown_grace_secs = 5;
+    tweak(&mut c);
+    c
+}
+
+impl App {
+    /// Builds and serves `config` in the background.
+    pub async fn start(config: Config) -> App {
+        let server = Server::build(config, None).await.expect("server builds");
+        Self::serve(server)
+    }
+
+    /// Serves an already built server in the background.
+    pub fn serve(server: Server) -> App {
+        let addr = server.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        App {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop: HTTP drained, running jobs finished or released.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("server ran cleanly");
+        }
+    }
+
+    /// A request to `path` as `tenant` (by header).
+    pub fn req(
+        &self,
+        method: reqwest::Method,
+        tenant: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Tenant-ID", tenant)
+    }
+
+    /// GET `path` as `tenant`; status and JSON body.
+    pub async fn get_json(&self, tenant: &str, path: &str) -> (u16, Value) {
+        let resp = self
+            .req(reqwest::Method::GET, tenant, path)
+            .send()
+            .await
+            .expect("get");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json"))
+    }
+}
+
+/// Asserts an error response's status, its JSON shape and code; returns its
+/// detail.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(resp.status().as_u16(), status, "for code {code}");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ct.starts_with("application/json"), "content type {ct}");
+    let body: Value = resp.json().await.expect("JSON error");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "only detail and code: {body}"
+    );
+    body["detail"].as_str().expect("detail").to_owned()
+}

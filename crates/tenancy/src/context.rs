@@ -1,6 +1,9 @@
 //! [`TenantContext`]: the decided tenant of one request, handed to handlers
 //! and from them to storage.
 
+use std::sync::Arc;
+
+use crate::auth::Principal;
 use crate::id::TenantId;
 use crate::resolve::TenantSource;
 
@@ -10,6 +13,7 @@ use crate::resolve::TenantSource;
 pub struct TenantContext {
     tenant_id: TenantId,
     source: TenantSource,
+    principal: Option<Arc<Principal>>,
 }
 
 impl TenantContext {
@@ -19,7 +23,23 @@ impl TenantContext {
     /// builds one with [`TenantSource::Stored`] from the row it acts on, so
     /// a job's output inherits the job's tenant, never a request's.
     pub fn new(tenant_id: TenantId, source: TenantSource) -> Self {
-        Self { tenant_id, source }
+        Self {
+            tenant_id,
+            source,
+            principal: None,
+        }
+    }
+
+    /// This context, acting as `principal` (whose tenant it must be).
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        debug_assert_eq!(principal.tenant_id(), &self.tenant_id);
+        self.principal = Some(Arc::new(principal));
+        self
+    }
+
+    /// The authenticated principal, when the request carried a credential.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_deref()
     }
 
     /// The tenant.

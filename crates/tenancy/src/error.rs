@@ -4,6 +4,7 @@
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::auth::AuthError;
 use crate::id::TENANT_ID_RULE;
 use crate::resolve::TenantSource;
 
@@ -44,6 +45,27 @@ pub enum TenancyError {
     /// The request carried a credential for one tenant and named another.
     #[error("The credential belongs to another tenant than the one requested")]
     Mismatch,
+    /// A credential was required, malformed, or did not verify.
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    /// The registry does not know the tenant.
+    #[error("Tenant '{tenant}' not found")]
+    UnknownTenant {
+        /// The (valid) tenant id.
+        tenant: String,
+    },
+    /// The tenant exists but is suspended.
+    #[error("Tenant '{tenant}' is suspended")]
+    Suspended {
+        /// The (valid) tenant id.
+        tenant: String,
+    },
+    /// The client's address is outside the tenant's `allowed_ips`.
+    #[error("This address is not allowed to act for tenant '{tenant}'")]
+    IpNotAllowed {
+        /// The (valid) tenant id.
+        tenant: String,
+    },
     /// The tenancy layer was not installed in front of a handler that asked
     /// for a tenant: a wiring bug in the service, not a client error.
     #[error("tenant resolution is not configured for this route")]
@@ -65,7 +87,12 @@ impl TenancyError {
             Self::Required { .. } | Self::InvalidTenantId { .. } | Self::Conflict { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::NotAllowed { .. } | Self::Mismatch => StatusCode::FORBIDDEN,
+            Self::NotAllowed { .. }
+            | Self::Mismatch
+            | Self::Suspended { .. }
+            | Self::IpNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::UnknownTenant { .. } => StatusCode::NOT_FOUND,
             Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,6 +105,10 @@ impl TenancyError {
             Self::Conflict { .. } => "tenant_conflict",
             Self::NotAllowed { .. } => "tenant_not_allowed",
             Self::Mismatch => "tenant_mismatch",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::UnknownTenant { .. } => "tenant_not_found",
+            Self::Suspended { .. } => "tenant_suspended",
+            Self::IpNotAllowed { .. } => "ip_not_allowed",
             Self::NotConfigured => "internal",
         }
     }
@@ -99,6 +130,12 @@ impl IntoResponse for TenancyError {
         if matches!(self, Self::NotConfigured) {
             tracing::error!("a handler asked for a tenant but no TenancyLayer is installed");
         }
-        error_response(self.status(), self.code(), &self.to_string())
+        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        if matches!(self, Self::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }

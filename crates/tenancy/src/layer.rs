@@ -9,11 +9,17 @@
 //! is left to the extractor ([`Tenant`] for head-only endpoints,
 //! [`resolve_with_body`] for endpoints whose body has the field).
 //!
+//! With an [`Authenticator`] installed, a credential is verified first and
+//! its tenant wins (a different requested tenant is 403 `tenant_mismatch`);
+//! with a [`TenantDirectory`], the decided tenant must exist, be active, and
+//! admit the client's address (DESIGN.md section 2, steps 2, 4 and 6).
+//!
 //! Once decided, the tenant is recorded as `tenant_id` on the current
 //! tracing span, so the request span must declare that field
 //! (`tenant_id = tracing::field::Empty`).
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,10 +30,15 @@ use http::Request;
 use http::request::Parts;
 use tower::{Layer, Service};
 
+use axum::extract::ConnectInfo;
+use ipnet::IpNet;
+
+use crate::auth::{AuthError, Authenticator, Credential, Principal};
 use crate::context::TenantContext;
+use crate::directory::{TenantDirectory, TenantStatus};
 use crate::error::TenancyError;
 use crate::policy::{Policy, PolicyError, TenantPolicy};
-use crate::resolve::{ChainResolver, ResolveInput, TenantResolver};
+use crate::resolve::{Candidate, ChainResolver, ResolveInput, TenantResolver, TenantSource};
 
 /// Paths that need no tenant by default (`*` at the end means a prefix).
 pub const DEFAULT_EXEMPT_PATHS: &[&str] = &["/health*", "/openapi.json", "/docs*", "/metrics"];
@@ -36,6 +47,10 @@ struct Shared {
     policy: Policy,
     resolver: Box<dyn TenantResolver>,
     exempt: Vec<ExemptPath>,
+    authenticator: Option<Box<dyn Authenticator>>,
+    auth_required: bool,
+    directory: Option<Arc<dyn TenantDirectory>>,
+    trusted_proxies: Vec<IpNet>,
 }
 
 enum ExemptPath {
@@ -78,6 +93,10 @@ pub struct TenancyLayerBuilder {
     policy: TenantPolicy,
     resolver: Option<Box<dyn TenantResolver>>,
     exempt: Vec<String>,
+    authenticator: Option<Box<dyn Authenticator>>,
+    auth_required: bool,
+    directory: Option<Arc<dyn TenantDirectory>>,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl TenancyLayerBuilder {
@@ -99,6 +118,34 @@ impl TenancyLayerBuilder {
         self
     }
 
+    /// Verifies credentials (`Authorization: Bearer`, `x-api-key`) with
+    /// `authenticator`. Without one, credentials are not looked at.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Box::new(authenticator));
+        self
+    }
+
+    /// Makes a credential mandatory on tenant routes (401 without one).
+    /// `false` keeps seed 000's header-only mode for trusted networks.
+    pub fn require_credentials(mut self, required: bool) -> Self {
+        self.auth_required = required;
+        self
+    }
+
+    /// Checks every decided tenant against `directory` (exists, active,
+    /// address allowed).
+    pub fn directory(mut self, directory: Arc<dyn TenantDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed when matching a tenant's
+    /// IP allow-list. Anyone else's is ignored: it is client-controlled.
+    pub fn trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
     /// Validates the policy and builds the layer.
     pub fn build(self) -> Result<TenancyLayer, PolicyError> {
         let policy = Policy::new(self.policy)?;
@@ -112,6 +159,10 @@ impl TenancyLayerBuilder {
                 policy,
                 resolver,
                 exempt,
+                authenticator: self.authenticator,
+                auth_required: self.auth_required,
+                directory: self.directory,
+                trusted_proxies: self.trusted_proxies,
             }),
         })
     }
@@ -127,6 +178,10 @@ impl TenancyLayer {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            authenticator: None,
+            auth_required: false,
+            directory: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -162,14 +217,113 @@ async fn resolve_head(
     if !shared.policy.enabled() {
         return Ok(Some(shared.policy.default_context()));
     }
+    let principal = authenticate(shared, parts).await?;
     let input = ResolveInput {
         parts,
         body_tenant: None,
     };
-    match shared.resolver.resolve(&input).await? {
-        None => Ok(None),
-        Some(candidate) => shared.policy.decide(Some(candidate)).map(Some),
+    let candidate = shared.resolver.resolve(&input).await?;
+    let ctx = match principal {
+        Some(principal) => reconcile(shared, principal, candidate.as_ref())?,
+        None if shared.auth_required => return Err(AuthError::Missing.into()),
+        None => match candidate {
+            None => return Ok(None),
+            Some(candidate) => shared.policy.decide(Some(candidate))?,
+        },
+    };
+    admit(shared, parts, &ctx)?;
+    Ok(Some(ctx))
+}
+
+/// Step 2: verifies the request's credential, if an authenticator is
+/// installed and one was sent. A bad credential is an error, never "none".
+async fn authenticate(shared: &Shared, parts: &Parts) -> Result<Option<Principal>, TenancyError> {
+    let Some(authenticator) = &shared.authenticator else {
+        return Ok(None);
+    };
+    let Some(credential) = Credential::from_parts(parts)? else {
+        return Ok(None);
+    };
+    Ok(Some(authenticator.authenticate(&credential).await?))
+}
+
+/// Step 4: the credential's tenant wins; a request naming another is 403.
+/// The allow-list still applies to it.
+fn reconcile(
+    shared: &Shared,
+    principal: Principal,
+    requested: Option<&Candidate>,
+) -> Result<TenantContext, TenancyError> {
+    if requested.is_some_and(|c| c.value() != principal.tenant_id().as_str()) {
+        return Err(TenancyError::Mismatch);
     }
+    let own = Candidate::new(principal.tenant_id().as_str(), TenantSource::Credential)
+        .ok_or(TenancyError::Mismatch)?;
+    Ok(shared.policy.decide(Some(own))?.with_principal(principal))
+}
+
+/// Step 6: the registry must know the tenant, it must be active, and the
+/// client's address must be in its allow-list (if it has one).
+fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), TenancyError> {
+    let Some(directory) = &shared.directory else {
+        return Ok(());
+    };
+    if !shared.policy.enabled() || !directory.enforced() {
+        return Ok(());
+    }
+    let tenant = ctx.tenant_id();
+    match directory.status(tenant) {
+        TenantStatus::Unknown => Err(TenancyError::UnknownTenant {
+            tenant: tenant.to_string(),
+        }),
+        TenantStatus::Suspended => Err(TenancyError::Suspended {
+            tenant: tenant.to_string(),
+        }),
+        status => {
+            if status.admits(client_ip(&shared.trusted_proxies, parts)) {
+                Ok(())
+            } else {
+                Err(TenancyError::IpNotAllowed {
+                    tenant: tenant.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` entry that is not itself a
+/// trusted proxy (entries further left are client-controlled).
+pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in parts.headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return Some(peer);
+        };
+        for hop in text.split(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip),
+                // A garbled chain is not evidence of anything.
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(
+        hops.iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer),
+    )
 }
 
 fn record_on_span(ctx: &TenantContext) {
@@ -260,9 +414,21 @@ pub async fn resolve_with_body(
     if !shared.policy.enabled() || body_tenant.is_none() {
         return head_decision(&shared, parts);
     }
+    if let Some(ctx) = parts.extensions.get::<TenantContext>()
+        && ctx.principal().is_some()
+    {
+        // The credential decided; the body may only agree with it.
+        let input = ResolveInput { parts, body_tenant };
+        let requested = shared.resolver.resolve(&input).await?;
+        if requested.is_some_and(|c| c.value() != ctx.tenant_id().as_str()) {
+            return Err(TenancyError::Mismatch);
+        }
+        return Ok(ctx.clone());
+    }
     let input = ResolveInput { parts, body_tenant };
     let candidate = shared.resolver.resolve(&input).await?;
     let ctx = shared.policy.decide(candidate)?;
+    admit(&shared, parts, &ctx)?;
     record_on_span(&ctx);
     Ok(ctx)
 }
@@ -272,6 +438,7 @@ fn head_decision(shared: &Shared, parts: &Parts) -> Result<TenantContext, Tenanc
         return Ok(ctx.clone());
     }
     let ctx = shared.policy.decide(None)?;
+    admit(shared, parts, &ctx)?;
     record_on_span(&ctx);
     Ok(ctx)
 }

@@ -7,6 +7,10 @@
 //!   body, a constant, a chain, or a deployment's own resolver).
 //! - [`TenantPolicy`]: the operator's rules (enabled, default tenant,
 //!   required, allow-list), checked into a [`Policy`].
+//! - [`Authenticator`], [`PlainKey`], [`KeyHasher`]: credentials (API keys
+//!   in seed 002's `{tenant}_sk_…` format, JWTs) proving a request's tenant.
+//! - [`TenantDirectory`]: the registry's view on the request path (exists,
+//!   active, IP allow-list).
 //! - [`TenancyLayer`] and the [`Tenant`] extractor: the tower/axum glue that
 //!   answers refusals with JSON errors and hands handlers a
 //!   [`TenantContext`].
@@ -22,18 +26,25 @@
 //! assert!(layer.is_exempt("/health/ready"));
 //! ```
 
+mod auth;
 mod context;
+mod directory;
 mod error;
 mod id;
+mod keys;
 mod layer;
 mod policy;
 mod resolve;
 
+pub use auth::{AuthError, Authenticator, Credential, Principal, PrincipalKind};
 pub use context::TenantContext;
+pub use directory::{TenantDirectory, TenantStatus};
 pub use error::{TenancyError, error_response};
 pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
+pub use ipnet::IpNet;
+pub use keys::{KEY_MARKER, KeyHash, KeyHasher, PlainKey, SECRET_LEN, secrets_match};
 pub use layer::{
-    DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder, TenancyService, Tenant,
+    DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder, TenancyService, Tenant, client_ip,
     resolve_with_body,
 };
 pub use policy::{DEFAULT_TENANT, Policy, PolicyError, TenantPolicy};

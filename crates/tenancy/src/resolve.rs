@@ -29,6 +29,8 @@ pub enum TenantSource {
     Static,
     /// A deployment's own resolver, named by it.
     Custom(&'static str),
+    /// A verified credential (API key or JWT) named it.
+    Credential,
     /// No source named one; the policy's `default_tenant` applies.
     Default,
     /// Not from a request: a background task acting for a stored row's
@@ -44,6 +46,7 @@ impl fmt::Display for TenantSource {
             Self::Body => f.write_str("body field 'tenant_id'"),
             Self::Static => f.write_str("static configuration"),
             Self::Custom(name) => write!(f, "{name} resolver"),
+            Self::Credential => f.write_str("credential"),
             Self::Default => f.write_str("default tenant"),
             Self::Stored => f.write_str("stored row"),
         }

@@ -1,0 +1,53 @@
+//! The tenant registry as the request path sees it (DESIGN.md section 2,
+//! step 6): does the tenant exist, is it active, may this address use it.
+//!
+//! Lookups are synchronous on purpose: an implementation answers from
+//! memory (a registry cache), never with a database round trip per request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::id::TenantId;
+
+/// What the registry knows of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantStatus {
+    /// No such tenant.
+    Unknown,
+    /// It exists and may be used (from addresses in `allowed_ips`, if that
+    /// list is non-empty).
+    Active {
+        /// CIDR allow-list; empty means any address.
+        allowed_ips: Arc<[IpNet]>,
+    },
+    /// It exists but is suspended: every request is 403.
+    Suspended,
+}
+
+impl TenantStatus {
+    /// Whether `ip` may act for this tenant (`None` = address unknown, which
+    /// only passes when there is no allow-list).
+    pub fn admits(&self, ip: Option<IpAddr>) -> bool {
+        match self {
+            Self::Active { allowed_ips } => {
+                allowed_ips.is_empty()
+                    || ip.is_some_and(|ip| allowed_ips.iter().any(|net| net.contains(&ip)))
+            }
+            Self::Unknown | Self::Suspended => false,
+        }
+    }
+}
+
+/// The registry, read by the tenancy layer for every decided tenant.
+pub trait TenantDirectory: Send + Sync + 'static {
+    /// Whether checks apply at all right now (a deployment with an empty
+    /// registry runs in seed 000's header-only mode).
+    fn enforced(&self) -> bool {
+        true
+    }
+
+    /// The status of `tenant`, from memory.
+    fn status(&self, tenant: &TenantId) -> TenantStatus;
+}

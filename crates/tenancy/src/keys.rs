@@ -24,6 +24,18 @@ const PREFIX_SECRET_CHARS: usize = 6;
 
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// `len` random base62 characters from the OS-seeded CSPRNG (for keys,
+/// peppers and other server secrets).
+pub fn random_base62(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| {
+            let i = rand::RngExt::random_range(&mut rng, 0..BASE62.len());
+            char::from(BASE62[i])
+        })
+        .collect()
+}
+
 /// A plaintext API key. Shown once at creation; `Debug` and `Display` never
 /// reveal it (use [`PlainKey::expose`] deliberately).
 #[derive(Clone, PartialEq, Eq)]
@@ -32,14 +44,7 @@ pub struct PlainKey(String);
 impl PlainKey {
     /// A new random key for `tenant`.
     pub fn generate(tenant: &TenantId) -> Self {
-        let mut rng = rand::rng();
-        let secret: String = (0..SECRET_LEN)
-            .map(|_| {
-                let i = rand::RngExt::random_range(&mut rng, 0..BASE62.len());
-                char::from(BASE62[i])
-            })
-            .collect();
-        Self(format!("{tenant}{KEY_MARKER}{secret}"))
+        Self(format!("{tenant}{KEY_MARKER}{}", random_base62(SECRET_LEN)))
     }
 
     /// Wraps a presented key if it has the key format; `None` otherwise

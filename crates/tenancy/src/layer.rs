@@ -268,7 +268,12 @@ fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), Tena
     let Some(directory) = &shared.directory else {
         return Ok(());
     };
-    if !shared.policy.enabled() || !directory.enforced() {
+    let enforced = shared
+        .policy
+        .config()
+        .registry
+        .unwrap_or_else(|| directory.enforced());
+    if !shared.policy.enabled() || !enforced {
         return Ok(());
     }
     let tenant = ctx.tenant_id();

@@ -42,7 +42,9 @@ pub use directory::{TenantDirectory, TenantStatus};
 pub use error::{TenancyError, error_response};
 pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
 pub use ipnet::IpNet;
-pub use keys::{KEY_MARKER, KeyHash, KeyHasher, PlainKey, SECRET_LEN, secrets_match};
+pub use keys::{
+    KEY_MARKER, KeyHash, KeyHasher, PlainKey, SECRET_LEN, random_base62, secrets_match,
+};
 pub use layer::{
     DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder, TenancyService, Tenant, client_ip,
     resolve_with_body,

@@ -27,6 +27,10 @@ pub struct TenantPolicy {
     pub tenant_required: bool,
     /// Tenants that may be used; empty means all.
     pub allowed_tenants: Vec<TenantId>,
+    /// Whether the installed [`crate::TenantDirectory`] is consulted
+    /// (unknown → 404, suspended → 403, IP allow-lists). Unset: the
+    /// directory decides (tenantd: once any tenant is registered).
+    pub registry: Option<bool>,
 }
 
 /// The name of the tenant everything belongs to by default.
@@ -41,6 +45,7 @@ impl Default for TenantPolicy {
             tenant_header: "X-Tenant-ID".to_owned(),
             tenant_required: true,
             allowed_tenants: Vec::new(),
+            registry: None,
         }
     }
 }
@@ -158,6 +163,7 @@ mod tests {
             tenant_header: "X-Tenant-ID".into(),
             tenant_required: required,
             allowed_tenants: allowed.iter().map(|s| id(s)).collect(),
+            registry: None,
         })
         .expect("valid policy")
     }

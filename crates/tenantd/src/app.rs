@@ -25,8 +25,11 @@ use tracing::Span;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::keys::auth::CredentialVerifier;
 use crate::store::Store;
-use crate::{health, jobs, openapi, records};
+use crate::tenants::registry::Registry;
+use crate::tenants::service::TenantAdmin;
+use crate::{health, jobs, keys, openapi, records, tenants};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -37,6 +40,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Wakes idle detection workers when a job is submitted.
     pub jobs_notify: Arc<tokio::sync::Notify>,
+    /// Tenant and key administration (admin API).
+    pub admin: TenantAdmin,
 }
 
 /// Request ids are ULIDs: sortable, and unique without coordination.
@@ -127,13 +132,20 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("No such route".to_owned())
 }
 
-/// Builds the tenancy layer from the configured policy and an optional
-/// custom resolver (the default is header → query → body).
+/// Builds the tenancy layer from the configured policy, the credential
+/// verifier, the registry, and an optional custom resolver (the default is
+/// header → query → body).
 pub fn tenancy_layer(
     config: &Config,
     resolver: Option<Box<dyn TenantResolver>>,
+    verifier: CredentialVerifier,
+    registry: Arc<Registry>,
 ) -> anyhow::Result<TenancyLayer> {
-    let mut builder = TenancyLayer::builder(config.tenant.clone());
+    let mut builder = TenancyLayer::builder(config.tenant.clone())
+        .authenticator(verifier)
+        .require_credentials(config.auth.required)
+        .directory(registry)
+        .trusted_proxies(config.trusted_proxies());
     if let Some(resolver) = resolver {
         builder = builder.resolver(resolver);
     }
@@ -151,6 +163,8 @@ pub fn router(state: AppState, tenancy: TenancyLayer) -> Router {
         .merge(health::routes())
         .merge(openapi::routes())
         .merge(tenant_routes)
+        .merge(tenants::http::routes())
+        .merge(keys::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

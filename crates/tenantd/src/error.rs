@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::jobs::JobsError;
 use crate::records::RecordsError;
 use crate::store::StoreError;
+use crate::tenants::TenantsError;
 
 /// The JSON shape of every error.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -34,6 +35,9 @@ pub enum ApiError {
     /// Tenant resolution refused the request.
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
+    /// 401: a missing or wrong admin key.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 404 (absent, or another tenant's).
     #[error("{0}")]
     NotFound(String),
@@ -64,6 +68,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Tenancy(e) => (e.status(), e.code()),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -92,7 +97,27 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        tenancy::error_response(status, code, &detail)
+        let mut response = tenancy::error_response(status, code, &detail);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<TenantsError> for ApiError {
+    fn from(e: TenantsError) -> Self {
+        match e {
+            TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            TenantsError::AlreadyExists(_) => Self::Conflict(e.to_string()),
+            TenantsError::Invalid(_) => Self::Validation(e.to_string()),
+            TenantsError::Store(s) => s.into(),
+        }
     }
 }
 

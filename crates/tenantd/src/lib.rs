@@ -2,7 +2,9 @@
 //!
 //! Layout follows features: [`records`] (model, storage trait, SQL, HTTP),
 //! [`jobs`] (detection jobs: queue, workers, git inspection, HTTP),
-//! [`store`] (the tenant-scoped storage handle and backends), [`config`],
+//! [`tenants`] (the registry, admin API, static tenants), [`keys`] (API
+//! keys and JWT verification), [`store`] (the tenant-scoped storage handle
+//! and backends), [`config`],
 //! and the glue in [`app`], [`error`] and [`server`].
 
 pub mod app;
@@ -11,11 +13,13 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod openapi;
 pub mod records;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 
 pub use app::AppState;
 pub use config::Config;

@@ -1,4 +1,4 @@
-//! The `tenantd` command: `serve`, and `config check`.
+//! The `tenantd` command: `serve`, `tenants …`, `keys …` and `config check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tenantd::config::{Config, LogFormat};
 use tenantd::server::{Server, shutdown_signal};
+use tenantd::tenants::cli::{KeysCommand, TenantsCommand, run_keys, run_tenants};
 
 /// tenantd: a multi-tenant API server on embedded SQLite.
 #[derive(Debug, Parser)]
@@ -33,11 +34,49 @@ enum Command {
         #[arg(long, value_enum, value_name = "FORMAT")]
         log_format: Option<CliLogFormat>,
     },
+    /// Manage tenants on the data directory (JSON output).
+    Tenants {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Manage API keys on the data directory (JSON output).
+    Keys {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+/// Which configuration and data directory an admin verb works on.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// YAML configuration file (environment variables override it).
+    #[arg(long, env = "TENANTD_CONFIG", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    fn load(self) -> Result<Config, ExitCode> {
+        let mut cfg = Config::from_env(self.config.as_deref()).map_err(|errors| {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        })?;
+        if let Some(dir) = self.data_dir {
+            cfg.storage.data_dir = dir;
+        }
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +137,35 @@ fn main() -> ExitCode {
                 };
             }
             serve(cfg)
+        }
+        Command::Tenants { target, command } => match target.load() {
+            Ok(cfg) => admin_verb(async move { run_tenants(&cfg, command).await }),
+            Err(code) => code,
+        },
+        Command::Keys { target, command } => match target.load() {
+            Ok(cfg) => admin_verb(async move { run_keys(&cfg, command).await }),
+            Err(code) => code,
+        },
+    }
+}
+
+/// Runs an admin verb on a small runtime; errors to stderr, exit 1.
+fn admin_verb(verb: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(verb) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenantd: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

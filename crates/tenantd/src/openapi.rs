@@ -27,6 +27,15 @@ use crate::records;
         crate::jobs::http::list,
         crate::jobs::http::status,
         crate::jobs::http::cancel,
+        crate::tenants::http::create_tenant,
+        crate::tenants::http::list_tenants,
+        crate::tenants::http::get_tenant,
+        crate::tenants::http::update_tenant,
+        crate::tenants::http::delete_tenant,
+        crate::keys::http::issue_key,
+        crate::keys::http::list_keys,
+        crate::keys::http::revoke_key,
+        crate::keys::http::rotate_key,
     ),
     components(schemas(
         ErrorBody,
@@ -39,6 +48,16 @@ use crate::records;
         crate::jobs::JobPage,
         crate::jobs::JobStatus,
         crate::jobs::SubmitInput,
+        crate::tenants::Tenant,
+        crate::tenants::model::CreateTenant,
+        crate::tenants::model::PatchTenant,
+        crate::tenants::http::CreatedTenant,
+        crate::tenants::http::DeletedTenant,
+        crate::tenants::service::TenantPage,
+        crate::keys::ApiKeyInfo,
+        crate::keys::IssueKey,
+        crate::keys::IssuedKey,
+        crate::keys::RotateKey,
     ))
 )]
 pub struct ApiDoc;

@@ -8,10 +8,20 @@ use anyhow::Context as _;
 use tenancy::TenantResolver;
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
+use tenancy::KeyHasher;
+
 use crate::app::{AppState, router, tenancy_layer};
 use crate::config::{Backend, Config};
 use crate::jobs::worker::JobRunner;
+use crate::keys::auth::CredentialVerifier;
+use crate::keys::jwt::JwtVerifier;
+use crate::keys::pepper;
 use crate::store::{Store, open_sqlite};
+use crate::tenants::registry::{Maintenance, Registry};
+use crate::tenants::service::TenantAdmin;
+use crate::tenants::statics;
 
 /// A configured application, ready to serve.
 pub struct Server {
@@ -19,6 +29,7 @@ pub struct Server {
     router: axum::Router,
     state: AppState,
     jobs: JobRunner,
+    registry: Maintenance,
 }
 
 impl Server {
@@ -33,7 +44,38 @@ impl Server {
                 open_sqlite(&config.storage.data_dir, config.storage.max_connections).await?,
             )),
         };
-        let tenancy = tenancy_layer(&config, resolver)?;
+        let admin_store = store.admin();
+        let pepper =
+            pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
+        let hasher = KeyHasher::new(&pepper);
+
+        let static_rows = statics::rows(&config.tenants);
+        for row in &static_rows {
+            tracing::info!("Initializing tenant: {}", row.id);
+        }
+        admin_store
+            .tenants()
+            .upsert_static_tenants(&static_rows)
+            .await
+            .context("storing the static tenants")?;
+        let registry = Arc::new(Registry::new(config.tenant.registry));
+        registry
+            .reload(&admin_store)
+            .await
+            .context("loading the tenant registry")?;
+        tracing::info!(tenants = registry.tenant_count(), "tenant registry loaded");
+        let maintenance = registry.maintain(
+            admin_store.clone(),
+            Duration::from_millis(config.auth.registry_poll_ms),
+            Duration::from_secs(config.auth.last_used_flush_secs),
+        );
+        let verifier = CredentialVerifier::new(
+            registry.clone(),
+            hasher.clone(),
+            JwtVerifier::from_config(&config.auth.jwt),
+        );
+        let tenancy = tenancy_layer(&config, resolver, verifier, registry.clone())?;
+        let admin = TenantAdmin::new(admin_store, registry, hasher);
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("server.bind {}: cannot listen", config.server.bind))?;
@@ -43,6 +85,7 @@ impl Server {
             store,
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
+            admin,
         };
         let router = router(state.clone(), tenancy);
         Ok(Self {
@@ -50,6 +93,7 @@ impl Server {
             router,
             state,
             jobs,
+            registry: maintenance,
         })
     }
 
@@ -77,13 +121,18 @@ impl Server {
             data_dir = %config.storage.data_dir.display(),
             "tenantd listening"
         );
-        let served = axum::serve(self.listener, self.router)
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server error");
         // HTTP is drained; now let running detections finish (or go back
         // to the queue) before storage closes.
         self.jobs.shutdown().await;
+        // Last writes of API keys' last_used_at, then close storage.
+        self.registry.stop().await;
         self.state.store.close().await;
         served?;
         tracing::info!("tenantd stopped");

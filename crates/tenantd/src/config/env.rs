@@ -17,6 +17,7 @@ enum Kind {
     Bool,
     Text,
     List,
+    Json,
 }
 
 /// Seed 000's variable names (with our prefix) and a few conveniences.
@@ -41,6 +42,26 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
         "TENANTD_TENANT_ALLOWED",
         &["tenant", "allowed_tenants"],
         Kind::List,
+    ),
+    (
+        "TENANTD_TENANT_REGISTRY",
+        &["tenant", "registry"],
+        Kind::Bool,
+    ),
+    // Seed 002's variables.
+    ("TENANTD_TENANT_CONFIGS", &["tenants"], Kind::Json),
+    (
+        "TENANTD_DEFAULT_TENANT_ID",
+        &["tenant", "default_tenant"],
+        Kind::Text,
+    ),
+    ("TENANTD_ADMIN_KEY", &["admin", "key"], Kind::Text),
+    ("TENANTD_KEY_PEPPER", &["auth", "key_pepper"], Kind::Text),
+    ("TENANTD_AUTH_REQUIRED", &["auth", "required"], Kind::Bool),
+    (
+        "TENANTD_JWT_SECRET",
+        &["auth", "jwt", "hs256_secret"],
+        Kind::Text,
     ),
     ("TENANTD_BIND", &["server", "bind"], Kind::Text),
     ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
@@ -103,6 +124,21 @@ impl EnvOverrides {
                     },
                     Kind::Text => Value::from(text.trim().to_owned()),
                     Kind::List => Value::from(parse_list(&text)),
+                    Kind::Json => {
+                        let parsed = serde_json::from_str::<serde_json::Value>(&text)
+                            .map_err(|e| format!("{name}: invalid JSON: {e}"))
+                            .and_then(|json| {
+                                Value::serialize(json)
+                                    .map_err(|e| format!("{name}: unusable value: {e}"))
+                            });
+                        match parsed {
+                            Ok(value) => value,
+                            Err(problem) => {
+                                out.problems.push(problem);
+                                continue;
+                            }
+                        }
+                    }
                 };
                 out.insert(path, value);
             } else if let Some(rest) = name.strip_prefix(ENV_PREFIX)

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
-use tenancy::{Policy, TenantPolicy};
+use tenancy::{IpNet, Policy, TenantId, TenantPolicy};
+
+use crate::tenants::statics::{self, StaticTenant};
 
 pub use env::ENV_PREFIX;
 
@@ -34,6 +36,82 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Credentials: API keys and JWTs.
+    pub auth: AuthConfig,
+    /// Static tenants (seed 002's shape; also `TENANTD_TENANT_CONFIGS`).
+    pub tenants: Vec<StaticTenant>,
+}
+
+/// The admin API (`/admin/*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin key (`TENANTD_ADMIN_KEY`), sent as `Authorization: Bearer`
+    /// or `x-admin-key`. Unset: the admin API answers 401 to everyone.
+    pub key: Option<String>,
+}
+
+/// Credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A credential is mandatory on tenant routes (401 without one).
+    /// `false` keeps seed 000's header-only mode for trusted networks.
+    pub required: bool,
+    /// Server secret for API key hashes (`TENANTD_KEY_PEPPER`, at least 32
+    /// characters). Unset: generated into `data_dir/key_pepper` on first
+    /// start. Changing it invalidates every key.
+    pub key_pepper: Option<String>,
+    /// Seconds between writes of API keys' `last_used_at`.
+    pub last_used_flush_secs: u64,
+    /// Milliseconds between checks for registry changes made elsewhere
+    /// (the CLI, another node).
+    pub registry_poll_ms: u64,
+    /// JWT verification.
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: false,
+            key_pepper: None,
+            last_used_flush_secs: 10,
+            registry_poll_ms: 1000,
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// JWT bearer tokens: HS256 with a shared secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Shared secret for HS256 tokens (`TENANTD_JWT_SECRET`, at least 32
+    /// characters). Unset: HS256 tokens are refused.
+    pub hs256_secret: Option<String>,
+    /// Required `iss` of HS256 tokens.
+    pub issuer: Option<String>,
+    /// Required `aud` of HS256 tokens.
+    pub audience: Option<String>,
+    /// The claim holding the tenant id.
+    pub tenant_claim: String,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            issuer: None,
+            audience: None,
+            tenant_claim: "tenant_id".to_owned(),
+            leeway_secs: 30,
+        }
+    }
 }
 
 /// Detection job workers and their limits.
@@ -107,6 +185,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A request still running after this many seconds is answered 503.
     pub request_timeout_secs: u64,
+    /// Proxies (CIDR) whose `X-Forwarded-For` is believed for tenants' IP
+    /// allow-lists. Empty: the TCP peer address always counts.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +196,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -211,6 +293,7 @@ impl Config {
                 None
             }
         };
+        let config = config.map(Self::default_from_static_tenants);
         if let Some(config) = &config {
             problems.extend(config.validate());
         }
@@ -225,9 +308,70 @@ impl Config {
         Self::load(file, std::env::vars())
     }
 
+    /// Seed 002: without an explicit default, the first static tenant is
+    /// the default tenant.
+    fn default_from_static_tenants(mut self) -> Self {
+        let builtin = self.tenant.default_tenant.as_str() == tenancy::DEFAULT_TENANT;
+        let named = |id: &str| {
+            self.tenants
+                .iter()
+                .any(|t| t.tenant_id.as_deref().map(str::trim) == Some(id))
+        };
+        if builtin && !named(tenancy::DEFAULT_TENANT) {
+            let first = self
+                .tenants
+                .first()
+                .and_then(|t| t.tenant_id.as_deref())
+                .and_then(|id| TenantId::new(id.trim()).ok());
+            if let Some(first) = first {
+                self.tenant.default_tenant = first;
+            }
+        }
+        self
+    }
+
+    /// The parsed `server.trusted_proxies` (call after validation).
+    pub fn trusted_proxies(&self) -> Vec<IpNet> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| crate::tenants::model::parse_net(s))
+            .collect()
+    }
+
     /// Semantic checks that types alone cannot express.
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        problems.extend(statics::validate_all(&self.tenants));
+        for (i, cidr) in self.server.trusted_proxies.iter().enumerate() {
+            if crate::tenants::model::parse_net(cidr).is_none() {
+                problems.push(format!(
+                    "server.trusted_proxies[{i}]: not a CIDR block or IP address"
+                ));
+            }
+        }
+        for (key, secret) in [
+            ("auth.key_pepper", &self.auth.key_pepper),
+            ("auth.jwt.hs256_secret", &self.auth.jwt.hs256_secret),
+        ] {
+            if secret.as_ref().is_some_and(|s| s.len() < 32) {
+                problems.push(format!("{key}: must be at least 32 characters"));
+            }
+        }
+        if self.admin.key.as_ref().is_some_and(|k| k.len() < 16) {
+            problems.push("admin.key: must be at least 16 characters".to_owned());
+        }
+        if self.auth.jwt.tenant_claim.trim().is_empty() {
+            problems.push("auth.jwt.tenant_claim: must not be empty".to_owned());
+        }
+        for (key, value) in [
+            ("auth.last_used_flush_secs", self.auth.last_used_flush_secs),
+            ("auth.registry_poll_ms", self.auth.registry_poll_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
         if let Err(e) = Policy::new(self.tenant.clone()) {
             problems.push(e.to_string());
         }
@@ -279,7 +423,7 @@ fn mask_secrets(value: &mut serde_json::Value) {
                 let secret = ["key", "secret", "password", "token", "credential", "pepper"]
                     .iter()
                     .any(|s| k.contains(s));
-                if secret && !v.is_null() && !v.is_boolean() {
+                if secret && !v.is_null() && !v.is_boolean() && !v.is_number() {
                     *v = serde_json::Value::String("***".to_owned());
                 } else {
                     mask_secrets(v);

@@ -56,14 +56,6 @@ fn decode(row: &SqliteRow) -> Result<Job, StoreError> {
 }
 
 impl SqliteStore {
-    async fn job_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.check_writable()?;
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_sqlx)
-    }
-
     async fn fetch_job(
         tx: &mut Transaction<'static, Sqlite>,
         tenant: &str,
@@ -94,7 +86,7 @@ impl JobRepo for SqliteStore {
         let now = now_rfc3339();
         let metadata = serde_json::to_string(&new.metadata)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO detection_jobs (tenant_id, id, repository_url, priority, metadata, status, \
              max_attempts, available_ms, created_at, updated_at) \
@@ -180,7 +172,7 @@ impl JobRepo for SqliteStore {
     ) -> Result<CancelOutcome, StoreError> {
         let tenant = scope.tenant().as_str();
         let now = now_rfc3339();
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE detection_jobs SET status = 'cancelled', lease_owner = NULL, lease_expires_ms = NULL, \
              updated_at = ?3, finished_at = ?3 \
@@ -212,7 +204,7 @@ impl JobQueue for SqliteStore {
         per_tenant_cap: i64,
     ) -> Result<Option<ClaimedJob>, StoreError> {
         let now = now_ms();
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         // The tenant whose turn is oldest among those with claimable work
         // and free concurrency.
         let tenant: Option<String> = sqlx::query_scalar(
@@ -298,7 +290,7 @@ impl JobQueue for SqliteStore {
         record: NewRecord,
     ) -> Result<Option<RecordId>, StoreError> {
         let now = now_rfc3339();
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         let still_ours = sqlx::query(
             "UPDATE detection_jobs SET status = 'completed', lease_owner = NULL, lease_expires_ms = NULL, \
              error = NULL, updated_at = ?4, finished_at = ?4 \
@@ -347,7 +339,7 @@ impl JobQueue for SqliteStore {
              error = ?4, updated_at = ?6, finished_at = ?6 \
              WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3 AND ?5 >= 0"
         };
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(sql)
             .bind(job.tenant.as_str())
             .bind(job.id.as_str())
@@ -363,7 +355,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn release(&self, job: &ClaimedJob) -> Result<(), StoreError> {
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE detection_jobs SET status = 'pending', attempts = max(attempts - 1, 0), \
              lease_owner = NULL, lease_expires_ms = NULL, updated_at = ?4 \
@@ -383,7 +375,7 @@ impl JobQueue for SqliteStore {
     async fn reap_expired(&self, backoff: Duration) -> Result<u64, StoreError> {
         let now = now_ms();
         let stamp = now_rfc3339();
-        let mut tx = self.job_tx().await?;
+        let mut tx = self.write_tx().await?;
         let failed = sqlx::query(
             "UPDATE detection_jobs SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
              error = coalesce(error, 'The worker running this job stopped (lease expired)'), \

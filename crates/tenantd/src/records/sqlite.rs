@@ -111,14 +111,6 @@ pub(crate) async fn upsert_in_tx(
 }
 
 impl SqliteStore {
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.check_writable()?;
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_sqlx)
-    }
-
     async fn fetch(
         tx: &mut Transaction<'static, Sqlite>,
         tenant: &TenantId,

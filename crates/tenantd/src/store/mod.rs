@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
 use crate::jobs::{JobQueue, JobRepo};
+use crate::keys::KeyRepo;
 use crate::records::RecordRepo;
+use crate::tenants::TenantRepo;
 
 pub use sqlite::{SqliteStore, open_sqlite};
 
@@ -58,7 +60,9 @@ pub enum StoreError {
 
 /// What every storage backend provides.
 #[async_trait]
-pub trait Backend: RecordRepo + JobRepo + JobQueue + Send + Sync + 'static {
+pub trait Backend:
+    RecordRepo + JobRepo + JobQueue + TenantRepo + KeyRepo + Send + Sync + 'static
+{
     /// Whether the backend can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -104,6 +108,15 @@ impl Store {
         self.backend.clone().as_job_queue()
     }
 
+    /// The administrative, explicitly cross-tenant path: the tenant
+    /// registry and API keys. Used by the admin API, the CLI and the
+    /// registry cache, never by tenant routes.
+    pub fn admin(&self) -> AdminStore {
+        AdminStore {
+            backend: self.backend.clone(),
+        }
+    }
+
     /// Readiness of the backend (for `/health/ready`).
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.backend.ready().await
@@ -132,5 +145,29 @@ impl TenantStore {
     /// The scope token and backend, for feature modules' store methods.
     pub(crate) fn parts(&self) -> (&TenantScope, &dyn Backend) {
         (&self.scope, self.backend.as_ref())
+    }
+}
+
+/// Tenant and key administration (see [`Store::admin`]).
+#[derive(Clone)]
+pub struct AdminStore {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for AdminStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminStore").finish_non_exhaustive()
+    }
+}
+
+impl AdminStore {
+    /// Tenant rows.
+    pub fn tenants(&self) -> &dyn TenantRepo {
+        self.backend.as_ref()
+    }
+
+    /// API key rows.
+    pub fn keys(&self) -> &dyn KeyRepo {
+        self.backend.as_ref()
     }
 }

@@ -32,6 +32,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0002_jobs.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "tenants".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_tenants.sql").into_sql_str(),
+            false,
+        ),
     ];
     Migrator::with_migrations(migrations)
 }
@@ -96,6 +103,18 @@ impl SqliteStore {
     /// Refuses writes once the database file has gone (its directory was
     /// deleted under the running server): SQLite would keep writing to the
     /// unlinked file and every write would be silently lost.
+    /// A write transaction that takes SQLite's write lock up front
+    /// (`BEGIN IMMEDIATE`), so it cannot fail half-way on lock upgrade.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.check_writable()?;
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_sqlx)
+    }
+
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         match std::fs::metadata(&self.db_path) {
             Ok(_) => Ok(()),

@@ -1,0 +1,109 @@
+//! Admin routes for API keys (`/admin/tenants/{id}/api-keys`).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+
+use super::{ApiKeyInfo, IssueKey, IssuedKey, RotateKey};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::tenants::http::{Admin, path_tenant};
+
+/// Routes under `/admin/tenants/{id}/api-keys`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/admin/tenants/{id}/api-keys",
+            get(list_keys).post(issue_key),
+        )
+        .route("/admin/tenants/{id}/api-keys/{key_id}", delete(revoke_key))
+        .route(
+            "/admin/tenants/{id}/api-keys/{key_id}/rotate",
+            post(rotate_key),
+        )
+}
+
+/// Issue an API key (shown this once).
+#[utoipa::path(post, path = "/admin/tenants/{id}/api-keys", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = IssueKey,
+    responses((status = 201, description = "Issued", body = IssuedKey),
+              (status = 404, description = "No such tenant", body = ErrorBody),
+              (status = 422, description = "Invalid fields", body = ErrorBody)))]
+pub(crate) async fn issue_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<IssueKey>,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    let id = path_tenant(&id)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(state.admin.issue_key(&id, input).await?),
+    ))
+}
+
+/// List a tenant's keys (never the secret or its hash).
+#[utoipa::path(get, path = "/admin/tenants/{id}/api-keys", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "Keys", body = Vec<ApiKeyInfo>),
+              (status = 404, description = "No such tenant", body = ErrorBody)))]
+pub(crate) async fn list_keys(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
+    let id = path_tenant(&id)?;
+    Ok(Json(state.admin.list_keys(&id).await?))
+}
+
+/// Revoke a key, effective on the next request to this node.
+#[utoipa::path(delete, path = "/admin/tenants/{id}/api-keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id"),
+           ("key_id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Revoked"),
+              (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
+pub(crate) async fn revoke_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_tenant(&id)?;
+    state.admin.revoke_key(&id, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace a key; the old one keeps working for `grace_seconds`.
+#[utoipa::path(post, path = "/admin/tenants/{id}/api-keys/{key_id}/rotate", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id"),
+           ("key_id" = String, Path, description = "Key id")),
+    request_body = RotateKey,
+    responses((status = 201, description = "The new key", body = IssuedKey),
+              (status = 404, description = "No such live key", body = ErrorBody)))]
+pub(crate) async fn rotate_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    let id = path_tenant(&id)?;
+    // The body is optional: no body means no grace period.
+    let grace = if body.iter().all(u8::is_ascii_whitespace) {
+        0
+    } else {
+        serde_json::from_slice::<RotateKey>(&body)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    ApiError::Validation(format!("Invalid request body: {e}"))
+                }
+                _ => ApiError::BadRequest(format!("Malformed JSON body: {e}")),
+            })?
+            .grace_seconds
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(state.admin.rotate_key(&id, &key_id, grace).await?),
+    ))
+}

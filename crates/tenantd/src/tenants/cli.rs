@@ -1,0 +1,292 @@
+//! `tenantd tenants …` and `tenantd keys …`: the admin API's operations on
+//! a data directory, for operators with shell access. Output is JSON on
+//! stdout; errors go to stderr with exit status 1 (2 for usage/config).
+//!
+//! A running server on the same data directory notices these changes
+//! within `auth.registry_poll_ms`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use serde::Serialize;
+use tenancy::{KeyHasher, TenantId};
+
+use super::model::{CreateTenant, PatchTenant};
+use super::registry::Registry;
+use super::service::TenantAdmin;
+use super::{TenantFilter, TenantState, TenantsError};
+use crate::config::{Backend, Config};
+use crate::keys::{IssueKey, pepper};
+use crate::store::{Store, open_sqlite};
+
+/// `tenantd tenants …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant and print it with its first API key.
+    Create {
+        /// Tenant id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Contact email.
+        #[arg(long)]
+        email: Option<String>,
+        /// Plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Do not issue a first API key.
+        #[arg(long)]
+        no_key: bool,
+    },
+    /// List tenants.
+    List {
+        /// `active` or `suspended`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// Ids after this one.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one tenant.
+    Show {
+        /// Tenant id.
+        id: String,
+    },
+    /// Change a tenant with a JSON patch (same fields as the admin API's PATCH).
+    Update {
+        /// Tenant id.
+        id: String,
+        /// The patch, e.g. '{"plan": "pro", "security": {"allowed_ips": ["10.0.0.0/8"]}}'.
+        #[arg(long, value_name = "JSON")]
+        set: String,
+    },
+    /// Suspend a tenant (its requests get 403 `tenant_suspended`).
+    Suspend {
+        /// Tenant id.
+        id: String,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        /// Tenant id.
+        id: String,
+    },
+    /// Delete a tenant and all its data.
+    Delete {
+        /// Tenant id.
+        id: String,
+        /// Confirm: the tenant's records, jobs and keys are removed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `tenantd keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key (printed once).
+    Issue {
+        /// Tenant id.
+        tenant: String,
+        /// Label.
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 expiry.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Scope (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List a tenant's keys (no secrets).
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Tenant id.
+        tenant: String,
+        /// Key id.
+        key_id: String,
+    },
+    /// Replace a key; the old one works for `--grace-seconds`.
+    Rotate {
+        /// Tenant id.
+        tenant: String,
+        /// Key id.
+        key_id: String,
+        /// Seconds the old key keeps working.
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u64,
+    },
+}
+
+async fn admin(config: &Config) -> anyhow::Result<TenantAdmin> {
+    let store = match config.storage.backend {
+        Backend::Sqlite => Store::new(Arc::new(open_sqlite(&config.storage.data_dir, 2).await?)),
+    };
+    let pepper =
+        pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
+    let registry = Arc::new(Registry::new(config.tenant.registry));
+    Ok(TenantAdmin::new(
+        store.admin(),
+        registry,
+        KeyHasher::new(&pepper),
+    ))
+}
+
+fn print(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn tenant_id(raw: &str) -> anyhow::Result<TenantId> {
+    TenantId::new(raw).map_err(|_| anyhow::anyhow!("'{raw}': {}", tenancy::TENANT_ID_RULE))
+}
+
+fn explain(e: TenantsError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Runs a `tenants` verb.
+pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
+    let admin = admin(config).await?;
+    match command {
+        TenantsCommand::Create {
+            id,
+            name,
+            email,
+            plan,
+            no_key,
+        } => {
+            let input = CreateTenant {
+                id,
+                name,
+                email,
+                plan,
+                status: None,
+                limits: Default::default(),
+                quotas: Default::default(),
+                features: Default::default(),
+                security: Default::default(),
+                frontend_url: None,
+                oidc: None,
+                storage: None,
+                issue_key: !no_key,
+            };
+            let (tenant, api_key) = admin.create(input).await.map_err(explain)?;
+            print(&serde_json::json!({ "tenant": tenant, "api_key": api_key }))
+        }
+        TenantsCommand::List {
+            status,
+            plan,
+            limit,
+            after,
+        } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(
+                    TenantState::parse(s)
+                        .ok_or_else(|| anyhow::anyhow!("--status: 'active' or 'suspended'"))?,
+                ),
+            };
+            let after = after.as_deref().map(tenant_id).transpose()?;
+            let page = admin
+                .list(TenantFilter {
+                    status,
+                    plan,
+                    after,
+                    limit: limit.clamp(1, 100_000),
+                })
+                .await
+                .map_err(explain)?;
+            print(&page)
+        }
+        TenantsCommand::Show { id } => print(&admin.get(&tenant_id(&id)?).await.map_err(explain)?),
+        TenantsCommand::Update { id, set } => {
+            let patch: PatchTenant = serde_json::from_str(&set).context("--set: invalid patch")?;
+            print(
+                &admin
+                    .update(&tenant_id(&id)?, patch)
+                    .await
+                    .map_err(explain)?,
+            )
+        }
+        TenantsCommand::Suspend { id } => print(
+            &admin
+                .set_status(&tenant_id(&id)?, TenantState::Suspended)
+                .await
+                .map_err(explain)?,
+        ),
+        TenantsCommand::Resume { id } => print(
+            &admin
+                .set_status(&tenant_id(&id)?, TenantState::Active)
+                .await
+                .map_err(explain)?,
+        ),
+        TenantsCommand::Delete { id, yes } => {
+            anyhow::ensure!(
+                yes,
+                "deleting '{id}' removes all its records, jobs and keys: repeat with --yes"
+            );
+            let removed = admin.delete(&tenant_id(&id)?).await.map_err(explain)?;
+            print(&serde_json::json!({ "deleted": id, "removed": removed }))
+        }
+    }
+}
+
+/// Runs a `keys` verb.
+pub async fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let admin = admin(config).await?;
+    match command {
+        KeysCommand::Issue {
+            tenant,
+            name,
+            expires_at,
+            scopes,
+        } => {
+            let input = IssueKey {
+                name,
+                expires_at,
+                scopes,
+            };
+            print(
+                &admin
+                    .issue_key(&tenant_id(&tenant)?, input)
+                    .await
+                    .map_err(explain)?,
+            )
+        }
+        KeysCommand::List { tenant } => print(
+            &admin
+                .list_keys(&tenant_id(&tenant)?)
+                .await
+                .map_err(explain)?,
+        ),
+        KeysCommand::Revoke { tenant, key_id } => {
+            admin
+                .revoke_key(&tenant_id(&tenant)?, &key_id)
+                .await
+                .map_err(explain)?;
+            print(&serde_json::json!({ "revoked": key_id }))
+        }
+        KeysCommand::Rotate {
+            tenant,
+            key_id,
+            grace_seconds,
+        } => print(
+            &admin
+                .rotate_key(&tenant_id(&tenant)?, &key_id, grace_seconds)
+                .await
+                .map_err(explain)?,
+        ),
+    }
+}

@@ -1,0 +1,215 @@
+//! Admin routes for tenants (`/admin/tenants`), behind the admin key.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tenancy::TenantId;
+use utoipa::{IntoParams, ToSchema};
+
+use super::model::{CreateTenant, PatchTenant};
+use super::service::TenantPage;
+use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiJson, ApiQuery, ErrorBody, truncate_for_echo};
+use crate::keys::IssuedKey;
+use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
+
+/// Routes under `/admin/tenants` (keys are in [`crate::keys::http`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/tenants", post(create_tenant).get(list_tenants))
+        .route(
+            "/admin/tenants/{id}",
+            get(get_tenant).patch(update_tenant).delete(delete_tenant),
+        )
+}
+
+/// Proof that the request carried the admin key (`Authorization: Bearer`
+/// or `x-admin-key`), compared in constant time. Handlers that take it
+/// cannot run without it.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = state.config.admin.key.as_deref() else {
+            return Err(ApiError::Unauthorized(
+                "The admin API is disabled: set TENANTD_ADMIN_KEY".to_owned(),
+            ));
+        };
+        let presented = parts
+            .headers
+            .get("x-admin-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        let (scheme, token) = v.trim().split_once(' ')?;
+                        scheme
+                            .eq_ignore_ascii_case("bearer")
+                            .then_some(token.trim())
+                    })
+            });
+        match presented {
+            Some(key) if tenancy::secrets_match(key, expected) => Ok(Admin),
+            _ => Err(ApiError::Unauthorized(
+                "Invalid or missing admin key".to_owned(),
+            )),
+        }
+    }
+}
+
+/// A tenant id from the path; one that cannot exist is a tenant that
+/// does not exist.
+pub(crate) fn path_tenant(raw: &str) -> Result<TenantId, TenantsError> {
+    TenantId::new(raw).map_err(|_| TenantsError::NotFound(truncate_for_echo(raw)))
+}
+
+/// Response of `POST /admin/tenants`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its first API key, shown this once (absent if `issue_key: false`).
+    pub api_key: Option<IssuedKey>,
+}
+
+/// Create a tenant (and its first API key).
+#[utoipa::path(post, path = "/admin/tenants", tag = "admin",
+    request_body = CreateTenant,
+    responses((status = 201, description = "Created", body = CreatedTenant),
+              (status = 401, description = "Admin key missing or wrong", body = ErrorBody),
+              (status = 409, description = "Id taken", body = ErrorBody),
+              (status = 422, description = "Invalid fields (all listed)", body = ErrorBody)))]
+pub(crate) async fn create_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+    let (tenant, api_key) = state.admin.create(input).await?;
+    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, api_key })))
+}
+
+/// Query of `GET /admin/tenants`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListTenantsParams {
+    /// `active` or `suspended`.
+    status: Option<TenantState>,
+    /// Only this plan.
+    plan: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List tenants in id order.
+#[utoipa::path(get, path = "/admin/tenants", tag = "admin", params(ListTenantsParams),
+    responses((status = 200, description = "A page", body = TenantPage),
+              (status = 401, description = "Admin key missing or wrong", body = ErrorBody)))]
+pub(crate) async fn list_tenants(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListTenantsParams>,
+) -> Result<Json<TenantPage>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(format!(
+            "limit: must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let after = match params.cursor {
+        None => None,
+        Some(c) => Some(
+            TenantId::new(&c).map_err(|_| ApiError::Validation("cursor: invalid".to_owned()))?,
+        ),
+    };
+    let filter = TenantFilter {
+        status: params.status,
+        plan: params.plan,
+        after,
+        limit,
+    };
+    Ok(Json(state.admin.list(filter).await?))
+}
+
+/// Read one tenant, with its usage.
+#[utoipa::path(get, path = "/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "The tenant and `usage`", body = Object),
+              (status = 404, description = "No such tenant", body = ErrorBody)))]
+pub(crate) async fn get_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = path_tenant(&id)?;
+    let tenant = state.admin.get(&id).await?;
+    let keys = state.admin.store().keys().count_live_keys(&id).await?;
+    let mut body = serde_json::to_value(&tenant).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Filled in by the usage feature; the key count is known here.
+    body["usage"] = json!({
+        "api_keys": keys,
+        "records": null,
+        "storage_bytes": null,
+        "detections_this_month": null,
+        "api_calls_this_month": null,
+    });
+    Ok(Json(body))
+}
+
+/// Change a tenant (only the fields sent).
+#[utoipa::path(patch, path = "/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    request_body = PatchTenant,
+    responses((status = 200, description = "Changed", body = Tenant),
+              (status = 404, description = "No such tenant", body = ErrorBody),
+              (status = 422, description = "Invalid fields", body = ErrorBody)))]
+pub(crate) async fn update_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<PatchTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    let id = path_tenant(&id)?;
+    Ok(Json(state.admin.update(&id, patch).await?))
+}
+
+/// Response of `DELETE /admin/tenants/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedTenant {
+    /// The tenant removed.
+    pub deleted: String,
+    /// What was removed with it.
+    pub removed: DeletedCounts,
+}
+
+/// Delete a tenant and all its data.
+#[utoipa::path(delete, path = "/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "Deleted, with counts", body = DeletedTenant),
+              (status = 404, description = "No such tenant", body = ErrorBody)))]
+pub(crate) async fn delete_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeletedTenant>, ApiError> {
+    let id = path_tenant(&id)?;
+    let removed = state.admin.delete(&id).await?;
+    Ok(Json(DeletedTenant {
+        deleted: id.to_string(),
+        removed,
+    }))
+}

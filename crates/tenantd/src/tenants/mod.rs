@@ -1,0 +1,110 @@
+//! The tenant registry (seeds 001 and 002): tenants as objects an operator
+//! manages through the admin API, the CLI, or static configuration.
+//!
+//! - [`model`]: the tenant, its limits, quotas, security and OIDC settings;
+//! - [`TenantRepo`]: storage (administrative, explicitly cross-tenant);
+//! - [`registry::Registry`]: the in-memory view the request path reads
+//!   (status, IP allow-list, key hashes), refreshed on every change;
+//! - [`service::TenantAdmin`]: the operations both the HTTP API and the
+//!   CLI perform;
+//! - [`statics`]: tenants from `tenants:` / `TENANTD_TENANT_CONFIGS`.
+
+pub mod cli;
+pub mod http;
+pub mod model;
+pub mod registry;
+pub mod service;
+mod sqlite;
+pub mod statics;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tenancy::TenantId;
+use utoipa::ToSchema;
+
+use crate::keys::{ApiKeyInfo, KeyInsert};
+use crate::store::StoreError;
+
+pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
+
+/// Why a tenant operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    /// No such tenant.
+    #[error("Tenant '{0}' not found")]
+    NotFound(String),
+    /// No such key in this tenant.
+    #[error("API key {0} not found")]
+    KeyNotFound(String),
+    /// The id is taken.
+    #[error("Tenant '{0}' already exists")]
+    AlreadyExists(String),
+    /// Fields are invalid; every problem is listed.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Filter and page of `GET /admin/tenants`.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    /// Only this status.
+    pub status: Option<TenantState>,
+    /// Only this plan.
+    pub plan: Option<String>,
+    /// Ids after this one (the cursor).
+    pub after: Option<TenantId>,
+    /// Page size.
+    pub limit: u64,
+}
+
+/// What `DELETE /admin/tenants/{id}` removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DeletedCounts {
+    /// Records removed.
+    pub records: u64,
+    /// Detection jobs removed.
+    pub detection_jobs: u64,
+    /// API keys removed.
+    pub api_keys: u64,
+}
+
+/// What the request path needs of a tenant.
+#[derive(Debug, Clone)]
+pub struct DirectoryRow {
+    /// Id.
+    pub id: TenantId,
+    /// Status.
+    pub status: TenantState,
+    /// CIDR allow-list as stored.
+    pub allowed_ips: Vec<String>,
+}
+
+/// Tenant storage. Administrative by nature (a tenant is not inside
+/// itself); reached only through [`crate::store::AdminStore`].
+#[async_trait]
+pub trait TenantRepo: Send + Sync {
+    /// Inserts a new tenant (and its first key) atomically; a taken id is
+    /// [`StoreError::Conflict`].
+    async fn insert_tenant(
+        &self,
+        row: &TenantRow,
+        first_key: Option<&KeyInsert>,
+    ) -> Result<Option<ApiKeyInfo>, StoreError>;
+    /// Creates or updates the static tenants of the configuration.
+    async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError>;
+    /// One tenant.
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError>;
+    /// A page of tenants in id order.
+    async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<TenantRow>, StoreError>;
+    /// Writes a changed tenant; `false` if it is gone.
+    async fn update_tenant(&self, row: &TenantRow) -> Result<bool, StoreError>;
+    /// Removes a tenant and all its data in one transaction.
+    async fn delete_tenant(&self, id: &TenantId) -> Result<Option<DeletedCounts>, StoreError>;
+    /// A counter bumped by every change to tenants or keys.
+    async fn registry_version(&self) -> Result<i64, StoreError>;
+    /// Status and allow-list of every tenant (or one).
+    async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError>;
+}

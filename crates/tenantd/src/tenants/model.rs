@@ -1,0 +1,577 @@
+//! The tenant as an operator manages it, and the inputs that create and
+//! change one. Validation collects *every* problem, each naming its field,
+//! because static tenants from configuration must be reported all at once.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use tenancy::{IpNet, TenantId};
+use utoipa::ToSchema;
+
+/// Default OIDC scopes (seed 002).
+pub const DEFAULT_OIDC_SCOPES: &str = "openid profile email";
+/// Default plan of a new tenant.
+pub const DEFAULT_PLAN: &str = "free";
+
+/// Whether a tenant may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantState {
+    /// Serves requests.
+    #[default]
+    Active,
+    /// Every request is 403 `tenant_suspended`; data is kept.
+    Suspended,
+}
+
+impl TenantState {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// Rate limits (seed 001's `requestsPerMinute/Hour/Day`); unset = the
+/// plan's or the global default. Enforced by the rate-limit feature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Requests per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_hour: Option<u64>,
+    /// Requests per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_day: Option<u64>,
+}
+
+/// Quotas; unset = the plan's or the global default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Records stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_records: Option<u64>,
+    /// Megabytes of stored records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_storage_mb: Option<u64>,
+    /// Detections per calendar month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_detections_per_month: Option<u64>,
+    /// Live API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_api_keys: Option<u64>,
+}
+
+/// Network restrictions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// CIDR blocks (or single addresses) the tenant may be used from;
+    /// empty = anywhere.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, example = json!(["203.0.113.0/24"]))]
+    pub allowed_ips: Vec<String>,
+}
+
+impl Security {
+    /// The parsed allow-list (call after [`validate`]).
+    pub fn networks(&self) -> Vec<IpNet> {
+        self.allowed_ips
+            .iter()
+            .filter_map(|s| parse_net(s))
+            .collect()
+    }
+}
+
+/// A CIDR block, or a single address as its /32 or /128.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Per-tenant OpenID Connect login (seed 002). The client secret is
+/// write-only: responses say whether one is set, never what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Oidc {
+    /// Issuer URL; its discovery document gives the JWKS.
+    pub issuer: String,
+    /// Client id (also the expected `aud` of its tokens).
+    pub client_id: String,
+    /// Client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Callback URL.
+    pub redirect_url: String,
+    /// Space-separated scopes.
+    #[serde(default = "default_scopes")]
+    pub scopes: String,
+}
+
+fn default_scopes() -> String {
+    DEFAULT_OIDC_SCOPES.to_owned()
+}
+
+/// Seed 002's per-tenant storage fields, kept for the storage issue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageBinding {
+    /// `shared` (default) or `dedicated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// Connection URL of a dedicated database (seed 002's `mongo_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Database name (seed 002's `mongo_database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Redis address of the tenant (seed 002's `redis_addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_addr: Option<String>,
+    /// Redis database number 0..=15 (seed 002's `redis_db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_db: Option<u8>,
+}
+
+/// Everything about a tenant except identity and timestamps: stored as one
+/// JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantSpec {
+    /// Rate limits.
+    pub limits: Limits,
+    /// Quotas.
+    pub quotas: Quotas,
+    /// Feature flags.
+    pub features: Map<String, Value>,
+    /// Network restrictions.
+    pub security: Security,
+    /// Frontend application URL.
+    pub frontend_url: Option<String>,
+    /// OIDC login.
+    pub oidc: Option<Oidc>,
+    /// Storage binding.
+    pub storage: Option<StorageBinding>,
+}
+
+/// A tenant, as the admin API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Id.
+    #[schema(value_type = String)]
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Contact address.
+    pub email: Option<String>,
+    /// Plan (selects default limits and prices).
+    pub plan: String,
+    /// `active` or `suspended`.
+    pub status: TenantState,
+    /// Rate-limit overrides.
+    pub limits: Limits,
+    /// Quota overrides.
+    pub quotas: Quotas,
+    /// Feature flags.
+    #[schema(value_type = Object)]
+    pub features: Map<String, Value>,
+    /// Network restrictions.
+    pub security: Security,
+    /// Frontend URL.
+    pub frontend_url: Option<String>,
+    /// OIDC settings (`client_secret` never shown).
+    pub oidc: Option<OidcView>,
+    /// Storage binding.
+    pub storage: Option<StorageBinding>,
+    /// `api` (made through the admin API or CLI) or `config` (static).
+    pub source: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// OIDC settings without the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OidcView {
+    /// Issuer URL.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Whether a client secret is stored.
+    pub client_secret_set: bool,
+    /// Callback URL.
+    pub redirect_url: String,
+    /// Scopes.
+    pub scopes: String,
+}
+
+impl From<&Oidc> for OidcView {
+    fn from(o: &Oidc) -> Self {
+        Self {
+            issuer: o.issuer.clone(),
+            client_id: o.client_id.clone(),
+            client_secret_set: o.client_secret.is_some(),
+            redirect_url: o.redirect_url.clone(),
+            scopes: o.scopes.clone(),
+        }
+    }
+}
+
+/// A tenant row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRow {
+    /// Id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Contact address.
+    pub email: Option<String>,
+    /// Plan.
+    pub plan: String,
+    /// Status.
+    pub status: TenantState,
+    /// `api` or `config`.
+    pub source: String,
+    /// The JSON document.
+    pub spec: TenantSpec,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(row: TenantRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            email: row.email,
+            plan: row.plan,
+            status: row.status,
+            limits: row.spec.limits,
+            quotas: row.spec.quotas,
+            features: row.spec.features,
+            security: row.spec.security,
+            frontend_url: row.spec.frontend_url,
+            oidc: row.spec.oidc.as_ref().map(OidcView::from),
+            storage: row.spec.storage,
+            source: row.source,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// Body of `POST /admin/tenants`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Id (`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Contact address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Plan (default `free`).
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Initial status (default `active`).
+    #[serde(default)]
+    pub status: Option<TenantState>,
+    /// Rate-limit overrides.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Quota overrides.
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// Feature flags.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub features: Map<String, Value>,
+    /// Network restrictions.
+    #[serde(default)]
+    pub security: Security,
+    /// Frontend URL.
+    #[serde(default)]
+    pub frontend_url: Option<String>,
+    /// OIDC login.
+    #[serde(default)]
+    pub oidc: Option<Oidc>,
+    /// Storage binding (seed 002's per-tenant database fields).
+    #[serde(default)]
+    pub storage: Option<StorageBinding>,
+    /// Whether to issue a first API key (default true).
+    #[serde(default = "yes")]
+    pub issue_key: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Body of `PATCH /admin/tenants/{id}`: only the fields sent change;
+/// `"oidc": null` / `"frontend_url": null` / `"email": null` remove.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New email (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    /// New plan.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// New status.
+    #[serde(default)]
+    pub status: Option<TenantState>,
+    /// Replaces the limits.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// Replaces the quotas.
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+    /// Replaces the feature flags.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub features: Option<Map<String, Value>>,
+    /// Replaces the security settings.
+    #[serde(default)]
+    pub security: Option<Security>,
+    /// New frontend URL (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub frontend_url: Option<Option<String>>,
+    /// New OIDC settings (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Oidc>)]
+    pub oidc: Option<Option<Oidc>>,
+    /// New storage binding (`null` removes).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<StorageBinding>)]
+    pub storage: Option<Option<StorageBinding>>,
+}
+
+/// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
+fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl PatchTenant {
+    /// Applies the patch to `row` (validate the result afterwards).
+    pub fn apply(self, row: &mut TenantRow) {
+        if let Some(v) = self.name {
+            row.name = v;
+        }
+        if let Some(v) = self.email {
+            row.email = v;
+        }
+        if let Some(v) = self.plan {
+            row.plan = v;
+        }
+        if let Some(v) = self.status {
+            row.status = v;
+        }
+        if let Some(v) = self.limits {
+            row.spec.limits = v;
+        }
+        if let Some(v) = self.quotas {
+            row.spec.quotas = v;
+        }
+        if let Some(v) = self.features {
+            row.spec.features = v;
+        }
+        if let Some(v) = self.security {
+            row.spec.security = v;
+        }
+        if let Some(v) = self.frontend_url {
+            row.spec.frontend_url = v;
+        }
+        if let Some(v) = self.oidc {
+            row.spec.oidc = v;
+        }
+        if let Some(v) = self.storage {
+            row.spec.storage = v;
+        }
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://"))
+        && s.len() <= 2048
+        && s.len() > "http://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Every problem with a tenant's fields, each prefixed with `at` + the
+/// field path (`tenants[2].name: ...`, or `name: ...` for the API).
+pub fn validate(
+    at: &str,
+    name: &str,
+    email: Option<&str>,
+    plan: &str,
+    spec: &TenantSpec,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut bad = |field: &str, why: String| problems.push(format!("{at}{field}: {why}"));
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        bad("name", "required, 1 to 200 characters".into());
+    }
+    if let Some(email) = email
+        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
+    {
+        bad("email", "not an email address".into());
+    }
+    let plan_ok = !plan.is_empty()
+        && plan.len() <= 32
+        && plan
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !plan_ok {
+        bad("plan", "1 to 32 of a-z, 0-9, '_' and '-'".into());
+    }
+    for (field, value) in [
+        (
+            "limits.requests_per_minute",
+            spec.limits.requests_per_minute,
+        ),
+        ("limits.requests_per_hour", spec.limits.requests_per_hour),
+        ("limits.requests_per_day", spec.limits.requests_per_day),
+    ] {
+        if value == Some(0) {
+            bad(field, "must be greater than 0".into());
+        }
+    }
+    for (i, cidr) in spec.security.allowed_ips.iter().enumerate() {
+        if parse_net(cidr).is_none() {
+            bad(
+                &format!("security.allowed_ips[{i}]"),
+                "not a CIDR block or IP address".into(),
+            );
+        }
+    }
+    if spec.security.allowed_ips.len() > 256 {
+        bad("security.allowed_ips", "at most 256 entries".into());
+    }
+    if let Some(url) = &spec.frontend_url
+        && !is_http_url(url)
+    {
+        bad("frontend_url", "must be an http(s) URL".into());
+    }
+    if let Some(oidc) = &spec.oidc {
+        if !is_http_url(&oidc.issuer) {
+            bad("oidc.issuer", "must be an http(s) URL".into());
+        }
+        if oidc.client_id.trim().is_empty() {
+            bad("oidc.client_id", "required when oidc.issuer is set".into());
+        }
+        if oidc.client_secret.as_deref().is_none_or(|s| s.is_empty()) {
+            bad(
+                "oidc.client_secret",
+                "required when oidc.issuer is set".into(),
+            );
+        }
+        if !is_http_url(&oidc.redirect_url) {
+            bad(
+                "oidc.redirect_url",
+                "required when oidc.issuer is set; an http(s) URL".into(),
+            );
+        }
+    }
+    if let Some(storage) = &spec.storage {
+        if let Some(iso) = &storage.isolation
+            && iso != "shared"
+            && iso != "dedicated"
+        {
+            bad("storage.isolation", "'shared' or 'dedicated'".into());
+        }
+        if storage.redis_db.is_some_and(|db| db > 15) {
+            bad("storage.redis_db", "must be 0 to 15".into());
+        }
+    }
+    problems
+}
+
+/// Checks an id given as text, naming the field.
+pub fn parse_tenant_id(at: &str, raw: &str) -> Result<TenantId, String> {
+    TenantId::new(raw.trim()).map_err(|_| format!("{at}id: {}", tenancy::TENANT_ID_RULE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let spec = TenantSpec {
+            security: Security {
+                allowed_ips: vec!["10.0.0.0/8".into(), "10.0.0.0/99".into(), "1.2.3.4".into()],
+            },
+            oidc: Some(Oidc {
+                issuer: "https://login.example.com".into(),
+                client_id: String::new(),
+                client_secret: None,
+                redirect_url: "nope".into(),
+                scopes: default_scopes(),
+            }),
+            ..TenantSpec::default()
+        };
+        let problems = validate("tenants[1].", "", Some("x"), "Gold!", &spec);
+        let text = problems.join("\n");
+        for field in [
+            "tenants[1].name",
+            "tenants[1].email",
+            "tenants[1].plan",
+            "tenants[1].security.allowed_ips[1]",
+            "tenants[1].oidc.client_id",
+            "tenants[1].oidc.client_secret",
+            "tenants[1].oidc.redirect_url",
+        ] {
+            assert!(text.contains(field), "{field} missing from\n{text}");
+        }
+        assert_eq!(problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn single_addresses_are_host_networks() {
+        assert_eq!(
+            parse_net("192.0.2.7"),
+            Some("192.0.2.7/32".parse().expect("net"))
+        );
+        assert!(parse_net("::1").is_some());
+        assert!(parse_net("300.0.0.1").is_none());
+    }
+
+    #[test]
+    fn patch_distinguishes_absent_from_null() {
+        let p: PatchTenant = serde_json::from_str(r#"{"email": null}"#).expect("json");
+        assert_eq!(p.email, Some(None));
+        let p: PatchTenant = serde_json::from_str(r#"{}"#).expect("json");
+        assert_eq!(p.email, None);
+        assert!(serde_json::from_str::<PatchTenant>(r#"{"colour": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! The registry cache: what the request path reads for every request,
+//! served from memory (DESIGN.md section 2: "resolution must cost
+//! microseconds, not a database round trip").
+//!
+//! It holds, per tenant, only its status and IP allow-list, and per live
+//! API key its hash, tenant, id, scopes and validity window; everything
+//! else stays in the store. Changes made through this process update it at
+//! once (a revoked key stops working on the next request); changes made
+//! elsewhere (the CLI, another node) are picked up by polling the store's
+//! registry version.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tenancy::{
+    AuthError, IpNet, KeyHash, Principal, PrincipalKind, TenantDirectory, TenantId, TenantStatus,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::DirectoryRow;
+use super::model::{TenantState, parse_net};
+use crate::keys::KeyRow;
+use crate::store::{AdminStore, StoreError};
+
+#[derive(Debug)]
+struct CachedKey {
+    tenant: TenantId,
+    id: Box<str>,
+    hash: KeyHash,
+    scopes: Arc<[String]>,
+    expires_ms: Option<i64>,
+    revoked_ms: Option<i64>,
+}
+
+/// The in-memory registry.
+#[derive(Debug)]
+pub struct Registry {
+    tenants: RwLock<HashMap<TenantId, TenantStatus>>,
+    keys: RwLock<HashMap<KeyHash, CachedKey>>,
+    /// `tenant.registry`: `Some(b)` forces checks on/off; `None` enforces
+    /// them once any tenant exists.
+    mode: Option<bool>,
+    version: AtomicI64,
+    uses: Mutex<HashMap<(TenantId, Box<str>), i64>>,
+    no_ips: Arc<[IpNet]>,
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(crate::clock::rfc3339)
+        .unwrap_or_else(|_| crate::clock::now_rfc3339())
+}
+
+impl Registry {
+    /// An empty registry; call [`Registry::reload`] before serving.
+    pub fn new(mode: Option<bool>) -> Self {
+        Self {
+            tenants: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            mode,
+            version: AtomicI64::new(-1),
+            uses: Mutex::new(HashMap::new()),
+            no_ips: Arc::from(Vec::new()),
+        }
+    }
+
+    fn status_of(&self, row: &DirectoryRow) -> TenantStatus {
+        match row.status {
+            TenantState::Suspended => TenantStatus::Suspended,
+            TenantState::Active if row.allowed_ips.is_empty() => TenantStatus::Active {
+                allowed_ips: self.no_ips.clone(),
+            },
+            TenantState::Active => TenantStatus::Active {
+                allowed_ips: row
+                    .allowed_ips
+                    .iter()
+                    .filter_map(|s| parse_net(s))
+                    .collect(),
+            },
+        }
+    }
+
+    fn cached(row: KeyRow) -> (KeyHash, CachedKey) {
+        (
+            row.hash,
+            CachedKey {
+                tenant: row.tenant_id,
+                id: row.id.into_boxed_str(),
+                hash: row.hash,
+                scopes: row.scopes.into(),
+                expires_ms: row.expires_ms,
+                revoked_ms: row.revoked_ms,
+            },
+        )
+    }
+
+    /// Replaces the whole cache with the store's contents.
+    pub async fn reload(&self, store: &AdminStore) -> Result<(), StoreError> {
+        // Read the version first: a change racing with the load bumps it
+        // again and the next poll reloads.
+        let version = store.tenants().registry_version().await?;
+        let rows = store.tenants().load_directory(None).await?;
+        let keys = store.keys().load_keys(None).await?;
+        let tenants: HashMap<TenantId, TenantStatus> = rows
+            .iter()
+            .map(|row| (row.id.clone(), self.status_of(row)))
+            .collect();
+        let keys: HashMap<KeyHash, CachedKey> = keys.into_iter().map(Self::cached).collect();
+        *write(&self.tenants) = tenants;
+        *write(&self.keys) = keys;
+        self.version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Re-reads one tenant and its keys after a change made by this
+    /// process (effective on the next request).
+    pub async fn refresh_tenant(
+        &self,
+        store: &AdminStore,
+        id: &TenantId,
+    ) -> Result<(), StoreError> {
+        let rows = store.tenants().load_directory(Some(id)).await?;
+        let keys = store.keys().load_keys(Some(id)).await?;
+        {
+            let mut tenants = write(&self.tenants);
+            match rows.first() {
+                Some(row) => {
+                    tenants.insert(id.clone(), self.status_of(row));
+                }
+                None => {
+                    tenants.remove(id);
+                }
+            }
+        }
+        let mut map = write(&self.keys);
+        map.retain(|_, k| &k.tenant != id);
+        map.extend(keys.into_iter().map(Self::cached));
+        Ok(())
+    }
+
+    /// Number of tenants known.
+    pub fn tenant_count(&self) -> usize {
+        read(&self.tenants).len()
+    }
+
+    /// Verifies an API key by its hash: an index probe, then a constant-time
+    /// comparison of the stored hash.
+    pub fn verify_key(&self, hash: &KeyHash) -> Result<Principal, AuthError> {
+        let now = now_ms();
+        let keys = read(&self.keys);
+        let Some(key) = keys.get(hash) else {
+            return Err(AuthError::InvalidKey);
+        };
+        if !key.hash.ct_eq(hash) {
+            return Err(AuthError::InvalidKey);
+        }
+        if key.revoked_ms.is_some_and(|at| at <= now) {
+            return Err(AuthError::InvalidKey);
+        }
+        if key.expires_ms.is_some_and(|at| at <= now) {
+            return Err(AuthError::ExpiredKey);
+        }
+        let principal = Principal::new(
+            key.tenant.clone(),
+            PrincipalKind::ApiKey {
+                key_id: key.id.to_string(),
+            },
+            key.scopes.to_vec(),
+        );
+        let use_key = (key.tenant.clone(), key.id.clone());
+        drop(keys);
+        if let Ok(mut uses) = self.uses.lock() {
+            uses.insert(use_key, now);
+        }
+        Ok(principal)
+    }
+
+    /// Writes the batched `last_used_at` times.
+    pub async fn flush_uses(&self, store: &AdminStore) -> Result<(), StoreError> {
+        let batch: Vec<(TenantId, String, String)> = match self.uses.lock() {
+            Ok(mut uses) => uses
+                .drain()
+                .map(|((tenant, id), ms)| (tenant, id.into_string(), ms_to_rfc3339(ms)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        store.keys().touch_keys(&batch).await
+    }
+
+    /// Starts the background task: reloads when the store's registry
+    /// version moves, flushes key uses every `flush`. Stop it with
+    /// [`Maintenance::stop`], which flushes once more.
+    pub fn maintain(
+        self: &Arc<Self>,
+        store: AdminStore,
+        poll: Duration,
+        flush: Duration,
+    ) -> Maintenance {
+        let cancel = CancellationToken::new();
+        let registry = self.clone();
+        let token = cancel.clone();
+        let task = tokio::spawn(async move {
+            let mut poll_tick = tokio::time::interval(poll);
+            let mut flush_tick = tokio::time::interval(flush);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = poll_tick.tick() => {
+                        match store.tenants().registry_version().await {
+                            Ok(v) if v != registry.version.load(Ordering::Acquire) => {
+                                if let Err(e) = registry.reload(&store).await {
+                                    tracing::warn!(error = %e, "registry reload failed");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!(error = %e, "registry version check failed"),
+                        }
+                    }
+                    _ = flush_tick.tick() => {
+                        if let Err(e) = registry.flush_uses(&store).await {
+                            tracing::warn!(error = %e, "recording API key use failed");
+                        }
+                    }
+                }
+            }
+            if let Err(e) = registry.flush_uses(&store).await {
+                tracing::warn!(error = %e, "recording API key use at shutdown failed");
+            }
+        });
+        Maintenance { cancel, task }
+    }
+}
+
+/// Handle of the registry's background task.
+#[derive(Debug)]
+pub struct Maintenance {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Maintenance {
+    /// Stops the task after a final flush of key uses.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+// A poisoned lock only means a panic happened while it was held; the maps
+// are always left whole (each write is a single assignment or insert), so
+// the data is still usable.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TenantDirectory for Registry {
+    fn enforced(&self) -> bool {
+        self.mode.unwrap_or_else(|| !read(&self.tenants).is_empty())
+    }
+
+    fn status(&self, tenant: &TenantId) -> TenantStatus {
+        read(&self.tenants)
+            .get(tenant)
+            .cloned()
+            .unwrap_or(TenantStatus::Unknown)
+    }
+}

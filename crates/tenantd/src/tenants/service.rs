@@ -1,0 +1,313 @@
+//! [`TenantAdmin`]: tenant and key operations, shared by the admin HTTP API
+//! and the CLI, keeping the registry cache in step with the store.
+
+use std::sync::Arc;
+
+use tenancy::{KeyHasher, PlainKey, TenantId};
+
+use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpec, validate};
+use super::registry::Registry;
+use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
+use crate::clock::now_rfc3339;
+use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
+use crate::store::{AdminStore, StoreError};
+
+/// Tenant administration.
+#[derive(Clone)]
+pub struct TenantAdmin {
+    store: AdminStore,
+    registry: Arc<Registry>,
+    hasher: KeyHasher,
+}
+
+impl std::fmt::Debug for TenantAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantAdmin").finish_non_exhaustive()
+    }
+}
+
+/// A page of tenants.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TenantPage {
+    /// Tenants in id order.
+    pub tenants: Vec<Tenant>,
+    /// Cursor of the next page, if any.
+    pub next_cursor: Option<String>,
+}
+
+impl TenantAdmin {
+    /// Operations over `store`, keeping `registry` current.
+    pub fn new(store: AdminStore, registry: Arc<Registry>, hasher: KeyHasher) -> Self {
+        Self {
+            store,
+            registry,
+            hasher,
+        }
+    }
+
+    /// The registry cache.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The store.
+    pub fn store(&self) -> &AdminStore {
+        &self.store
+    }
+
+    async fn refresh(&self, id: &TenantId) -> Result<(), TenantsError> {
+        Ok(self.registry.refresh_tenant(&self.store, id).await?)
+    }
+
+    fn mint(&self, tenant: &TenantId, new: NewKey) -> (KeyInsert, PlainKey) {
+        let plain = PlainKey::generate(tenant);
+        let insert = KeyInsert {
+            id: new_key_id(),
+            name: new.name,
+            prefix: plain.display_prefix(),
+            hash: self.hasher.hash(&plain),
+            scopes: new.scopes,
+            expires_at: new.expires_at,
+        };
+        (insert, plain)
+    }
+
+    /// Creates a tenant and (unless `issue_key` is false) its first key.
+    pub async fn create(
+        &self,
+        input: CreateTenant,
+    ) -> Result<(Tenant, Option<IssuedKey>), TenantsError> {
+        let mut problems = Vec::new();
+        let id = super::model::parse_tenant_id("", &input.id)
+            .map_err(|p| problems.push(p))
+            .ok();
+        let plan = input.plan.unwrap_or_else(|| DEFAULT_PLAN.to_owned());
+        let spec = TenantSpec {
+            limits: input.limits,
+            quotas: input.quotas,
+            features: input.features,
+            security: input.security,
+            frontend_url: input.frontend_url,
+            oidc: input.oidc,
+            storage: input.storage,
+        };
+        let name = input.name.trim().to_owned();
+        problems.extend(validate("", &name, input.email.as_deref(), &plan, &spec));
+        let Some(id) = id.filter(|_| problems.is_empty()) else {
+            return Err(TenantsError::Invalid(problems));
+        };
+        let now = now_rfc3339();
+        let row = TenantRow {
+            id: id.clone(),
+            name,
+            email: input.email,
+            plan,
+            status: input.status.unwrap_or_default(),
+            source: "api".to_owned(),
+            spec,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let first = input.issue_key.then(|| {
+            self.mint(
+                &id,
+                NewKey {
+                    name: "default".to_owned(),
+                    expires_at: None,
+                    scopes: Vec::new(),
+                },
+            )
+        });
+        let stored = self
+            .store
+            .tenants()
+            .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => TenantsError::AlreadyExists(id.to_string()),
+                other => other.into(),
+            })?;
+        self.refresh(&id).await?;
+        tracing::info!(tenant = %id, "tenant created");
+        let issued = match (stored, first) {
+            (Some(info), Some((_, plain))) => Some(IssuedKey {
+                info,
+                key: plain.expose().to_owned(),
+            }),
+            _ => None,
+        };
+        Ok((row.into(), issued))
+    }
+
+    /// One tenant.
+    pub async fn get(&self, id: &TenantId) -> Result<Tenant, TenantsError> {
+        Ok(self.row(id).await?.into())
+    }
+
+    async fn row(&self, id: &TenantId) -> Result<TenantRow, TenantsError> {
+        self.store
+            .tenants()
+            .get_tenant(id)
+            .await?
+            .ok_or_else(|| TenantsError::NotFound(id.to_string()))
+    }
+
+    /// A page of tenants.
+    pub async fn list(&self, mut filter: TenantFilter) -> Result<TenantPage, TenantsError> {
+        let limit = filter.limit;
+        filter.limit = limit + 1;
+        let mut rows = self.store.tenants().list_tenants(&filter).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            rows.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        Ok(TenantPage {
+            tenants: rows.into_iter().map(Tenant::from).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Applies a patch; every problem of the result is reported.
+    pub async fn update(&self, id: &TenantId, patch: PatchTenant) -> Result<Tenant, TenantsError> {
+        let mut row = self.row(id).await?;
+        patch.apply(&mut row);
+        row.name = row.name.trim().to_owned();
+        let problems = validate("", &row.name, row.email.as_deref(), &row.plan, &row.spec);
+        if !problems.is_empty() {
+            return Err(TenantsError::Invalid(problems));
+        }
+        row.updated_at = now_rfc3339();
+        if !self.store.tenants().update_tenant(&row).await? {
+            return Err(TenantsError::NotFound(id.to_string()));
+        }
+        self.refresh(id).await?;
+        tracing::info!(tenant = %id, status = row.status.as_str(), "tenant updated");
+        Ok(row.into())
+    }
+
+    /// Suspends or resumes.
+    pub async fn set_status(
+        &self,
+        id: &TenantId,
+        status: TenantState,
+    ) -> Result<Tenant, TenantsError> {
+        self.update(
+            id,
+            PatchTenant {
+                status: Some(status),
+                ..PatchTenant::default()
+            },
+        )
+        .await
+    }
+
+    /// Removes the tenant and all its data.
+    pub async fn delete(&self, id: &TenantId) -> Result<DeletedCounts, TenantsError> {
+        let counts = self
+            .store
+            .tenants()
+            .delete_tenant(id)
+            .await?
+            .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+        self.refresh(id).await?;
+        tracing::info!(tenant = %id, records = counts.records, jobs = counts.detection_jobs,
+                       api_keys = counts.api_keys, "tenant deleted with all its data");
+        Ok(counts)
+    }
+
+    /// Issues a key.
+    pub async fn issue_key(
+        &self,
+        id: &TenantId,
+        input: IssueKey,
+    ) -> Result<IssuedKey, TenantsError> {
+        let new = input
+            .validate()
+            .map_err(|p| TenantsError::Invalid(vec![p]))?;
+        let (insert, plain) = self.mint(id, new);
+        let info = self
+            .store
+            .keys()
+            .insert_key(id, &insert)
+            .await?
+            .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+        self.refresh(id).await?;
+        tracing::info!(tenant = %id, key_id = %info.id, "API key issued");
+        Ok(IssuedKey {
+            info,
+            key: plain.expose().to_owned(),
+        })
+    }
+
+    /// Keys of a tenant (never secrets or hashes).
+    pub async fn list_keys(&self, id: &TenantId) -> Result<Vec<ApiKeyInfo>, TenantsError> {
+        self.row(id).await?;
+        Ok(self.store.keys().list_keys(id).await?)
+    }
+
+    /// Revokes a key, effective on the next request to this node.
+    pub async fn revoke_key(&self, id: &TenantId, key_id: &str) -> Result<(), TenantsError> {
+        if !self
+            .store
+            .keys()
+            .revoke_key(id, key_id, &now_rfc3339())
+            .await?
+        {
+            return Err(TenantsError::KeyNotFound(crate::error::truncate_for_echo(
+                key_id,
+            )));
+        }
+        self.refresh(id).await?;
+        tracing::info!(tenant = %id, key_id, "API key revoked");
+        Ok(())
+    }
+
+    /// Issues a replacement for `key_id`; the old key keeps working for
+    /// `grace_seconds`.
+    pub async fn rotate_key(
+        &self,
+        id: &TenantId,
+        key_id: &str,
+        grace_seconds: u64,
+    ) -> Result<IssuedKey, TenantsError> {
+        const MAX_GRACE: u64 = 30 * 24 * 3600;
+        if grace_seconds > MAX_GRACE {
+            return Err(TenantsError::Invalid(vec![format!(
+                "grace_seconds: at most {MAX_GRACE} (30 days)"
+            )]));
+        }
+        let old = self
+            .store
+            .keys()
+            .list_keys(id)
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;
+        let until = time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(i64::try_from(grace_seconds).unwrap_or(0));
+        let (insert, plain) = self.mint(
+            id,
+            NewKey {
+                name: old.name.clone(),
+                expires_at: old.expires_at.clone(),
+                scopes: old.scopes.clone(),
+            },
+        );
+        let info = self
+            .store
+            .keys()
+            .rotate_key(id, key_id, &crate::clock::rfc3339(until), &insert)
+            .await?
+            .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;
+        self.refresh(id).await?;
+        tracing::info!(tenant = %id, old_key_id = key_id, new_key_id = %info.id, grace_seconds, "API key rotated");
+        Ok(IssuedKey {
+            info,
+            key: plain.expose().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! Static tenants: the config file's `tenants:` list and
+//! `TENANTD_TENANT_CONFIGS` (a JSON array in seed 002's shape).
+//!
+//! Seed 002's rules apply and every violation is reported at once:
+//! required fields, unique ids, the OIDC fields required once
+//! `oidc_issuer` is set (scopes default to `openid profile email`), and the
+//! id format. Seed 002 also required `mongo_uri`, `mongo_database` and
+//! `redis_addr`; tenantd's embedded store needs no per-tenant database, so
+//! those fields (and `redis_db`) are accepted and kept for the storage
+//! binding but not required.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::model::{
+    DEFAULT_OIDC_SCOPES, DEFAULT_PLAN, Limits, Oidc, Quotas, Security, StorageBinding, TenantRow,
+    TenantSpec, TenantState, parse_tenant_id, validate,
+};
+use crate::clock::now_rfc3339;
+
+/// One static tenant, in seed 002's flat shape plus tenantd's fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticTenant {
+    /// Id (required).
+    pub tenant_id: Option<String>,
+    /// Display name (required).
+    pub name: Option<String>,
+    /// Contact address.
+    pub email: Option<String>,
+    /// Plan (default `free`).
+    pub plan: Option<String>,
+    /// `active` (default) or `suspended`.
+    pub status: Option<TenantState>,
+    /// Seed 002: a dedicated database URL.
+    pub mongo_uri: Option<String>,
+    /// Seed 002: the database name.
+    pub mongo_database: Option<String>,
+    /// Seed 002: Redis address.
+    pub redis_addr: Option<String>,
+    /// Seed 002: Redis database 0..=15.
+    pub redis_db: Option<u8>,
+    /// Frontend URL.
+    pub frontend_url: Option<String>,
+    /// OIDC issuer; makes the other OIDC fields required.
+    pub oidc_issuer: Option<String>,
+    /// OIDC client id.
+    pub oidc_client_id: Option<String>,
+    /// OIDC client secret.
+    pub oidc_client_secret: Option<String>,
+    /// OIDC callback URL.
+    pub oidc_redirect_url: Option<String>,
+    /// OIDC scopes (space-separated).
+    pub oidc_scopes: Option<String>,
+    /// CIDR allow-list.
+    pub allowed_ips: Vec<String>,
+    /// Rate-limit overrides.
+    pub limits: Limits,
+    /// Quota overrides.
+    pub quotas: Quotas,
+    /// Feature flags.
+    pub features: Map<String, Value>,
+}
+
+fn present(s: Option<&String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+impl StaticTenant {
+    fn spec(&self) -> TenantSpec {
+        let oidc = present(self.oidc_issuer.as_ref()).map(|issuer| Oidc {
+            issuer,
+            client_id: present(self.oidc_client_id.as_ref()).unwrap_or_default(),
+            client_secret: present(self.oidc_client_secret.as_ref()),
+            redirect_url: present(self.oidc_redirect_url.as_ref()).unwrap_or_default(),
+            scopes: present(self.oidc_scopes.as_ref())
+                .unwrap_or_else(|| DEFAULT_OIDC_SCOPES.to_owned()),
+        });
+        let has_storage = self.mongo_uri.is_some()
+            || self.mongo_database.is_some()
+            || self.redis_addr.is_some()
+            || self.redis_db.is_some();
+        let storage = has_storage.then(|| StorageBinding {
+            isolation: self.mongo_uri.as_ref().map(|_| "dedicated".to_owned()),
+            url: self.mongo_uri.clone(),
+            database: self.mongo_database.clone(),
+            redis_addr: self.redis_addr.clone(),
+            redis_db: self.redis_db,
+        });
+        TenantSpec {
+            limits: self.limits.clone(),
+            quotas: self.quotas.clone(),
+            features: self.features.clone(),
+            security: Security {
+                allowed_ips: self.allowed_ips.clone(),
+            },
+            frontend_url: present(self.frontend_url.as_ref()),
+            oidc,
+            storage,
+        }
+    }
+}
+
+/// Every problem of the static tenant list, each naming `tenants[i].field`.
+pub fn validate_all(tenants: &[StaticTenant]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let at = format!("tenants[{i}].");
+        match present(t.tenant_id.as_ref()) {
+            None => problems.push(format!("{at}tenant_id: required")),
+            Some(id) => {
+                if let Err(p) = parse_tenant_id(&at, &id) {
+                    problems.push(p.replace(&format!("{at}id"), &format!("{at}tenant_id")));
+                } else if !seen.insert(id.clone()) {
+                    problems.push(format!("{at}tenant_id: '{id}' is listed more than once"));
+                }
+            }
+        }
+        let name = present(t.name.as_ref());
+        if name.is_none() {
+            problems.push(format!("{at}name: required"));
+        }
+        let plan = t.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.to_owned());
+        let mut found = validate(
+            &at,
+            name.as_deref().unwrap_or("x"),
+            t.email.as_deref(),
+            &plan,
+            &t.spec(),
+        );
+        // Report OIDC fields by their seed 002 names.
+        for p in &mut found {
+            for (ours, seeds) in [
+                ("oidc.client_id", "oidc_client_id"),
+                ("oidc.client_secret", "oidc_client_secret"),
+                ("oidc.redirect_url", "oidc_redirect_url"),
+                ("oidc.issuer", "oidc_issuer"),
+                ("security.allowed_ips", "allowed_ips"),
+                ("storage.redis_db", "redis_db"),
+            ] {
+                *p = p.replace(ours, seeds);
+            }
+        }
+        problems.extend(found);
+    }
+    problems
+}
+
+/// The rows to upsert at startup (call after [`validate_all`] passed).
+pub fn rows(tenants: &[StaticTenant]) -> Vec<TenantRow> {
+    let now = now_rfc3339();
+    tenants
+        .iter()
+        .filter_map(|t| {
+            let id = parse_tenant_id("", t.tenant_id.as_deref()?).ok()?;
+            Some(TenantRow {
+                id,
+                name: present(t.name.as_ref())?,
+                email: t.email.clone(),
+                plan: t.plan.clone().unwrap_or_else(|| DEFAULT_PLAN.to_owned()),
+                status: t.status.unwrap_or_default(),
+                source: "config".to_owned(),
+                spec: t.spec(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Vec<StaticTenant> {
+        serde_json::from_str(json).expect("json")
+    }
+
+    #[test]
+    fn seed_002_example_is_valid_and_keeps_its_storage_fields() {
+        let tenants = parse(
+            r#"[{"tenant_id": "acme_corp", "name": "Acme Corporation",
+                 "mongo_uri": "mongodb://acme-mongo:27017", "mongo_database": "acme_corp_db",
+                 "redis_addr": "acme-redis:6379", "redis_db": 0,
+                 "frontend_url": "https://app.acme.com"}]"#,
+        );
+        assert!(validate_all(&tenants).is_empty());
+        let row = &rows(&tenants)[0];
+        let storage = row.spec.storage.as_ref().expect("storage");
+        assert_eq!(storage.database.as_deref(), Some("acme_corp_db"));
+        assert_eq!(storage.redis_db, Some(0));
+        assert_eq!(row.source, "config");
+    }
+
+    #[test]
+    fn every_violation_is_reported_at_once() {
+        let tenants = parse(
+            r#"[{"tenant_id": "a", "name": "A", "oidc_issuer": "https://login.example.com"},
+                {"tenant_id": "a", "name": "A again"},
+                {"name": "no id"},
+                {"tenant_id": "bad id!", "redis_db": 16},
+                {"tenant_id": "c", "name": "C", "allowed_ips": ["10.0.0.0/33"]}]"#,
+        );
+        let problems = validate_all(&tenants).join("\n");
+        for expected in [
+            "tenants[0].oidc_client_id: required",
+            "tenants[0].oidc_client_secret: required",
+            "tenants[0].oidc_redirect_url: required",
+            "tenants[1].tenant_id: 'a' is listed more than once",
+            "tenants[2].tenant_id: required",
+            "tenants[3].tenant_id:",
+            "tenants[3].name: required",
+            "tenants[3].redis_db: must be 0 to 15",
+            "tenants[4].allowed_ips[0]",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "{expected} missing in\n{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn oidc_scopes_default() {
+        let tenants = parse(
+            r#"[{"tenant_id": "a", "name": "A", "oidc_issuer": "https://i.example.com",
+                 "oidc_client_id": "c", "oidc_client_secret": "s",
+                 "oidc_redirect_url": "https://api.example.com/cb"}]"#,
+        );
+        assert!(validate_all(&tenants).is_empty());
+        let oidc = rows(&tenants)[0].spec.oidc.clone().expect("oidc");
+        assert_eq!(oidc.scopes, "openid profile email");
+    }
+}

@@ -243,3 +243,312 @@ async fn json_logs_carry_tenant_and_request_id() {
             .any(|l| l["fields"]["message"] == "record created")
     );
 }
+
+/// Runs `tenantd <args>` on `data_dir`; (exit code, stdout JSON, stderr).
+fn admin_cli(data_dir: &Path, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn tenants_and_keys_verbs_work_on_the_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (code, out, err) = admin_cli(
+        d,
+        &[
+            "tenants", "create", "acme", "--name", "Acme", "--plan", "pro",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["tenant"]["plan"], "pro");
+    let first = out["api_key"]["key"].as_str().expect("key").to_owned();
+    let (code, _, err) = admin_cli(d, &["tenants", "create", "acme", "--name", "Again"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    admin_cli(
+        d,
+        &[
+            "tenants", "create", "globex", "--name", "Globex", "--no-key",
+        ],
+    );
+
+    let (_, out, _) = admin_cli(d, &["tenants", "list", "--plan", "pro"]);
+    assert_eq!(out["tenants"].as_array().map(Vec::len), Some(1));
+    let (_, out, _) = admin_cli(d, &["tenants", "show", "globex"]);
+    assert_eq!(out["name"], "Globex");
+    let (code, out, err) = admin_cli(
+        d,
+        &[
+            "tenants",
+            "update",
+            "globex",
+            "--set",
+            r#"{"security": {"allowed_ips": ["10.0.0.0/8"]}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out["security"]["allowed_ips"], json!(["10.0.0.0/8"]));
+    let (code, _, err) = admin_cli(
+        d,
+        &[
+            "tenants",
+            "update",
+            "globex",
+            "--set",
+            r#"{"security": {"allowed_ips": ["nope"]}}"#,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("security.allowed_ips[0]"), "{err}");
+    let (_, out, _) = admin_cli(d, &["tenants", "suspend", "globex"]);
+    assert_eq!(out["status"], "suspended");
+    let (_, out, _) = admin_cli(d, &["tenants", "resume", "globex"]);
+    assert_eq!(out["status"], "active");
+
+    let (code, issued, _) = admin_cli(
+        d,
+        &[
+            "keys",
+            "issue",
+            "acme",
+            "--name",
+            "ci",
+            "--scope",
+            "records:read",
+        ],
+    );
+    assert_eq!(code, 0);
+    let second = issued["key"].as_str().expect("key").to_owned();
+    let (_, listed, _) = admin_cli(d, &["keys", "list", "acme"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    assert!(!listed.to_string().contains(&second[8..]));
+
+    // A server on the same directory accepts the CLI's keys; a revoke made
+    // by the CLI while it runs takes effect within the poll interval.
+    let server = Proc::start(d, &[("TENANTD_TENANT_ENABLED", "true")], &[]).await;
+    let client = reqwest::Client::new();
+    let get = |key: String| {
+        client
+            .get(format!("{}/records", server.base))
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(get(second.clone()).await.expect("get").status(), 200);
+    let key_id = issued["id"].as_str().expect("id").to_owned();
+    let (code, _, _) = admin_cli(d, &["keys", "revoke", "acme", &key_id]);
+    assert_eq!(code, 0);
+    let mut refused = false;
+    for _ in 0..60 {
+        if get(second.clone()).await.expect("get").status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the server picked up the CLI's revoke");
+    let (_, stderr) = server.stop();
+    assert!(!stderr.contains(&first[8..]) && !stderr.contains(&second[8..]));
+
+    let first_id = admin_cli(d, &["keys", "list", "acme"]).1[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (code, rotated, _) = admin_cli(
+        d,
+        &["keys", "rotate", "acme", &first_id, "--grace-seconds", "60"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        rotated["key"]
+            .as_str()
+            .expect("key")
+            .starts_with("acme_sk_")
+    );
+
+    let (code, _, err) = admin_cli(d, &["tenants", "delete", "acme"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--yes"), "{err}");
+    let (code, out, _) = admin_cli(d, &["tenants", "delete", "acme", "--yes"]);
+    assert_eq!(code, 0);
+    assert_eq!(out["removed"]["api_keys"], 3, "first, revoked second, rotated");
+    let (code, _, err) = admin_cli(d, &["tenants", "show", "acme"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[tokio::test]
+async fn static_tenants_from_tenant_configs_are_initialised_and_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs = r#"[
+      {"tenant_id": "acme_corp", "name": "Acme Corporation", "mongo_uri": "mongodb://acme-mongo:27017",
+       "mongo_database": "acme_corp_db", "redis_addr": "acme-redis:6379", "redis_db": 0,
+       "frontend_url": "https://app.acme.com"},
+      {"tenant_id": "globex_inc", "name": "Globex Inc", "redis_db": 1}
+    ]"#;
+    let server = Proc::start(
+        dir.path(),
+        &[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_TENANT_REQUIRED", "false"),
+            ("TENANTD_TENANT_CONFIGS", configs),
+        ],
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    // No tenant named: the first static tenant is the default.
+    let resp = client
+        .post(format!("{}/records", server.base))
+        .json(&json!({"name": "n", "kind": "k", "url": "https://x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    let rec: Value = resp.json().await.expect("json");
+    assert_eq!(rec["tenant_id"], "acme_corp");
+    let resp = client
+        .get(format!("{}/records", server.base))
+        .header("X-Tenant-ID", "unknown_co")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 404);
+    let (_, stderr) = server.stop();
+    assert!(
+        stderr.contains("Initializing tenant: acme_corp"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Initializing tenant: globex_inc"),
+        "{stderr}"
+    );
+
+    // TENANTD_DEFAULT_TENANT_ID picks another default.
+    let server = Proc::start(
+        dir.path(),
+        &[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_TENANT_REQUIRED", "false"),
+            ("TENANTD_TENANT_CONFIGS", configs),
+            ("TENANTD_DEFAULT_TENANT_ID", "globex_inc"),
+        ],
+        &[],
+    )
+    .await;
+    let page: Value = client
+        .get(format!("{}/records", server.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["total"], 0, "globex_inc has no records");
+    server.stop();
+}
+
+#[test]
+fn invalid_tenant_configs_are_all_reported_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("TENANTD_TENANT_CONFIGS", "[{\"tenant_id\": \"a\"")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TENANTD_TENANT_CONFIGS: invalid JSON"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "TENANTD_TENANT_CONFIGS",
+            r#"[{"tenant_id": "a", "name": "A", "oidc_issuer": "https://i.test"},
+                {"tenant_id": "a", "name": "Dup"}, {"name": "no id"}]"#,
+        )
+        .env("TENANTD_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/99\"]")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "tenants[0].oidc_client_id: required",
+        "tenants[0].oidc_client_secret: required",
+        "tenants[0].oidc_redirect_url: required",
+        "tenants[1].tenant_id: 'a' is listed more than once",
+        "tenants[2].tenant_id: required",
+        "server.trusted_proxies[0]",
+    ] {
+        assert!(err.contains(expected), "{expected} missing from {err}");
+    }
+}
+
+#[tokio::test]
+async fn no_credential_text_reaches_the_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin_key = "log-test-admin-key-0123456789";
+    let server = Proc::start(
+        dir.path(),
+        &[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_ADMIN_KEY", admin_key),
+            ("TENANTD_LOG__LEVEL", "trace"),
+        ],
+        &["--log-format", "json"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/admin/tenants", server.base))
+        .bearer_auth(admin_key)
+        .json(&json!({"id": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let key = created["api_key"]["key"].as_str().expect("key").to_owned();
+    let resp = client
+        .get(format!("{}/records", server.base))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    let wrong = format!("acme_sk_{}", "Z".repeat(40));
+    let resp = client
+        .get(format!("{}/records", server.base))
+        .header("x-api-key", &wrong)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 401);
+    let (_, stderr) = server.stop();
+    assert!(
+        stderr.contains("tenant created"),
+        "logs were captured: {stderr}"
+    );
+    let secret = &key["acme_sk_".len()..];
+    for needle in [secret, &wrong["acme_sk_".len()..], admin_key] {
+        assert!(!stderr.contains(needle), "a credential was logged");
+    }
+}

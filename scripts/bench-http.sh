@@ -5,15 +5,21 @@
 # tenant), then starts the release server on it twice, back to back:
 #   (a) multi-tenancy disabled: every request runs in "default";
 #   (b) multi-tenancy enabled, requests carry X-Tenant-ID: t1.
-# Each mode is loaded with wrk: GET /records/{id} and POST /records/search,
-# DURATION seconds each after a WARMUP. The modes alternate for ROUNDS
-# rounds (disabled, enabled, disabled, enabled, ...) and the median round of
-# each is reported, so a burst of noise on this shared machine does not land
-# on one mode only. Prints req/s, p50, p99 and the ratio enabled/disabled
-# (DESIGN.md section 9: ratio >= 0.95; GET >= 20k req/s).
+#   (c) enabled, requests carry t1's API key (x-api-key) instead;
+#   (d) and (e): (b) and (c) on a copy of the data with BIG_TENANTS more
+#       tenants (each with a key) in the registry.
+# Each mode is loaded with wrk (GET /records/{id}; POST /records/search for
+# (a) and (b)), DURATION seconds each after a WARMUP. The modes alternate
+# for ROUNDS rounds and the median round of each is reported, so a burst of
+# noise on this shared machine does not land on one mode only. Prints req/s,
+# p50, p99 and the ratios (DESIGN.md section 9: enabled/disabled >= 0.95;
+# API key/header >= 0.90; 100k tenants/10 tenants >= 0.95; GET >= 20k
+# req/s), the startup time with BIG_TENANTS tenants and the registry memory
+# per tenant (RSS difference after startup / extra tenants; target 2 KiB).
 #
 # Env: DURATION (10), WARMUP (2), THREADS (2), CONNECTIONS (32), ROUNDS (3),
-#      RECORDS (1000 per tenant), PORT (18081), KEEP (1 keeps the temp dir).
+#      RECORDS (1000 per tenant), BIG_TENANTS (100000), PORT (18081),
+#      KEEP (1 keeps the temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +29,7 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 RECORDS=${RECORDS:-1000}
 ROUNDS=${ROUNDS:-3}
+BIG_TENANTS=${BIG_TENANTS:-100000}
 PORT=${PORT:-18081}
 BASE="http://127.0.0.1:${PORT}"
 BIN=target/release/tenantd
@@ -44,13 +51,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_server() { # $1 = enabled (true/false)
+START_MS=0
+start_server() { # $1 = enabled (true/false), $2 = data dir (default $DATA)
+  local t0; t0=$(date +%s%N)
   TENANTD_TENANT_ENABLED="$1" TENANTD_LOG__LEVEL=warn TENANTD_JOBS__WORKERS=0 \
-    "$BIN" serve --bind "127.0.0.1:${PORT}" --data-dir "$DATA" 2>>"$WORK/server.log" &
+    "$BIN" serve --bind "127.0.0.1:${PORT}" --data-dir "${2:-$DATA}" 2>>"$WORK/server.log" &
   SERVER_PID=$!
-  for _ in $(seq 1 200); do
-    if curl -sf "$BASE/health/ready" >/dev/null; then return 0; fi
-    sleep 0.05
+  for _ in $(seq 1 2000); do
+    if curl -sf "$BASE/health/ready" >/dev/null; then
+      START_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+      return 0
+    fi
+    sleep 0.01
   done
   echo "server did not become ready; see $WORK/server.log" >&2
   exit 1
@@ -66,6 +78,19 @@ python3 scripts/bench_seed.py "$BASE" "default,t1,t2,t3,t4,t5,t6,t7,t8,t9" "$REC
 stop_server
 ID_DEFAULT=$(awk '$1=="default"{print $2}' "$WORK/ids.txt")
 ID_T1=$(awk '$1=="t1"{print $2}' "$WORK/ids.txt")
+
+echo "== registering the 10 tenants; an API key for t1"
+for t in default t1 t2 t3 t4 t5 t6 t7 t8 t9; do
+  "$BIN" tenants create "$t" --name "$t" --no-key --data-dir "$DATA" >/dev/null
+done
+KEY_T1=$("$BIN" keys issue t1 --name bench --data-dir "$DATA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+
+echo "== copying the data and adding $BIG_TENANTS tenants to the copy's registry"
+BIG="$WORK/big"
+cp -r "$DATA" "$BIG"
+python3 scripts/bench_registry.py "$BIG/tenantd.db" "$BIG_TENANTS"
+
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$SERVER_PID/status"; }
 
 cat > "$WORK/search.lua" <<'LUA'
 wrk.method = "POST"
@@ -89,10 +114,18 @@ for round in $(seq 1 "$ROUNDS"); do
   run_wrk "get_disabled_$round" "$BASE/records/$ID_DEFAULT"
   run_wrk "search_disabled_$round" "$BASE/records/search" -s "$WORK/search.lua"
   stop_server
-  echo "== round $round: enabled (X-Tenant-ID: t1)"
+  echo "== round $round: enabled (X-Tenant-ID: t1), then API key"
   start_server true
+  echo "$START_MS $(rss_kib)" >"$WORK/small_start_$round"
   run_wrk "get_enabled_$round" "$BASE/records/$ID_T1" -H "X-Tenant-ID: t1"
   run_wrk "search_enabled_$round" "$BASE/records/search" -s "$WORK/search.lua" -H "X-Tenant-ID: t1"
+  run_wrk "get_apikey_$round" "$BASE/records/$ID_T1" -H "x-api-key: $KEY_T1"
+  stop_server
+  echo "== round $round: $BIG_TENANTS more tenants: header, then API key"
+  start_server true "$BIG"
+  echo "$START_MS $(rss_kib)" >"$WORK/big_start_$round"
+  run_wrk "get_bigheader_$round" "$BASE/records/$ID_T1" -H "X-Tenant-ID: t1"
+  run_wrk "get_bigapikey_$round" "$BASE/records/$ID_T1" -H "x-api-key: $KEY_T1"
   stop_server
 done
 
@@ -104,29 +137,41 @@ median_round() { # $1 = scenario prefix, e.g. get_enabled
 }
 rps() { awk '/Requests\/sec/{print $2}' "$WORK/$1.txt"; }
 pct() { awk -v p="$2" '$1==p{print $2}' "$WORK/$1.txt"; }
-for sc in get_disabled get_enabled search_disabled search_enabled; do
+for sc in get_disabled get_enabled search_disabled search_enabled get_apikey get_bigheader get_bigapikey; do
   cp "$WORK/$(median_round "$sc").txt" "$WORK/$sc.txt"
 done
 
 echo
 printf "%-22s %-9s %12s %10s %10s\n" endpoint mode req/s p50 p99
-for ep in get search; do
-  for mode in disabled enabled; do
-    printf "%-22s %-9s %12s %10s %10s\n" \
-      "$([[ $ep == get ]] && echo 'GET /records/{id}' || echo 'POST /records/search')" \
-      "$mode" "$(rps ${ep}_$mode)" "$(pct ${ep}_$mode 50%)" "$(pct ${ep}_$mode 99%)"
-  done
+for sc in get_disabled get_enabled get_apikey get_bigheader get_bigapikey search_disabled search_enabled; do
+  ep=${sc%%_*}; mode=${sc#*_}
+  printf "%-22s %-9s %12s %10s %10s\n" \
+    "$([[ $ep == get ]] && echo 'GET /records/{id}' || echo 'POST /records/search')" \
+    "$mode" "$(rps "$sc")" "$(pct "$sc" 50%)" "$(pct "$sc" 99%)"
 done
 echo
 # Ratios are paired by round (each enabled run against the disabled run
 # just before it), then the median is taken: noise from other processes
 # shifts both halves of a round alike.
-for ep in get search; do
+ratio() { # $1 label, $2 numerator scenario, $3 denominator scenario
+  local ratios median
   ratios=$(for r in $(seq 1 "$ROUNDS"); do
-    awk -v a="$(awk '/Requests\/sec/{print $2}' "$WORK/${ep}_enabled_$r.txt")" \
-        -v b="$(awk '/Requests\/sec/{print $2}' "$WORK/${ep}_disabled_$r.txt")" 'BEGIN{printf "%.3f\n", a/b}'
+    awk -v a="$(awk '/Requests\/sec/{print $2}' "$WORK/${2}_$r.txt")" \
+        -v b="$(awk '/Requests\/sec/{print $2}' "$WORK/${3}_$r.txt")" 'BEGIN{printf "%.3f\n", a/b}'
   done | sort -n | tr '\n' ' ')
   median=$(echo "$ratios" | tr ' ' '\n' | grep -v '^$' | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
-  printf "ratio enabled/disabled %-7s %s   (per round: %s)\n" "$ep:" "$median" "$ratios"
+  printf "%-44s %s   (per round: %s)\n" "$1" "$median" "$ratios"
+}
+ratio "enabled/disabled, GET:" get_enabled get_disabled
+ratio "enabled/disabled, search:" search_enabled search_disabled
+ratio "API key/header, GET:" get_apikey get_enabled
+ratio "$BIG_TENANTS+ tenants/10 tenants, header GET:" get_bigheader get_enabled
+ratio "$BIG_TENANTS+ tenants/10 tenants, API key GET:" get_bigapikey get_apikey
+echo
+for r in $(seq 1 "$ROUNDS"); do
+  read -r small_ms small_rss <"$WORK/small_start_$r"
+  read -r big_ms big_rss <"$WORK/big_start_$r"
+  awk -v sm="$small_ms" -v bm="$big_ms" -v sr="$small_rss" -v br="$big_rss" -v n="$BIG_TENANTS" -v r="$r" \
+    'BEGIN{printf "round %d: startup to ready %d ms (10 tenants) vs %d ms (+%d tenants); registry memory %.0f bytes per tenant (RSS %d KiB vs %d KiB)\n", r, sm, bm, n, (br-sr)*1024/n, sr, br}'
 done
 echo "(median of $ROUNDS alternating rounds; threads=$THREADS connections=$CONNECTIONS duration=${DURATION}s; raw wrk output kept in $WORK with KEEP=1)"

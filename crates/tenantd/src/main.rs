@@ -149,44 +149,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs an admin verb on a small runtime; errors to stderr, exit 1.
-fn admin_verb(verb: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `work` to completion on a tokio runtime (multi-threaded for the
+/// server, one thread for admin verbs); an error goes to stderr (and the
+/// log), exit status 1.
+fn run_to_end(
+    multi_thread: bool,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(verb) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tenantd: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve(config: Config) -> ExitCode {
-    tenantd::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let server = Server::build(config, None).await?;
-        server.run(shutdown_signal()).await
-    });
-    match result {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -194,4 +176,16 @@ fn serve(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_verb(verb: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    run_to_end(false, verb)
+}
+
+fn serve(config: Config) -> ExitCode {
+    tenantd::telemetry::init(&config.log);
+    run_to_end(true, async move {
+        let server = Server::build(config, None).await?;
+        server.run(shutdown_signal()).await
+    })
 }

@@ -383,7 +383,10 @@ async fn tenants_and_keys_verbs_work_on_the_data_directory() {
     assert!(err.contains("--yes"), "{err}");
     let (code, out, _) = admin_cli(d, &["tenants", "delete", "acme", "--yes"]);
     assert_eq!(code, 0);
-    assert_eq!(out["removed"]["api_keys"], 3, "first, revoked second, rotated");
+    assert_eq!(
+        out["removed"]["api_keys"], 3,
+        "first, revoked second, rotated"
+    );
     let (code, _, err) = admin_cli(d, &["tenants", "show", "acme"]);
     assert_eq!(code, 1);
     assert!(err.contains("not found"), "{err}");

@@ -361,6 +361,14 @@ impl Config {
         if self.admin.key.as_ref().is_some_and(|k| k.len() < 16) {
             problems.push("admin.key: must be at least 16 characters".to_owned());
         }
+        if self.auth.required && !self.tenant.enabled {
+            // With multi-tenancy off every request runs in the default
+            // tenant and credentials are not looked at: refusing the
+            // combination beats silently serving without authentication.
+            problems.push(
+                "auth.required: needs tenant.enabled (credentials select the tenant)".to_owned(),
+            );
+        }
         if self.auth.jwt.tenant_claim.trim().is_empty() {
             problems.push("auth.jwt.tenant_claim: must not be empty".to_owned());
         }

@@ -179,3 +179,95 @@ fn example_file_is_valid_and_complete() {
         );
     }
 }
+
+#[test]
+fn auth_and_registry_variables() {
+    let c = Config::load(
+        None,
+        vars(&[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_ADMIN_KEY", "admin-key-0123456789"),
+            (
+                "TENANTD_KEY_PEPPER",
+                "pepper-0123456789-0123456789-0123456789",
+            ),
+            ("TENANTD_AUTH_REQUIRED", "yes"),
+            ("TENANTD_JWT_SECRET", "jwt-secret-0123456789-0123456789-01"),
+            ("TENANTD_TENANT_REGISTRY", "off"),
+        ]),
+    );
+    // "off" is not a boolean of ours: reported, naming the variable.
+    let errors = c.expect_err("invalid bool").0.join("\n");
+    assert!(errors.contains("TENANTD_TENANT_REGISTRY"), "{errors}");
+
+    let c = Config::load(
+        None,
+        vars(&[
+            ("TENANTD_TENANT_ENABLED", "true"),
+            ("TENANTD_ADMIN_KEY", "admin-key-0123456789"),
+            ("TENANTD_AUTH_REQUIRED", "yes"),
+            ("TENANTD_JWT_SECRET", "jwt-secret-0123456789-0123456789-01"),
+            ("TENANTD_TENANT_REGISTRY", "0"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(c.admin.key.as_deref(), Some("admin-key-0123456789"));
+    assert!(c.auth.required);
+    assert_eq!(c.tenant.registry, Some(false));
+    let masked = c.to_masked_yaml();
+    assert!(!masked.contains("admin-key-0123456789") && !masked.contains("jwt-secret"));
+}
+
+#[test]
+fn weak_secrets_and_unauthenticated_required_auth_are_refused() {
+    let errors = Config::load(
+        None,
+        vars(&[
+            ("TENANTD_ADMIN_KEY", "short"),
+            ("TENANTD_KEY_PEPPER", "short"),
+            ("TENANTD_JWT_SECRET", "short"),
+            ("TENANTD_AUTH_REQUIRED", "true"),
+        ]),
+    )
+    .expect_err("invalid")
+    .0
+    .join("\n");
+    for key in [
+        "admin.key",
+        "auth.key_pepper",
+        "auth.jwt.hs256_secret",
+        "auth.required: needs tenant.enabled",
+    ] {
+        assert!(errors.contains(key), "{key} missing from {errors}");
+    }
+}
+
+#[test]
+fn static_tenants_from_env_name_the_default() {
+    let configs =
+        r#"[{"tenant_id": "acme_corp", "name": "Acme"}, {"tenant_id": "globex", "name": "G"}]"#;
+    let c = Config::load(None, vars(&[("TENANTD_TENANT_CONFIGS", configs)])).expect("valid");
+    assert_eq!(c.tenants.len(), 2);
+    assert_eq!(
+        c.tenant.default_tenant.as_str(),
+        "acme_corp",
+        "first listed"
+    );
+    let c = Config::load(
+        None,
+        vars(&[
+            ("TENANTD_TENANT_CONFIGS", configs),
+            ("TENANTD_DEFAULT_TENANT_ID", "globex"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(c.tenant.default_tenant.as_str(), "globex");
+    let errors = Config::load(None, vars(&[("TENANTD_TENANT_CONFIGS", "{not json")]))
+        .expect_err("invalid")
+        .0
+        .join("\n");
+    assert!(
+        errors.contains("TENANTD_TENANT_CONFIGS: invalid JSON"),
+        "{errors}"
+    );
+}

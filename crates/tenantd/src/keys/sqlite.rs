@@ -165,8 +165,10 @@ impl KeyRepo for SqliteStore {
     ) -> Result<Option<ApiKeyInfo>, StoreError> {
         let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 \
-             AND (revoked_at IS NULL OR revoked_at > ?4)",
+            // min(): rotating a key already inside a grace period never
+            // extends it.
+            "UPDATE api_keys SET revoked_at = min(coalesce(revoked_at, ?3), ?3) \
+             WHERE tenant_id = ?1 AND id = ?2 AND (revoked_at IS NULL OR revoked_at > ?4)",
         )
         .bind(tenant.as_str())
         .bind(old_id)

@@ -155,6 +155,17 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
         200,
         "inside the grace period"
     );
+    // Rotating the old key again cannot extend its grace period.
+    let resp = app
+        .admin(
+            Method::POST,
+            &format!("/admin/tenants/acme/api-keys/{old_id}/rotate"),
+        )
+        .json(&json!({"grace_seconds": 3600}))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(resp.status(), 201);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(status_with(&app, &old).await, 401, "after the grace period");
     assert_eq!(status_with(&app, &new_key).await, 200);

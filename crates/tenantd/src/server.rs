@@ -16,6 +16,7 @@ use crate::app::{AppState, router, tenancy_layer};
 use crate::config::{Backend, Config};
 use crate::jobs::worker::JobRunner;
 use crate::keys::auth::CredentialVerifier;
+use crate::keys::jwks::OidcVerifier;
 use crate::keys::jwt::JwtVerifier;
 use crate::keys::pepper;
 use crate::store::{Store, open_sqlite};
@@ -69,10 +70,17 @@ impl Server {
             Duration::from_millis(config.auth.registry_poll_ms),
             Duration::from_secs(config.auth.last_used_flush_secs),
         );
+        let oidc = OidcVerifier::new(
+            registry.clone(),
+            Duration::from_secs(config.auth.jwt.jwks_ttl_secs),
+            config.auth.jwt.leeway_secs,
+            config.auth.jwt.tenant_claim.clone(),
+        );
         let verifier = CredentialVerifier::new(
             registry.clone(),
             hasher.clone(),
             JwtVerifier::from_config(&config.auth.jwt),
+            oidc,
         );
         let tenancy = tenancy_layer(&config, resolver, verifier, registry.clone())?;
         let admin = TenantAdmin::new(admin_store, registry, hasher);

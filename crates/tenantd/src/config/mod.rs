@@ -85,7 +85,8 @@ impl Default for AuthConfig {
     }
 }
 
-/// JWT bearer tokens: HS256 with a shared secret.
+/// JWT bearer tokens: HS256 with a shared secret, and RS256/ES256 from a
+/// tenant's OIDC issuer (its JWKS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
@@ -100,6 +101,9 @@ pub struct JwtConfig {
     pub tenant_claim: String,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub leeway_secs: u64,
+    /// How long a tenant issuer's fetched JWKS is trusted before it is
+    /// fetched again.
+    pub jwks_ttl_secs: u64,
 }
 
 impl Default for JwtConfig {
@@ -110,6 +114,7 @@ impl Default for JwtConfig {
             audience: None,
             tenant_claim: "tenant_id".to_owned(),
             leeway_secs: 30,
+            jwks_ttl_secs: 600,
         }
     }
 }
@@ -375,6 +380,7 @@ impl Config {
         for (key, value) in [
             ("auth.last_used_flush_secs", self.auth.last_used_flush_secs),
             ("auth.registry_poll_ms", self.auth.registry_poll_ms),
+            ("auth.jwt.jwks_ttl_secs", self.auth.jwt.jwks_ttl_secs),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be greater than 0"));

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod jwks;
 pub mod jwt;
 mod model;
 pub mod pepper;

@@ -80,6 +80,9 @@ pub struct DirectoryRow {
     pub status: TenantState,
     /// CIDR allow-list as stored.
     pub allowed_ips: Vec<String>,
+    /// OIDC issuer and client id, when the tenant has OIDC login: tokens
+    /// from that issuer are verified against its JWKS.
+    pub oidc: Option<(String, String)>,
 }
 
 /// Tenant storage. Administrative by nature (a tenant is not inside

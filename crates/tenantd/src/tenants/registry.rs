@@ -40,6 +40,8 @@ struct CachedKey {
 pub struct Registry {
     tenants: RwLock<HashMap<TenantId, TenantStatus>>,
     keys: RwLock<HashMap<KeyHash, CachedKey>>,
+    /// OIDC issuer URL → (tenant, client id).
+    issuers: RwLock<HashMap<String, (TenantId, String)>>,
     /// `tenant.registry`: `Some(b)` forces checks on/off; `None` enforces
     /// them once any tenant exists.
     mode: Option<bool>,
@@ -65,6 +67,7 @@ impl Registry {
         Self {
             tenants: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
+            issuers: RwLock::new(HashMap::new()),
             mode,
             version: AtomicI64::new(-1),
             uses: Mutex::new(HashMap::new()),
@@ -114,6 +117,14 @@ impl Registry {
             .map(|row| (row.id.clone(), self.status_of(row)))
             .collect();
         let keys: HashMap<KeyHash, CachedKey> = keys.into_iter().map(Self::cached).collect();
+        let issuers: HashMap<String, (TenantId, String)> = rows
+            .iter()
+            .filter_map(|row| {
+                let (issuer, client) = row.oidc.clone()?;
+                Some((issuer, (row.id.clone(), client)))
+            })
+            .collect();
+        *write(&self.issuers) = issuers;
         *write(&self.tenants) = tenants;
         *write(&self.keys) = keys;
         self.version.store(version, Ordering::Release);
@@ -140,10 +151,23 @@ impl Registry {
                 }
             }
         }
+        {
+            let mut issuers = write(&self.issuers);
+            issuers.retain(|_, (tenant, _)| tenant != id);
+            if let Some((issuer, client)) = rows.first().and_then(|r| r.oidc.clone()) {
+                issuers.insert(issuer, (id.clone(), client));
+            }
+        }
         let mut map = write(&self.keys);
         map.retain(|_, k| &k.tenant != id);
         map.extend(keys.into_iter().map(Self::cached));
         Ok(())
+    }
+
+    /// The tenant whose OIDC issuer is `issuer`, and its client id (the
+    /// audience its tokens must carry).
+    pub fn issuer(&self, issuer: &str) -> Option<(TenantId, String)> {
+        read(&self.issuers).get(issuer).cloned()
     }
 
     /// Number of tenants known.

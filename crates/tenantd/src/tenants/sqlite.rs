@@ -210,7 +210,8 @@ impl TenantRepo for SqliteStore {
 
     async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, status, json_extract(spec, '$.security.allowed_ips') FROM tenants \
+            "SELECT id, status, json_extract(spec, '$.security.allowed_ips'), \
+             json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id') FROM tenants \
              WHERE (?1 IS NULL OR id = ?1)",
         )
         .bind(id.map(TenantId::as_str))
@@ -226,10 +227,13 @@ impl TenantRepo for SqliteStore {
                 Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("allowed_ips"))?,
                 None => Vec::new(),
             };
+            let issuer: Option<String> = row.try_get(3).map_err(map_sqlx)?;
+            let client_id: Option<String> = row.try_get(4).map_err(map_sqlx)?;
             out.push(DirectoryRow {
                 id: TenantId::new(&id).map_err(|_| corrupt("id"))?,
                 status: TenantState::parse(&status).ok_or_else(|| corrupt("status"))?,
                 allowed_ips,
+                oidc: issuer.zip(client_id),
             });
         }
         Ok(out)

@@ -259,3 +259,127 @@ async fn hs256_tokens_carry_the_tenant() {
     assert_error(resp, 404, "tenant_not_found").await;
     app.stop().await;
 }
+
+/// A P-256 test key (PKCS#8 DER, base64) and its public point, made with
+/// `openssl ecparam -name prime256v1`. Test data only.
+const EC_PRIVATE_PKCS8: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgOtUGuYgkqmlHiiaROCG4jOji8wSQO8qdD1UpL+8Tgw+hRANCAASDGUn+K53VduGXYlmSZ7BrUrtrg/oCW6RK/ohPKy8px8iq1FSoOmPurMXnnDnzRsJop3EkLCJP8hRVTiRnpdDk";
+const EC_X: &str = "gxlJ_iud1Xbhl2JZkmewa1K7a4P6AlukSv6ITysvKcc";
+const EC_Y: &str = "yKrUVKg6Y-6sxeecOfNGwmincSQsIk_yFFVOJGel0OQ";
+
+/// Serves an OIDC discovery document and a JWKS on a random port; returns
+/// the issuer URL and a counter of JWKS fetches.
+async fn test_issuer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let fetches = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let d = discovery.clone();
+                async move { axum::Json(d) }
+            }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    axum::Json(json!({"keys": [{
+                        "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
+                        "x": EC_X, "y": EC_Y
+                    }]}))
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (issuer, fetches)
+}
+
+fn es256(claims: &Value, kid: &str) -> String {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(EC_PRIVATE_PKCS8)
+        .expect("base64");
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    encode(&header, claims, &EncodingKey::from_ec_der(&der)).expect("encode")
+}
+
+#[tokio::test]
+async fn tokens_of_a_tenants_own_issuer_are_verified_against_its_jwks() {
+    let (issuer, fetches) = test_issuer().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |_| {})).await;
+    app.create_tenant(json!({"id": "acme", "name": "Acme", "oidc": {
+        "issuer": issuer, "client_id": "acme-client", "client_secret": "s3cret-value",
+        "redirect_url": "https://api.test/cb"}}))
+        .await;
+    app.create_tenant(json!({"id": "globex", "name": "Globex"}))
+        .await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let good = json!({"iss": issuer, "aud": "acme-client", "sub": "alice", "exp": now + 300});
+    let call = |token: String| {
+        app.client
+            .get(format!("{}/records", app.base))
+            .bearer_auth(token)
+            .send()
+    };
+    // No tenant claim: the issuer's tenant.
+    let resp = call(es256(&good, "k1")).await.expect("get");
+    assert_eq!(resp.status(), 200);
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let resp = call(es256(&with("tenant_id", json!("acme")), "k1"))
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200);
+    for (claims, kid, detail) in [
+        (
+            with("tenant_id", json!("globex")),
+            "k1",
+            "Invalid token: tenant claim does not match issuer",
+        ),
+        (
+            with("aud", json!("globex-client")),
+            "k1",
+            "Invalid token: wrong audience",
+        ),
+        (
+            with("exp", json!(now - 3600)),
+            "k1",
+            "Invalid token: expired",
+        ),
+        (
+            good.clone(),
+            "unknown-kid",
+            "Invalid token: unknown signing key",
+        ),
+    ] {
+        let resp = call(es256(&claims, kid)).await.expect("get");
+        assert_eq!(assert_error(resp, 401, "unauthorized").await, detail);
+    }
+    // An HS256 token claiming to come from acme's issuer is not accepted
+    // (no algorithm confusion with the issuer's public key).
+    let forged = jwt(with("tenant_id", json!("acme")), JWT_SECRET);
+    let resp = call(forged).await.expect("get");
+    assert_eq!(
+        assert_error(resp, 401, "unauthorized").await,
+        "Invalid token: algorithm not accepted"
+    );
+    // The JWKS was fetched once, then served from the cache (the unknown
+    // kid may trigger one refetch).
+    let n = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&n), "{n} fetches");
+    app.stop().await;
+}

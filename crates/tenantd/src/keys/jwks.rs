@@ -161,10 +161,13 @@ impl OidcVerifier {
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| AuthError::InvalidToken(reason(e.kind())))?;
         let mut claims = data.claims;
+        let Some(map) = claims.as_object_mut() else {
+            return Err(AuthError::InvalidToken("malformed"));
+        };
         // The issuer's tenant decides; a claim may only agree with it.
-        match claims.get(&self.tenant_claim) {
+        match map.get(&self.tenant_claim) {
             None => {
-                claims[&self.tenant_claim] = Value::String(tenant.to_string());
+                map.insert(self.tenant_claim.clone(), Value::String(tenant.to_string()));
             }
             Some(named) if named.as_str() == Some(tenant.as_str()) => {}
             Some(_) => {

@@ -159,7 +159,8 @@ pub(crate) async fn get_tenant(
     let tenant = state.admin.get(&id).await?;
     let keys = state.admin.store().keys().count_live_keys(&id).await?;
     let mut body = serde_json::to_value(&tenant).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // Filled in by the usage feature; the key count is known here.
+    // Filled in by the usage feature; the key count is known here. `body`
+    // is a serialized struct, so always an object: indexing cannot panic.
     body["usage"] = json!({
         "api_keys": keys,
         "records": null,

@@ -8,6 +8,7 @@
 //! falls back to the weaker sources.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::header::AUTHORIZATION;
@@ -21,7 +22,8 @@ use crate::keys::PlainKey;
 pub struct Principal {
     tenant_id: TenantId,
     kind: PrincipalKind,
-    scopes: Vec<String>,
+    /// Shared with the registry's cached key: no copy per request.
+    scopes: Arc<[String]>,
 }
 
 /// The kind of credential a principal presented.
@@ -41,11 +43,11 @@ pub enum PrincipalKind {
 
 impl Principal {
     /// A principal of `tenant_id`.
-    pub fn new(tenant_id: TenantId, kind: PrincipalKind, scopes: Vec<String>) -> Self {
+    pub fn new(tenant_id: TenantId, kind: PrincipalKind, scopes: impl Into<Arc<[String]>>) -> Self {
         Self {
             tenant_id,
             kind,
-            scopes,
+            scopes: scopes.into(),
         }
     }
 
@@ -98,21 +100,7 @@ impl Credential {
     /// or `x-api-key: <key>`. `Ok(None)` when neither is sent; `Err` when
     /// one is sent but unreadable (or both disagree), which is a 401.
     pub fn from_parts(parts: &Parts) -> Result<Option<Self>, AuthError> {
-        let bearer = match parts.headers.get(AUTHORIZATION) {
-            None => None,
-            Some(value) => {
-                let text = value.to_str().map_err(|_| AuthError::Malformed)?;
-                let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
-                if !scheme.eq_ignore_ascii_case("bearer") {
-                    return Err(AuthError::Malformed);
-                }
-                let token = token.trim();
-                if token.is_empty() {
-                    return Err(AuthError::Malformed);
-                }
-                Some(token.to_owned())
-            }
-        };
+        let bearer = bearer_token(&parts.headers)?.map(str::to_owned);
         let api_key = match parts.headers.get("x-api-key") {
             None => None,
             Some(value) => Some(
@@ -134,6 +122,22 @@ impl Credential {
             None => Self::Bearer(token),
         }))
     }
+}
+
+/// The token of `Authorization: Bearer <token>`: `Ok(None)` without the
+/// header, `Err` when it is present but not a non-empty bearer token. Shared
+/// by tenant credentials and tenantd's admin key.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    Ok(Some(token))
 }
 
 /// Why a credential was refused. Every variant is a 401 whose text names

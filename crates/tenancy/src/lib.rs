@@ -21,9 +21,9 @@
 //! ```
 //! use tenancy::{TenancyLayer, TenantPolicy};
 //! let layer = TenancyLayer::builder(TenantPolicy { enabled: true, ..Default::default() })
-//!     .build()
-//!     .expect("valid policy");
+//!     .build()?;
 //! assert!(layer.is_exempt("/health/ready"));
+//! # Ok::<(), tenancy::PolicyError>(())
 //! ```
 
 mod auth;
@@ -36,7 +36,7 @@ mod layer;
 mod policy;
 mod resolve;
 
-pub use auth::{AuthError, Authenticator, Credential, Principal, PrincipalKind};
+pub use auth::{AuthError, Authenticator, Credential, Principal, PrincipalKind, bearer_token};
 pub use context::TenantContext;
 pub use directory::{TenantDirectory, TenantStatus};
 pub use error::{TenancyError, error_response};

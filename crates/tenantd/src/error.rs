@@ -199,6 +199,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// An optional JSON body: a request without one (no `Content-Type`, no
+/// length) gets `T::default()`; any body goes through [`ApiJson`] and its
+/// rejections.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = req.headers();
+        let no_body = !headers.contains_key(axum::http::header::CONTENT_TYPE)
+            && headers
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none_or(|len| len.as_bytes() == b"0");
+        if no_body {
+            return Ok(Self(T::default()));
+        }
+        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
 /// `Query<T>` whose rejections are [`ApiError`]s.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

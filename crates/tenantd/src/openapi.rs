@@ -53,6 +53,8 @@ use crate::records;
         crate::tenants::model::PatchTenant,
         crate::tenants::http::CreatedTenant,
         crate::tenants::http::DeletedTenant,
+        crate::tenants::http::TenantWithUsage,
+        crate::tenants::http::TenantUsage,
         crate::tenants::service::TenantPage,
         crate::keys::ApiKeyInfo,
         crate::keys::IssueKey,

@@ -1,74 +1,17 @@
 //! The real `tenantd` binary: CLI verbs, restarts on one data directory,
 //! log output, startup failures.
 
-use std::io::Read;
-use std::net::TcpListener;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Proc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenantd");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A running `tenantd serve` child process.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Proc {
-    async fn start(data_dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Proc {
-        let port = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn tenantd");
-        let proc = Proc {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{}/health", proc.base)).send().await
-                && r.status().is_success()
-            {
-                return proc;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("tenantd did not become healthy");
-    }
-
-    /// SIGTERM, wait, and return (exit success, stderr).
-    fn stop(mut self) -> (bool, String) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().expect("wait");
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.success(), err)
-    }
-}
 
 #[test]
 fn help_lists_the_verbs() {

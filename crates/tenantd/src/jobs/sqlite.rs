@@ -13,6 +13,7 @@ use tenancy::TenantId;
 
 use super::model::{ClaimedJob, DetectionId, Job, JobPage, JobStatus, NewJob};
 use super::{CancelOutcome, JobQueue, JobRepo};
+use crate::clock::now_ms;
 use crate::clock::now_rfc3339;
 use crate::records::{NewRecord, RecordId, encode_cursor, upsert_in_tx};
 use crate::store::sqlite_support::map_sqlx;
@@ -20,12 +21,6 @@ use crate::store::{SqliteStore, StoreError, TenantScope};
 
 const JOB_COLUMNS: &str = "id, tenant_id, repository_url, priority, metadata, status, attempts, \
      max_attempts, error, record_id, created_at, updated_at, started_at, finished_at";
-
-fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc()
-        .unix_timestamp_nanos()
-        .div_euclid(1_000_000) as i64
-}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 
 use super::{ApiKeyInfo, IssueKey, IssuedKey, RotateKey};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
 use crate::tenants::http::{Admin, path_tenant};
 
 /// Routes under `/admin/tenants/{id}/api-keys`.
@@ -86,22 +86,10 @@ pub(crate) async fn rotate_key(
     _: Admin,
     State(state): State<AppState>,
     Path((id, key_id)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
     let id = path_tenant(&id)?;
-    // The body is optional: no body means no grace period.
-    let grace = if body.iter().all(u8::is_ascii_whitespace) {
-        0
-    } else {
-        serde_json::from_slice::<RotateKey>(&body)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
-                    ApiError::Validation(format!("Invalid request body: {e}"))
-                }
-                _ => ApiError::BadRequest(format!("Malformed JSON body: {e}")),
-            })?
-            .grace_seconds
-    };
+    let grace = body.grace_seconds;
     Ok((
         StatusCode::CREATED,
         Json(state.admin.rotate_key(&id, &key_id, grace).await?),

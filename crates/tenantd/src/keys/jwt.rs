@@ -65,7 +65,7 @@ pub fn principal_from_claims(claims: &Value, tenant_claim: &str) -> Result<Princ
     let tenant = TenantId::new(tenant.trim())
         .map_err(|_| AuthError::InvalidToken("invalid tenant claim"))?;
     let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-    let scopes = claims
+    let scopes: Vec<String> = claims
         .get("scope")
         .and_then(Value::as_str)
         .map(|s| s.split_whitespace().map(str::to_owned).collect())

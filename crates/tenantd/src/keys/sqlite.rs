@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use tenancy::{KeyHash, TenantId};
 
 use super::{ApiKeyInfo, KeyInsert, KeyRepo, KeyRow};
-use crate::clock::now_rfc3339;
+use crate::clock::{now_rfc3339, parse_ms};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
 
@@ -31,13 +31,6 @@ fn decode_info(row: &SqliteRow) -> Result<ApiKeyInfo, StoreError> {
         revoked_at: row.try_get(7).map_err(map_sqlx)?,
         last_used_at: row.try_get(8).map_err(map_sqlx)?,
     })
-}
-
-/// Unix milliseconds of a stored RFC 3339 time.
-pub(crate) fn to_ms(text: &str) -> Option<i64> {
-    let at =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 pub(crate) async fn sqlite_insert(
@@ -209,8 +202,8 @@ impl KeyRepo for SqliteStore {
                 id: row.try_get(1).map_err(map_sqlx)?,
                 hash: KeyHash(hash.try_into().map_err(|_| corrupt("hash"))?),
                 scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
-                expires_ms: expires.as_deref().and_then(to_ms),
-                revoked_ms: revoked.as_deref().and_then(to_ms),
+                expires_ms: expires.as_deref().and_then(parse_ms),
+                revoked_ms: revoked.as_deref().and_then(parse_ms),
             });
         }
         Ok(out)

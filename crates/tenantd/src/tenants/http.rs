@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tenancy::TenantId;
 use utoipa::{IntoParams, ToSchema};
 
@@ -44,23 +43,11 @@ impl FromRequestParts<AppState> for Admin {
                 "The admin API is disabled: set TENANTD_ADMIN_KEY".to_owned(),
             ));
         };
-        let presented = parts
-            .headers
-            .get("x-admin-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        let (scheme, token) = v.trim().split_once(' ')?;
-                        scheme
-                            .eq_ignore_ascii_case("bearer")
-                            .then_some(token.trim())
-                    })
-            });
+        // A malformed Authorization header counts as no admin key.
+        let presented = match parts.headers.get("x-admin-key") {
+            Some(v) => v.to_str().ok().map(str::trim),
+            None => tenancy::bearer_token(&parts.headers).ok().flatten(),
+        };
         match presented {
             Some(key) if tenancy::secrets_match(key, expected) => Ok(Admin),
             _ => Err(ApiError::Unauthorized(
@@ -145,30 +132,55 @@ pub(crate) async fn list_tenants(
     Ok(Json(state.admin.list(filter).await?))
 }
 
+/// Current use of a tenant. The key count is known here; the usage
+/// feature fills the rest (null until then).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantUsage {
+    /// Live API keys.
+    pub api_keys: u64,
+    /// Records stored.
+    pub records: Option<u64>,
+    /// Bytes of stored records.
+    pub storage_bytes: Option<u64>,
+    /// Detections this calendar month.
+    pub detections_this_month: Option<u64>,
+    /// API calls this calendar month.
+    pub api_calls_this_month: Option<u64>,
+}
+
+/// Response of `GET /admin/tenants/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantWithUsage {
+    /// The tenant.
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Its use.
+    pub usage: TenantUsage,
+}
+
 /// Read one tenant, with its usage.
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "admin",
     params(("id" = String, Path, description = "Tenant id")),
-    responses((status = 200, description = "The tenant and `usage`", body = Object),
+    responses((status = 200, description = "The tenant and `usage`", body = TenantWithUsage),
               (status = 404, description = "No such tenant", body = ErrorBody)))]
 pub(crate) async fn get_tenant(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantWithUsage>, ApiError> {
     let id = path_tenant(&id)?;
     let tenant = state.admin.get(&id).await?;
-    let keys = state.admin.store().keys().count_live_keys(&id).await?;
-    let mut body = serde_json::to_value(&tenant).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // Filled in by the usage feature; the key count is known here. `body`
-    // is a serialized struct, so always an object: indexing cannot panic.
-    body["usage"] = json!({
-        "api_keys": keys,
-        "records": null,
-        "storage_bytes": null,
-        "detections_this_month": null,
-        "api_calls_this_month": null,
-    });
-    Ok(Json(body))
+    let api_keys = state.admin.store().keys().count_live_keys(&id).await?;
+    Ok(Json(TenantWithUsage {
+        tenant,
+        usage: TenantUsage {
+            api_keys,
+            records: None,
+            storage_bytes: None,
+            detections_this_month: None,
+            api_calls_this_month: None,
+        },
+    }))
 }
 
 /// Change a tenant (only the fields sent).

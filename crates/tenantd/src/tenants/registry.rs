@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DirectoryRow;
 use super::model::{TenantState, parse_net};
+use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::keys::KeyRow;
 use crate::store::{AdminStore, StoreError};
 
@@ -48,17 +49,6 @@ pub struct Registry {
     version: AtomicI64,
     uses: Mutex<HashMap<(TenantId, Box<str>), i64>>,
     no_ips: Arc<[IpNet]>,
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
-}
-
-fn ms_to_rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map(crate::clock::rfc3339)
-        .unwrap_or_else(|_| crate::clock::now_rfc3339())
 }
 
 impl Registry {
@@ -197,7 +187,7 @@ impl Registry {
             PrincipalKind::ApiKey {
                 key_id: key.id.to_string(),
             },
-            key.scopes.to_vec(),
+            key.scopes.clone(),
         );
         let use_key = (key.tenant.clone(), key.id.clone());
         drop(keys);
@@ -212,7 +202,7 @@ impl Registry {
         let batch: Vec<(TenantId, String, String)> = match self.uses.lock() {
             Ok(mut uses) => uses
                 .drain()
-                .map(|((tenant, id), ms)| (tenant, id.into_string(), ms_to_rfc3339(ms)))
+                .map(|((tenant, id), ms)| (tenant, id.into_string(), rfc3339_from_ms(ms)))
                 .collect(),
             Err(_) => Vec::new(),
         };

@@ -1,11 +1,11 @@
 //! Fairness, restarts, graceful shutdown, and the tenant of a job's record.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::fixture::tiny;
+use super::support::Proc;
 use super::{App, config};
 
 #[tokio::test]
@@ -105,45 +105,22 @@ async fn graceful_shutdown_loses_nothing_and_runs_nothing_twice() {
     app.stop().await;
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The environment of the kill/restart test: short leases, fast polling.
+fn queue_env(workers: &str) -> [(&'static str, String); 6] {
+    [
+        ("TENANTD_TENANT_ENABLED", "true".to_owned()),
+        ("TENANTD_JOBS__WORKERS", workers.to_owned()),
+        ("TENANTD_JOBS__LEASE_SECS", "1".to_owned()),
+        ("TENANTD_JOBS__RETRY_BACKOFF_SECS", "0".to_owned()),
+        ("TENANTD_JOBS__POLL_INTERVAL_MS", "50".to_owned()),
+        ("TENANTD_LOG__LEVEL", "warn".to_owned()),
+    ]
 }
 
-fn spawn(data: &std::path::Path, port: u16, workers: &str) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("TENANTD_TENANT_ENABLED", "true")
-        .env("TENANTD_JOBS__WORKERS", workers)
-        .env("TENANTD_JOBS__LEASE_SECS", "1")
-        .env("TENANTD_JOBS__RETRY_BACKOFF_SECS", "0")
-        .env("TENANTD_JOBS__POLL_INTERVAL_MS", "50")
-        .env("TENANTD_LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    Proc(child)
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not start");
+async fn spawn(data: &std::path::Path, workers: &str) -> Proc {
+    let env = queue_env(workers);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Proc::start(data, &env, &[]).await
 }
 
 #[tokio::test]
@@ -159,14 +136,9 @@ async fn killed_mid_queue_every_job_finishes_exactly_once_after_restart() {
         })
         .collect();
     let client = reqwest::Client::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let base = format!("http://127.0.0.1:{port}");
     // One slow-ish worker, so the queue is still full when the process dies.
-    let server = spawn(data.path(), port, "1");
-    wait_healthy(&client, &base).await;
+    let server = spawn(data.path(), "1").await;
+    let base = server.base.clone();
     let mut jobs = Vec::new();
     for i in 0..36 {
         let tenant = tenants[i % tenants.len()];
@@ -204,8 +176,8 @@ async fn killed_mid_queue_every_job_finishes_exactly_once_after_restart() {
     );
     drop(server); // SIGKILL: no graceful anything.
 
-    let server = spawn(data.path(), port, "2");
-    wait_healthy(&client, &base).await;
+    let server = spawn(data.path(), "2").await;
+    let base = server.base.clone();
     for (tenant, id) in &jobs {
         let mut last = Value::Null;
         for _ in 0..400 {

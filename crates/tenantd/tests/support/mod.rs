@@ -5,7 +5,10 @@
 //! helper.
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
+use std::io::Read as _;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use tenantd::{Config, Server};
@@ -112,4 +115,74 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> S
         "only detail and code: {body}"
     );
     body["detail"].as_str().expect("detail").to_owned()
+}
+
+/// A real `tenantd serve` child process on a free port. Dropping it kills
+/// it (SIGKILL: no graceful anything); [`Proc::stop`] sends SIGTERM.
+pub struct Proc {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Proc {
+    /// Starts the binary on `data_dir` with `env` and extra `serve` flags,
+    /// and waits until it answers `/health`. Its stderr is captured.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)], extra: &[&str]) -> Proc {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantd"));
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tenantd");
+        let proc = Proc {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/health", proc.base)).send().await
+                && r.status().is_success()
+            {
+                return proc;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tenantd did not become healthy");
+    }
+
+    /// SIGTERM, wait, and return (exit success, stderr).
+    pub fn stop(mut self) -> (bool, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().expect("wait");
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.success(), err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -114,10 +114,17 @@ impl TenancyError {
     }
 }
 
-/// Builds the `{"detail": ..., "code": ...}` body every tenantd error uses.
+/// The `code` of an error response, as a response extension, so outer
+/// middleware (metrics, audit) can classify errors without parsing bodies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub String);
+
+/// Builds the `{"detail": ..., "code": ...}` body every tenantd error uses
+/// (and sets [`ErrorCode`]).
 pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({ "detail": detail, "code": code }).to_string();
     let mut response = (status, body).into_response();
+    response.extensions_mut().insert(ErrorCode(code.to_owned()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

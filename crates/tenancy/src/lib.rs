@@ -14,6 +14,8 @@
 //! - [`TenancyLayer`] and the [`Tenant`] extractor: the tower/axum glue that
 //!   answers refusals with JSON errors and hands handlers a
 //!   [`TenantContext`].
+//! - [`ratelimit`]: per-tenant and per-key rate limits (sliding window
+//!   counter, in memory or Redis) and the layer that enforces them.
 //!
 //! It holds no SQL and no server: storage and HTTP routes are the
 //! embedding service's, reached only through a [`TenantContext`].
@@ -34,12 +36,13 @@ mod id;
 mod keys;
 mod layer;
 mod policy;
+pub mod ratelimit;
 mod resolve;
 
 pub use auth::{AuthError, Authenticator, Credential, Principal, PrincipalKind, bearer_token};
 pub use context::TenantContext;
 pub use directory::{TenantDirectory, TenantStatus};
-pub use error::{TenancyError, error_response};
+pub use error::{ErrorCode, TenancyError, error_response};
 pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
 pub use ipnet::IpNet;
 pub use keys::{

@@ -23,13 +23,18 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::audit::AuditLog;
+use crate::billing::BillingWorker;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::auth::CredentialVerifier;
-use crate::store::Store;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
-use crate::{health, jobs, keys, openapi, records, tenants};
+use crate::usage::UsageRecorder;
+use crate::usage::report::UsageReport;
+use crate::{audit, billing, health, jobs, keys, limits, openapi, records, tenants, usage};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,6 +47,42 @@ pub struct AppState {
     pub jobs_notify: Arc<tokio::sync::Notify>,
     /// Tenant and key administration (admin API).
     pub admin: TenantAdmin,
+    /// API calls counted off the request path, written in batches.
+    pub usage: Arc<UsageRecorder>,
+    /// The audit appender.
+    pub audit: AuditLog,
+    /// Prometheus series.
+    pub metrics: Arc<Metrics>,
+    /// Month closing and billing webhook delivery.
+    pub billing: BillingWorker,
+}
+
+impl AppState {
+    /// Writes the API calls counted so far, so a report read next includes
+    /// them. A failure is logged: the figures stay queued for the next
+    /// flush and the report is only slightly behind.
+    pub async fn flush_usage(&self) {
+        if let Err(e) = self.usage.flush(self.admin.store()).await {
+            tracing::warn!(error = %e, "flushing usage counters failed; they stay queued");
+        }
+    }
+
+    /// The usage report of `tenant` on `plan` for `month`.
+    pub async fn usage_report(
+        &self,
+        tenant: &tenancy::TenantId,
+        plan: &str,
+        month: &str,
+    ) -> Result<UsageReport, StoreError> {
+        usage::month_report(
+            self.admin.store(),
+            self.admin.registry().plans(),
+            tenant,
+            plan,
+            month,
+        )
+        .await
+    }
 }
 
 /// Request ids are ULIDs: sortable, and unique without coordination.
@@ -152,20 +193,48 @@ pub fn tenancy_layer(
     Ok(builder.build()?)
 }
 
-/// The whole HTTP application.
-pub fn router(state: AppState, tenancy: TenancyLayer) -> Router {
+/// The whole HTTP application. `ratelimit` is `None` when limits are off.
+///
+/// Tenant routes, outermost first: tenancy (resolve and authenticate) →
+/// accounting (usage; sees refused requests too) → rate limit → handler.
+/// Around every route: the observer (metrics, audit).
+pub fn router(
+    state: AppState,
+    tenancy: TenancyLayer,
+    ratelimit: Option<tenancy::ratelimit::RateLimitLayer>,
+) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
-    let tenant_routes = records::http::routes()
+    let mut tenant_routes = records::http::routes()
         .merge(jobs::http::routes())
+        .merge(limits::http::routes())
+        .merge(audit::http::tenant_routes());
+    if let Some(ratelimit) = ratelimit {
+        tenant_routes = tenant_routes.route_layer(ratelimit);
+    }
+    let tenant_routes = tenant_routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            usage::layer::account,
+        ))
         .route_layer(tenancy);
-    Router::new()
+    let mut app = Router::new()
         .merge(health::routes())
         .merge(openapi::routes())
         .merge(tenant_routes)
         .merge(tenants::http::routes())
         .merge(keys::http::routes())
-        .fallback(not_found)
+        .merge(usage::http::routes())
+        .merge(billing::http::routes())
+        .merge(audit::http::admin_routes());
+    if state.config.metrics.enabled {
+        app = app.merge(crate::metrics::routes());
+    }
+    app.fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::layer::observe,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
         .layer(

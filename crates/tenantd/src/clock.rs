@@ -40,8 +40,70 @@ pub fn rfc3339_from_ms(ms: i64) -> String {
         .unwrap_or_else(|_| now_rfc3339())
 }
 
+fn utc_of_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The UTC calendar month of unix milliseconds, `YYYY-MM` (usage months).
+pub fn month_of_ms(ms: i64) -> String {
+    let at = utc_of_ms(ms);
+    format!("{:04}-{:02}", at.year(), u8::from(at.month()))
+}
+
+/// The UTC day of unix milliseconds, `YYYY-MM-DD`.
+pub fn day_of_ms(ms: i64) -> String {
+    let at = utc_of_ms(ms);
+    format!(
+        "{:04}-{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    )
+}
+
+/// Checks a `YYYY-MM` month; `None` if it is not one.
+pub fn parse_month(text: &str) -> Option<(i32, u8)> {
+    let (y, m) = text.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
+    let year: i32 = y.parse().ok()?;
+    let month: u8 = m.parse().ok()?;
+    (1..=12).contains(&month).then_some((year, month))
+}
+
+/// Checks a `YYYY-MM-DD` day; `None` if it is not a real date.
+pub fn parse_day(text: &str) -> Option<time::Date> {
+    time::Date::parse(text, format_description!("[year]-[month]-[day]")).ok()
+}
+
+/// The month before `YYYY-MM`.
+pub fn previous_month(month: &str) -> Option<String> {
+    let (year, m) = parse_month(month)?;
+    Some(if m == 1 {
+        format!("{:04}-12", year - 1)
+    } else {
+        format!("{year:04}-{:02}", m - 1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn months_and_days() {
+        let ms = super::parse_ms("2026-01-31T23:59:59.999000Z").expect("parses");
+        assert_eq!(super::month_of_ms(ms), "2026-01");
+        assert_eq!(super::day_of_ms(ms), "2026-01-31");
+        assert_eq!(super::month_of_ms(ms + 1), "2026-02");
+        assert_eq!(super::previous_month("2026-01").as_deref(), Some("2025-12"));
+        assert_eq!(super::previous_month("2026-11").as_deref(), Some("2026-10"));
+        assert!(super::parse_month("2026-13").is_none());
+        assert!(super::parse_month("2026-1").is_none());
+        assert!(super::parse_day("2026-02-30").is_none());
+        assert!(super::parse_day("2026-02-28").is_some());
+    }
+
     #[test]
     fn fixed_width_utc() {
         let at = time::macros::datetime!(2026-01-02 03:04:05.5 +02:00);

@@ -16,6 +16,7 @@ use tenancy::{TenancyError, TenantContext};
 use utoipa::ToSchema;
 
 use crate::jobs::JobsError;
+use crate::limits::QuotaExceeded;
 use crate::records::RecordsError;
 use crate::store::StoreError;
 use crate::tenants::TenantsError;
@@ -56,6 +57,9 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 403: the write would cross a quota; nothing was written.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     /// 503: storage is unavailable; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
@@ -77,6 +81,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Self::Quota(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -127,6 +132,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(c) => Self::Conflict(c),
             StoreError::Unavailable(c) => Self::Unavailable(c),
             StoreError::Internal(c) => Self::Internal(c),
+            StoreError::QuotaExceeded(q) => Self::Quota(q),
         }
     }
 }

@@ -4,22 +4,29 @@
 //! [`jobs`] (detection jobs: queue, workers, git inspection, HTTP),
 //! [`tenants`] (the registry, admin API, static tenants), [`keys`] (API
 //! keys and JWT verification), [`store`] (the tenant-scoped storage handle
-//! and backends), [`config`],
+//! and backends), [`limits`] (rate-limit policy and quotas), [`usage`]
+//! (metering and reports), [`billing`] (month-close events and their
+//! webhook), [`audit`] (the hash-chained log), [`metrics`], [`config`],
 //! and the glue in [`app`], [`error`] and [`server`].
 
 pub mod app;
+pub mod audit;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod records;
 pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+pub mod usage;
 
 pub use app::AppState;
 pub use config::Config;

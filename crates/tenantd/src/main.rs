@@ -1,10 +1,12 @@
-//! The `tenantd` command: `serve`, `tenants …`, `keys …` and `config check`.
+//! The `tenantd` command: `serve`, `tenants …`, `keys …`, `audit verify`
+//! and `config check`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tenantd::audit::cli::{AuditCommand, run_audit};
 use tenantd::config::{Config, LogFormat};
 use tenantd::server::{Server, shutdown_signal};
 use tenantd::tenants::cli::{KeysCommand, TenantsCommand, run_keys, run_tenants};
@@ -47,6 +49,13 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Check the audit log's hash chains (exit status 1 if one is broken).
+    Audit {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Inspect configuration.
     Config {
@@ -144,6 +153,21 @@ fn main() -> ExitCode {
         },
         Command::Keys { target, command } => match target.load() {
             Ok(cfg) => admin_verb(async move { run_keys(&cfg, command).await }),
+            Err(code) => code,
+        },
+        Command::Audit { target, command } => match target.load() {
+            Ok(cfg) => {
+                let mut intact = true;
+                let code = admin_verb(async {
+                    intact = run_audit(&cfg, command).await?;
+                    Ok(())
+                });
+                if code == ExitCode::SUCCESS && !intact {
+                    ExitCode::FAILURE
+                } else {
+                    code
+                }
+            }
             Err(code) => code,
         },
     }

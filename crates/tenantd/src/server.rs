@@ -11,18 +11,27 @@ use tokio::net::TcpListener;
 use std::time::Duration;
 
 use tenancy::KeyHasher;
+use tenancy::ratelimit::{
+    Clock, MemoryStore, RateLimitLayer, RateLimitStore, RateLimiter, RedisStore, SystemClock,
+};
 
 use crate::app::{AppState, router, tenancy_layer};
-use crate::config::{Backend, Config};
+use crate::audit::{AuditLog, AuditTask};
+use crate::billing::{BillingWorker, WorkerTask};
+use crate::config::{Backend, Config, LimitStoreKind};
 use crate::jobs::worker::JobRunner;
 use crate::keys::auth::CredentialVerifier;
 use crate::keys::jwks::OidcVerifier;
 use crate::keys::jwt::JwtVerifier;
 use crate::keys::pepper;
+use crate::limits::PlanBook;
+use crate::limits::policy::RegistryLimits;
+use crate::metrics::Metrics;
 use crate::store::{Store, open_sqlite};
 use crate::tenants::registry::{Maintenance, Registry};
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
+use crate::usage::{RecorderTask, UsageRecorder};
 
 /// A configured application, ready to serve.
 pub struct Server {
@@ -31,6 +40,38 @@ pub struct Server {
     state: AppState,
     jobs: JobRunner,
     registry: Maintenance,
+    recorder: RecorderTask,
+    audit: AuditTask,
+    billing: WorkerTask,
+}
+
+/// The rate limiter the configuration asks for, or `None` when limits
+/// are off.
+fn limiter(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Option<Arc<RateLimiter>>> {
+    let limits = &config.limits;
+    if !limits.enabled {
+        return Ok(None);
+    }
+    let store: Arc<dyn RateLimitStore> = match limits.store {
+        LimitStoreKind::Memory => Arc::new(MemoryStore::new()),
+        LimitStoreKind::Redis => {
+            let url = limits
+                .redis_url
+                .as_deref()
+                .context("limits.redis_url is required with limits.store: redis")?;
+            Arc::new(RedisStore::connect(
+                url,
+                &limits.redis_namespace,
+                Duration::from_millis(limits.redis_timeout_ms),
+            )?)
+        }
+    };
+    tracing::info!(store = store.kind(), on_store_error = ?limits.on_store_error, "rate limits on");
+    Ok(Some(Arc::new(RateLimiter::new(
+        store,
+        clock,
+        limits.on_store_error,
+    ))))
 }
 
 impl Server {
@@ -39,6 +80,16 @@ impl Server {
     pub async fn build(
         config: Config,
         resolver: Option<Box<dyn TenantResolver>>,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, resolver, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::build`] with the rate limiter reading `clock` (tests drive
+    /// a `ManualClock` instead of sleeping).
+    pub async fn build_with_clock(
+        config: Config,
+        resolver: Option<Box<dyn TenantResolver>>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let store = match config.storage.backend {
             Backend::Sqlite => Store::new(Arc::new(
@@ -59,7 +110,10 @@ impl Server {
             .upsert_static_tenants(&static_rows)
             .await
             .context("storing the static tenants")?;
-        let registry = Arc::new(Registry::new(config.tenant.registry));
+        let plans = Arc::new(PlanBook::from_config(&config));
+        let registry = Arc::new(Registry::new(config.tenant.registry, plans));
+        let store = store.with_quotas(registry.clone());
+        let admin_store = store.admin();
         registry
             .reload(&admin_store)
             .await
@@ -83,25 +137,53 @@ impl Server {
             oidc,
         );
         let tenancy = tenancy_layer(&config, resolver, verifier, registry.clone())?;
-        let admin = TenantAdmin::new(admin_store, registry, hasher);
+        let ratelimit = limiter(&config, clock)?.map(|limiter| {
+            RateLimitLayer::new(limiter, Arc::new(RegistryLimits::new(registry.clone())))
+        });
+        let usage = Arc::new(UsageRecorder::new());
+        let recorder = usage.start(
+            admin_store.clone(),
+            Duration::from_millis(config.usage.flush_ms),
+        );
+        let (audit, audit_task) = AuditLog::start(admin_store.clone());
+        let billing = BillingWorker::new(
+            admin_store.clone(),
+            registry.clone(),
+            config.billing.clone(),
+        );
+        let billing_task = billing.start();
+        let metrics = Arc::new(Metrics::new(config.metrics.top_tenants));
+        let admin = TenantAdmin::new(admin_store, registry.clone(), hasher);
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("server.bind {}: cannot listen", config.server.bind))?;
         let scratch = config.storage.data_dir.join("tmp").join("clones");
-        let jobs = JobRunner::start(store.system_job_queue(), config.jobs.clone(), scratch);
+        let jobs = JobRunner::start(
+            store.system_job_queue(),
+            config.jobs.clone(),
+            scratch,
+            registry,
+        );
         let state = AppState {
             store,
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
             admin,
+            usage,
+            audit,
+            metrics,
+            billing,
         };
-        let router = router(state.clone(), tenancy);
+        let router = router(state.clone(), tenancy, ratelimit);
         Ok(Self {
             listener,
             router,
             state,
             jobs,
             registry: maintenance,
+            recorder,
+            audit: audit_task,
+            billing: billing_task,
         })
     }
 
@@ -139,6 +221,11 @@ impl Server {
         // HTTP is drained; now let running detections finish (or go back
         // to the queue) before storage closes.
         self.jobs.shutdown().await;
+        // Every counted request and every audit event reaches storage
+        // before it closes.
+        self.recorder.stop().await;
+        self.audit.stop().await;
+        self.billing.stop().await;
         // Last writes of API keys' last_used_at, then close storage.
         self.registry.stop().await;
         self.state.store.close().await;

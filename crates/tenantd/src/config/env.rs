@@ -63,6 +63,17 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
         &["auth", "jwt", "hs256_secret"],
         Kind::Text,
     ),
+    ("TENANTD_REDIS_URL", &["limits", "redis_url"], Kind::Text),
+    (
+        "TENANTD_BILLING_WEBHOOK_URL",
+        &["billing", "webhook_url"],
+        Kind::Text,
+    ),
+    (
+        "TENANTD_BILLING_WEBHOOK_SECRET",
+        &["billing", "webhook_secret"],
+        Kind::Text,
+    ),
     ("TENANTD_BIND", &["server", "bind"], Kind::Text),
     ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
     ("TENANTD_LOG_FORMAT", &["log", "format"], Kind::Text),

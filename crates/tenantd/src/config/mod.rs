@@ -7,6 +7,7 @@
 //! - any key by its path, sections joined with `__`:
 //!   `TENANTD_SERVER__BIND=0.0.0.0:8000`, `TENANTD_STORAGE__DATA_DIR=/var/lib/tenantd`.
 
+mod accounting;
 mod env;
 mod yaml;
 
@@ -18,8 +19,13 @@ use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 use tenancy::{IpNet, Policy, TenantId, TenantPolicy};
 
+use crate::tenants::model::Quotas;
 use crate::tenants::statics::{self, StaticTenant};
 
+pub use accounting::{
+    BillingConfig, LimitStoreKind, LimitsConfig, MetricsConfig, OnStoreError, PlanConfig, Plans,
+    Prices, UsageConfig,
+};
 pub use env::ENV_PREFIX;
 
 /// The whole server configuration.
@@ -42,6 +48,18 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Static tenants (seed 002's shape; also `TENANTD_TENANT_CONFIGS`).
     pub tenants: Vec<StaticTenant>,
+    /// Rate limits: counter store and global default windows.
+    pub limits: LimitsConfig,
+    /// Global default quotas (overridden by the plan, then the tenant).
+    pub quotas: Quotas,
+    /// Plans: limits, quotas and prices per plan name.
+    pub plans: Plans,
+    /// Usage recording.
+    pub usage: UsageConfig,
+    /// Billing events.
+    pub billing: BillingConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
 }
 
 /// The admin API (`/admin/*`).
@@ -404,6 +422,48 @@ impl Config {
             ("jobs.lease_secs", self.jobs.lease_secs),
             ("jobs.poll_interval_ms", self.jobs.poll_interval_ms),
             ("jobs.timeout_secs", self.jobs.timeout_secs),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        if self.limits.enabled
+            && self.limits.store == LimitStoreKind::Redis
+            && self
+                .limits
+                .redis_url
+                .as_deref()
+                .is_none_or(|u| u.trim().is_empty())
+        {
+            problems.push("limits.redis_url: required when limits.store is redis".to_owned());
+        }
+        if self.billing.webhook_url.is_some() && self.billing.webhook_secret.is_none() {
+            problems.push(
+                "billing.webhook_secret: required when billing.webhook_url is set (deliveries are signed)"
+                    .to_owned(),
+            );
+        }
+        if let Some(url) = &self.billing.webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push("billing.webhook_url: must be an http(s) URL".to_owned());
+        }
+        if self
+            .billing
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 32)
+        {
+            problems.push("billing.webhook_secret: must be at least 32 characters".to_owned());
+        }
+        for (key, value) in [
+            ("limits.redis_timeout_ms", self.limits.redis_timeout_ms),
+            ("usage.flush_ms", self.usage.flush_ms),
+            ("billing.retry_base_ms", self.billing.retry_base_ms),
+            ("billing.retry_max_ms", self.billing.retry_max_ms),
+            ("billing.timeout_ms", self.billing.timeout_ms),
+            ("billing.poll_ms", self.billing.poll_ms),
+            ("billing.max_attempts", u64::from(self.billing.max_attempts)),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be greater than 0"));

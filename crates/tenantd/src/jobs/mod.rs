@@ -146,6 +146,8 @@ pub trait JobQueue: Send + Sync {
     /// Jobs whose lease expired (their worker died): retried after
     /// `backoff`, or failed when out of attempts. Returns how many.
     async fn reap_expired(&self, backoff: Duration) -> Result<u64, StoreError>;
+    /// Jobs waiting and jobs running, over every tenant (a metrics gauge).
+    async fn depth(&self) -> Result<(u64, u64), StoreError>;
 }
 
 /// The jobs operations of one tenant.

@@ -219,4 +219,7 @@ pub struct ClaimedJob {
     pub max_attempts: i64,
     /// The worker holding the lease.
     pub owner: String,
+    /// The tenant's quotas, which the result's record write enforces
+    /// (filled in by the worker from its quota source).
+    pub quotas: crate::limits::QuotaLimits,
 }

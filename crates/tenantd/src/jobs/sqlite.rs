@@ -4,6 +4,9 @@
 //! the job's current status and lease owner, so two workers can never both
 //! complete a job, and a cancelled job can never be completed.
 
+use crate::limits::QuotaExceeded;
+use crate::usage::metric;
+use crate::usage::sqlite_support::{count_in_tx, counter_in_tx};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,6 +85,17 @@ impl JobRepo for SqliteStore {
         let metadata = serde_json::to_string(&new.metadata)
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut tx = self.write_tx().await?;
+        if let Some(limit) = scope.quotas().max_detections_per_month {
+            let used = counter_in_tx(&mut tx, scope.tenant(), metric::DETECTIONS).await?;
+            if used >= limit {
+                return Err(QuotaExceeded {
+                    quota: "max_detections_per_month",
+                    limit,
+                }
+                .into());
+            }
+        }
+        count_in_tx(&mut tx, scope.tenant(), metric::DETECTIONS, 1).await?;
         sqlx::query(
             "INSERT INTO detection_jobs (tenant_id, id, repository_url, priority, metadata, status, \
              max_attempts, available_ms, created_at, updated_at) \
@@ -192,6 +206,20 @@ impl JobRepo for SqliteStore {
 
 #[async_trait]
 impl JobQueue for SqliteStore {
+    async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        let (pending, running): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'running'), 0) \
+             FROM detection_jobs WHERE status IN ('pending', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok((
+            u64::try_from(pending).unwrap_or(0),
+            u64::try_from(running).unwrap_or(0),
+        ))
+    }
+
     async fn claim(
         &self,
         owner: &str,
@@ -260,6 +288,7 @@ impl JobQueue for SqliteStore {
             attempt: row.try_get("attempts").map_err(map_sqlx)?,
             max_attempts: row.try_get("max_attempts").map_err(map_sqlx)?,
             owner: owner.to_owned(),
+            quotas: crate::limits::QuotaLimits::default(),
         }))
     }
 
@@ -305,7 +334,7 @@ impl JobQueue for SqliteStore {
             return Ok(None);
         }
         // The record's tenant is the job row's tenant.
-        let written = upsert_in_tx(&mut tx, &job.tenant, &record).await?;
+        let written = upsert_in_tx(&mut tx, &job.tenant, &record, &job.quotas).await?;
         sqlx::query("UPDATE detection_jobs SET record_id = ?3 WHERE tenant_id = ?1 AND id = ?2")
             .bind(job.tenant.as_str())
             .bind(job.id.as_str())

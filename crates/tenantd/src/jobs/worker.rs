@@ -13,6 +13,8 @@
 //! - *Fairness*: [`JobQueue::claim`] serves tenants round-robin under a
 //!   per-tenant concurrency cap.
 
+use crate::limits::QuotaSource;
+use crate::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -42,6 +44,7 @@ struct Shared {
     notify: Arc<Notify>,
     scratch: std::path::PathBuf,
     instance: String,
+    quotas: Arc<dyn QuotaSource>,
 }
 
 impl JobRunner {
@@ -51,6 +54,7 @@ impl JobRunner {
         queue: Arc<dyn JobQueue>,
         config: JobsConfig,
         scratch: std::path::PathBuf,
+        quotas: Arc<dyn QuotaSource>,
     ) -> Self {
         let (shutdown, rx) = watch::channel(false);
         let notify = Arc::new(Notify::new());
@@ -62,6 +66,7 @@ impl JobRunner {
             notify: notify.clone(),
             scratch,
             instance: ulid::Ulid::new().to_string(),
+            quotas,
         });
         let mut tasks = JoinSet::new();
         if workers > 0 {
@@ -136,7 +141,8 @@ async fn worker(shared: Arc<Shared>, index: usize, mut shutdown: watch::Receiver
         }
         let notified = shared.notify.notified();
         match shared.queue.claim(&owner, lease, cap).await {
-            Ok(Some(job)) => {
+            Ok(Some(mut job)) => {
+                job.quotas = shared.quotas.quotas(&job.tenant);
                 let span = tracing::info_span!(
                     "job",
                     tenant_id = %job.tenant,
@@ -249,6 +255,10 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
                     Ok(None) => tracing::info!(
                         "detection finished but the job was cancelled; no record written"
                     ),
+                    Err(StoreError::QuotaExceeded(quota)) => {
+                        // Retrying cannot help until the tenant frees space.
+                        finish_failed(shared, &job, &quota.to_string(), None).await;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "storing the detection failed");
                         finish_failed(

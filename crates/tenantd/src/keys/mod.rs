@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use tenancy::{KeyHash, TenantId};
 
 use crate::store::StoreError;
+use crate::tenants::model::Limits;
 
 pub use model::{ApiKeyInfo, IssueKey, IssuedKey, KeyRow, NewKey, RotateKey, new_key_id};
 
@@ -37,6 +38,8 @@ pub struct KeyInsert {
     pub scopes: Vec<String>,
     /// Expiry.
     pub expires_at: Option<String>,
+    /// The key's own rate limits (empty: only the tenant's apply).
+    pub limits: Limits,
 }
 
 /// Key storage. Administrative: every method names its tenant explicitly
@@ -44,10 +47,14 @@ pub struct KeyInsert {
 #[async_trait]
 pub trait KeyRepo: Send + Sync {
     /// Adds a key to an existing tenant (`None` if the tenant is absent).
+    /// With `max_live`, refuses ([`StoreError::QuotaExceeded`]) when the
+    /// tenant already has that many live keys, checked in the insert's
+    /// transaction so concurrent issues cannot overshoot.
     async fn insert_key(
         &self,
         tenant: &TenantId,
         key: &KeyInsert,
+        max_live: Option<u64>,
     ) -> Result<Option<ApiKeyInfo>, StoreError>;
     /// Keys of `tenant` that still work or are inside a rotation grace.
     async fn list_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyInfo>, StoreError>;

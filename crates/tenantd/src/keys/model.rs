@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use tenancy::TenantId;
 use utoipa::ToSchema;
 
+use crate::tenants::model::Limits;
+
 /// A key as listed: id, name, a non-secret prefix and times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyInfo {
@@ -27,6 +29,9 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<String>,
     /// Last use, updated in batches (may lag by the flush interval).
     pub last_used_at: Option<String>,
+    /// The key's own rate limits, inside its tenant's (omitted: none).
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 /// Body of `POST /admin/tenants/{id}/api-keys`.
@@ -42,6 +47,9 @@ pub struct IssueKey {
     /// Scopes.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The key's own rate limits (a budget inside the tenant's).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// Body of `POST /admin/tenants/{id}/api-keys/{key_id}/rotate`.
@@ -78,6 +86,8 @@ pub struct KeyRow {
     pub expires_ms: Option<i64>,
     /// Unix ms from which it is revoked.
     pub revoked_ms: Option<i64>,
+    /// The key's own rate limits.
+    pub limits: Limits,
 }
 
 /// Validated issue parameters.
@@ -89,6 +99,8 @@ pub struct NewKey {
     pub expires_at: Option<String>,
     /// Scopes.
     pub scopes: Vec<String>,
+    /// The key's own rate limits.
+    pub limits: Limits,
 }
 
 impl IssueKey {
@@ -130,6 +142,7 @@ impl IssueKey {
             name,
             expires_at,
             scopes: self.scopes,
+            limits: self.limits,
         })
     }
 }

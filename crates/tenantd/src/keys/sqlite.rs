@@ -7,11 +7,24 @@ use tenancy::{KeyHash, TenantId};
 
 use super::{ApiKeyInfo, KeyInsert, KeyRepo, KeyRow};
 use crate::clock::{now_rfc3339, parse_ms};
+use crate::limits::QuotaExceeded;
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
+use crate::tenants::model::Limits;
+
+/// Live keys of a tenant: not revoked and not expired at `?2`.
+const LIVE_KEYS: &str = "SELECT count(*) FROM api_keys WHERE tenant_id = ?1 \
+     AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)";
 
 const INFO: &str =
-    "tenant_id, id, name, prefix, scopes, created_at, expires_at, revoked_at, last_used_at";
+    "tenant_id, id, name, prefix, scopes, created_at, expires_at, revoked_at, last_used_at, limits";
+
+fn decode_limits(text: Option<String>) -> Result<Limits, StoreError> {
+    match text {
+        Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("limits")),
+        None => Ok(Limits::default()),
+    }
+}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("corrupt api_keys row: {what}"))
@@ -30,6 +43,7 @@ fn decode_info(row: &SqliteRow) -> Result<ApiKeyInfo, StoreError> {
         expires_at: row.try_get(6).map_err(map_sqlx)?,
         revoked_at: row.try_get(7).map_err(map_sqlx)?,
         last_used_at: row.try_get(8).map_err(map_sqlx)?,
+        limits: decode_limits(row.try_get(9).map_err(map_sqlx)?)?,
     })
 }
 
@@ -41,9 +55,14 @@ pub(crate) async fn sqlite_insert(
     let now = now_rfc3339();
     let scopes =
         serde_json::to_string(&key.scopes).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let limits = if key.limits.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&key.limits).map_err(|e| StoreError::Internal(e.to_string()))?)
+    };
     sqlx::query(
-        "INSERT INTO api_keys (tenant_id, id, name, prefix, hash, scopes, created_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO api_keys (tenant_id, id, name, prefix, hash, scopes, created_at, expires_at, limits) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(tenant.as_str())
     .bind(&key.id)
@@ -53,6 +72,7 @@ pub(crate) async fn sqlite_insert(
     .bind(&scopes)
     .bind(&now)
     .bind(key.expires_at.as_deref())
+    .bind(limits)
     .execute(&mut *conn)
     .await
     .map_err(map_sqlx)?;
@@ -66,6 +86,7 @@ pub(crate) async fn sqlite_insert(
         expires_at: key.expires_at.clone(),
         revoked_at: None,
         last_used_at: None,
+        limits: key.limits.clone(),
     })
 }
 
@@ -75,6 +96,7 @@ impl KeyRepo for SqliteStore {
         &self,
         tenant: &TenantId,
         key: &KeyInsert,
+        max_live: Option<u64>,
     ) -> Result<Option<ApiKeyInfo>, StoreError> {
         let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?1")
@@ -84,6 +106,20 @@ impl KeyRepo for SqliteStore {
             .map_err(map_sqlx)?;
         if exists.is_none() {
             return Ok(None);
+        }
+        if let Some(limit) = max_live {
+            let live: i64 = sqlx::query_scalar(LIVE_KEYS)
+                .bind(tenant.as_str())
+                .bind(now_rfc3339())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            if u64::try_from(live).unwrap_or(0) >= limit {
+                return Err(StoreError::QuotaExceeded(QuotaExceeded {
+                    quota: "max_api_keys",
+                    limit,
+                }));
+            }
         }
         let info = sqlite_insert(&mut tx, tenant, key).await?;
         tx.commit().await.map_err(map_sqlx)?;
@@ -106,15 +142,12 @@ impl KeyRepo for SqliteStore {
 
     async fn count_live_keys(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let now = now_rfc3339();
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM api_keys WHERE tenant_id = ?1 \
-             AND (revoked_at IS NULL OR revoked_at > ?2) AND (expires_at IS NULL OR expires_at > ?2)",
-        )
-        .bind(tenant.as_str())
-        .bind(&now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_sqlx)?;
+        let n: i64 = sqlx::query_scalar(LIVE_KEYS)
+            .bind(tenant.as_str())
+            .bind(&now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -182,7 +215,7 @@ impl KeyRepo for SqliteStore {
     async fn load_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyRow>, StoreError> {
         let now = now_rfc3339();
         let rows = sqlx::query(
-            "SELECT tenant_id, id, hash, scopes, expires_at, revoked_at FROM api_keys \
+            "SELECT tenant_id, id, hash, scopes, expires_at, revoked_at, limits FROM api_keys \
              WHERE (?1 IS NULL OR tenant_id = ?1) AND (revoked_at IS NULL OR revoked_at > ?2)",
         )
         .bind(tenant.map(TenantId::as_str))
@@ -204,6 +237,7 @@ impl KeyRepo for SqliteStore {
                 scopes: serde_json::from_str(&scopes).map_err(|_| corrupt("scopes"))?,
                 expires_ms: expires.as_deref().and_then(parse_ms),
                 revoked_ms: revoked.as_deref().and_then(parse_ms),
+                limits: decode_limits(row.try_get(6).map_err(map_sqlx)?)?,
             });
         }
         Ok(out)

@@ -16,8 +16,11 @@ use super::model::{
     NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, encode_cursor,
 };
 use crate::clock::now_rfc3339;
+use crate::limits::{QuotaExceeded, QuotaLimits};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError, TenantScope};
+use crate::usage::metric;
+use crate::usage::sqlite_support::count_in_tx;
 
 const COLUMNS: &str = "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at";
 
@@ -76,6 +79,68 @@ async fn index(
     Ok(())
 }
 
+/// Refuses a write that would take the tenant past `max_records` or
+/// `max_storage_mb`. Runs inside the write's `BEGIN IMMEDIATE` transaction,
+/// so concurrent writers are serialised and cannot overshoot together.
+async fn check_quota(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    quotas: &QuotaLimits,
+    added_records: i64,
+    added_bytes: i64,
+) -> Result<(), StoreError> {
+    let max_bytes = quotas.max_storage_bytes();
+    if quotas.max_records.is_none() && max_bytes.is_none() {
+        return Ok(());
+    }
+    let (records, bytes): (i64, i64) =
+        sqlx::query_as("SELECT records, storage_bytes FROM tenant_stats WHERE tenant_id = ?1")
+            .bind(tenant.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_sqlx)?
+            .unwrap_or((0, 0));
+    let over = |used: i64, added: i64, limit: u64| {
+        added > 0 && u64::try_from(used.saturating_add(added)).unwrap_or(u64::MAX) > limit
+    };
+    if let Some(limit) = quotas.max_records
+        && over(records, added_records, limit)
+    {
+        return Err(QuotaExceeded {
+            quota: "max_records",
+            limit,
+        }
+        .into());
+    }
+    if let (Some(limit), Some(max)) = (quotas.max_storage_mb, max_bytes)
+        && over(bytes, added_bytes, max)
+    {
+        return Err(QuotaExceeded {
+            quota: "max_storage_mb",
+            limit,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Size and existence of record `(kind, name)` (an upsert's target).
+async fn existing_size(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    new: &NewRecord,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT size_bytes FROM records WHERE tenant_id = ?1 AND kind = ?2 AND name = ?3",
+    )
+    .bind(tenant.as_str())
+    .bind(&new.kind)
+    .bind(&new.name)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_sqlx)
+}
+
 /// Inserts or replaces record `(kind, name)` of `tenant` inside `tx`.
 ///
 /// For callers that already hold a tenant taken from a stored parent row
@@ -84,7 +149,15 @@ pub(crate) async fn upsert_in_tx(
     tx: &mut Transaction<'static, Sqlite>,
     tenant: &TenantId,
     new: &NewRecord,
+    quotas: &QuotaLimits,
 ) -> Result<Record, StoreError> {
+    let size = new.size_bytes();
+    let (added_records, added_bytes) = match existing_size(tx, tenant, new).await? {
+        Some(old) => (0, size - old),
+        None => (1, size),
+    };
+    check_quota(tx, tenant, quotas, added_records, added_bytes).await?;
+    count_in_tx(tx, tenant, metric::RECORDS_WRITTEN, 1).await?;
     let now = now_rfc3339();
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
@@ -137,6 +210,8 @@ impl RecordRepo for SqliteStore {
         let tenant = scope.tenant();
         let now = now_rfc3339();
         let mut tx = self.write_tx().await?;
+        check_quota(&mut tx, tenant, scope.quotas(), 1, new.size_bytes()).await?;
+        count_in_tx(&mut tx, tenant, metric::RECORDS_WRITTEN, 1).await?;
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, size_bytes, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING seq",
@@ -185,6 +260,18 @@ impl RecordRepo for SqliteStore {
     ) -> Result<Option<Record>, StoreError> {
         let tenant = scope.tenant();
         let mut tx = self.write_tx().await?;
+        let old: Option<i64> =
+            sqlx::query_scalar("SELECT size_bytes FROM records WHERE tenant_id = ?1 AND id = ?2")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        let Some(old) = old else {
+            return Ok(None);
+        };
+        check_quota(&mut tx, tenant, scope.quotas(), 0, new.size_bytes() - old).await?;
+        count_in_tx(&mut tx, tenant, metric::RECORDS_WRITTEN, 1).await?;
         let seq: Option<i64> = sqlx::query_scalar(
             "UPDATE records SET kind = ?3, name = ?4, url = ?5, description = ?6, tags = ?7, fields = ?8, \
              size_bytes = ?9, updated_at = ?10 WHERE tenant_id = ?1 AND id = ?2 RETURNING seq",
@@ -217,7 +304,7 @@ impl RecordRepo for SqliteStore {
         new: NewRecord,
     ) -> Result<Record, StoreError> {
         let mut tx = self.write_tx().await?;
-        let record = upsert_in_tx(&mut tx, scope.tenant(), &new).await?;
+        let record = upsert_in_tx(&mut tx, scope.tenant(), &new, scope.quotas()).await?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(record)
     }

@@ -17,10 +17,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
+use crate::audit::AuditRepo;
+use crate::billing::BillingRepo;
 use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
+use crate::limits::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
 use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
+use crate::usage::UsageRepo;
 
 pub use sqlite::{SqliteStore, open_sqlite};
 
@@ -35,12 +39,19 @@ pub(crate) mod sqlite_support {
 #[derive(Debug, Clone)]
 pub struct TenantScope {
     tenant: TenantId,
+    quotas: QuotaLimits,
 }
 
 impl TenantScope {
     /// The tenant every row touched through this scope belongs to.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
+    }
+
+    /// The tenant's quotas, which writes through this scope enforce in
+    /// their own transaction.
+    pub fn quotas(&self) -> &QuotaLimits {
+        &self.quotas
     }
 }
 
@@ -56,12 +67,25 @@ pub enum StoreError {
     /// Anything else: a bug or corrupt data (500; the cause is logged).
     #[error("storage error: {0}")]
     Internal(String),
+    /// The write would cross a quota; nothing was written (403).
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
 }
 
 /// What every storage backend provides.
 #[async_trait]
 pub trait Backend:
-    RecordRepo + JobRepo + JobQueue + TenantRepo + KeyRepo + Send + Sync + 'static
+    RecordRepo
+    + JobRepo
+    + JobQueue
+    + TenantRepo
+    + KeyRepo
+    + UsageRepo
+    + AuditRepo
+    + BillingRepo
+    + Send
+    + Sync
+    + 'static
 {
     /// Whether the backend can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
@@ -77,6 +101,7 @@ pub trait Backend:
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    quotas: Arc<dyn QuotaSource>,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,16 +111,27 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Wraps a backend.
+    /// Wraps a backend (no quotas until [`Store::with_quotas`]).
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend }
+        Self {
+            backend,
+            quotas: Arc::new(Unlimited),
+        }
+    }
+
+    /// The same store, with writes checked against `source`'s quotas.
+    pub fn with_quotas(mut self, source: Arc<dyn QuotaSource>) -> Self {
+        self.quotas = source;
+        self
     }
 
     /// The storage of the tenant `ctx` acts for.
     pub fn scoped(&self, ctx: &TenantContext) -> TenantStore {
+        let tenant = ctx.tenant_id().clone();
         TenantStore {
             scope: TenantScope {
-                tenant: ctx.tenant_id().clone(),
+                quotas: self.quotas.quotas(&tenant),
+                tenant,
             },
             backend: self.backend.clone(),
         }
@@ -168,6 +204,22 @@ impl AdminStore {
 
     /// API key rows.
     pub fn keys(&self) -> &dyn KeyRepo {
+        self.backend.as_ref()
+    }
+
+    /// Usage counters of every tenant (the batched recorder, admin
+    /// reports, billing).
+    pub fn usage(&self) -> &dyn UsageRepo {
+        self.backend.as_ref()
+    }
+
+    /// The audit log of every tenant (the appender, admin reads, verify).
+    pub fn audit(&self) -> &dyn AuditRepo {
+        self.backend.as_ref()
+    }
+
+    /// The billing outbox.
+    pub fn billing(&self) -> &dyn BillingRepo {
         self.backend.as_ref()
     }
 }

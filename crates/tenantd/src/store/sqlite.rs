@@ -39,6 +39,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0003_tenants.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            4,
+            "accounting".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0004_accounting.sql").into_sql_str(),
+            false,
+        ),
     ];
     Migrator::with_migrations(migrations)
 }

@@ -18,6 +18,7 @@ use super::service::TenantAdmin;
 use super::{TenantFilter, TenantState, TenantsError};
 use crate::config::{Backend, Config};
 use crate::keys::{IssueKey, pepper};
+use crate::limits::PlanBook;
 use crate::store::{Store, open_sqlite};
 
 /// `tenantd tenants …`.
@@ -135,7 +136,10 @@ async fn admin(config: &Config) -> anyhow::Result<TenantAdmin> {
     };
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
-    let registry = Arc::new(Registry::new(config.tenant.registry));
+    let registry = Arc::new(Registry::new(
+        config.tenant.registry,
+        Arc::new(PlanBook::from_config(config)),
+    ));
     Ok(TenantAdmin::new(
         store.admin(),
         registry,
@@ -257,6 +261,8 @@ pub async fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<(
                 name,
                 expires_at,
                 scopes,
+                // Per-key rate limits are set through the admin API.
+                limits: crate::tenants::model::Limits::default(),
             };
             print(
                 &admin

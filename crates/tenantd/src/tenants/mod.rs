@@ -83,6 +83,12 @@ pub struct DirectoryRow {
     /// OIDC issuer and client id, when the tenant has OIDC login: tokens
     /// from that issuer are verified against its JWKS.
     pub oidc: Option<(String, String)>,
+    /// Plan name.
+    pub plan: String,
+    /// The tenant's own rate-limit overrides.
+    pub limits: model::Limits,
+    /// The tenant's own quota overrides.
+    pub quotas: model::Quotas,
 }
 
 /// Tenant storage. Administrative by nature (a tenant is not inside

@@ -58,6 +58,13 @@ pub struct Limits {
     pub requests_per_day: Option<u64>,
 }
 
+impl Limits {
+    /// No window set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Quotas; unset = the plan's or the global default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,16 @@ use super::DirectoryRow;
 use super::model::{TenantState, parse_net};
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::keys::KeyRow;
+use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
 use crate::store::{AdminStore, StoreError};
+use tenancy::ratelimit::Window;
+
+/// A tenant as the request path needs it.
+#[derive(Debug)]
+struct CachedTenant {
+    status: TenantStatus,
+    settings: Arc<Settings>,
+}
 
 #[derive(Debug)]
 struct CachedKey {
@@ -36,10 +45,18 @@ struct CachedKey {
     revoked_ms: Option<i64>,
 }
 
+/// A key's own windows, by (tenant, key id).
+type KeyWindows = HashMap<KeyOf, Arc<[Window]>>;
+/// (tenant, key id).
+type KeyOf = (TenantId, Box<str>);
+
 /// The in-memory registry.
 #[derive(Debug)]
 pub struct Registry {
-    tenants: RwLock<HashMap<TenantId, TenantStatus>>,
+    tenants: RwLock<HashMap<TenantId, CachedTenant>>,
+    /// Rate-limit windows of the (few) keys that set their own.
+    key_windows: RwLock<KeyWindows>,
+    plans: Arc<PlanBook>,
     keys: RwLock<HashMap<KeyHash, CachedKey>>,
     /// OIDC issuer URL → (tenant, client id).
     issuers: RwLock<HashMap<String, (TenantId, String)>>,
@@ -52,10 +69,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// An empty registry; call [`Registry::reload`] before serving.
-    pub fn new(mode: Option<bool>) -> Self {
+    /// An empty registry resolving settings with `plans`; call
+    /// [`Registry::reload`] before serving.
+    pub fn new(mode: Option<bool>, plans: Arc<PlanBook>) -> Self {
         Self {
             tenants: RwLock::new(HashMap::new()),
+            key_windows: RwLock::new(HashMap::new()),
+            plans,
             keys: RwLock::new(HashMap::new()),
             issuers: RwLock::new(HashMap::new()),
             mode,
@@ -63,6 +83,23 @@ impl Registry {
             uses: Mutex::new(HashMap::new()),
             no_ips: Arc::from(Vec::new()),
         }
+    }
+
+    fn cached_tenant(&self, row: &DirectoryRow) -> CachedTenant {
+        CachedTenant {
+            status: self.status_of(row),
+            settings: self.plans.settings(&row.plan, &row.limits, &row.quotas),
+        }
+    }
+
+    fn key_window_entry(row: &KeyRow) -> Option<(KeyOf, Arc<[Window]>)> {
+        if row.limits.is_empty() {
+            return None;
+        }
+        Some((
+            (row.tenant_id.clone(), row.id.clone().into_boxed_str()),
+            key_windows(&row.limits).into(),
+        ))
     }
 
     fn status_of(&self, row: &DirectoryRow) -> TenantStatus {
@@ -102,10 +139,11 @@ impl Registry {
         let version = store.tenants().registry_version().await?;
         let rows = store.tenants().load_directory(None).await?;
         let keys = store.keys().load_keys(None).await?;
-        let tenants: HashMap<TenantId, TenantStatus> = rows
+        let tenants: HashMap<TenantId, CachedTenant> = rows
             .iter()
-            .map(|row| (row.id.clone(), self.status_of(row)))
+            .map(|row| (row.id.clone(), self.cached_tenant(row)))
             .collect();
+        let key_windows: HashMap<_, _> = keys.iter().filter_map(Self::key_window_entry).collect();
         let keys: HashMap<KeyHash, CachedKey> = keys.into_iter().map(Self::cached).collect();
         let issuers: HashMap<String, (TenantId, String)> = rows
             .iter()
@@ -116,6 +154,7 @@ impl Registry {
             .collect();
         *write(&self.issuers) = issuers;
         *write(&self.tenants) = tenants;
+        *write(&self.key_windows) = key_windows;
         *write(&self.keys) = keys;
         self.version.store(version, Ordering::Release);
         Ok(())
@@ -134,7 +173,7 @@ impl Registry {
             let mut tenants = write(&self.tenants);
             match rows.first() {
                 Some(row) => {
-                    tenants.insert(id.clone(), self.status_of(row));
+                    tenants.insert(id.clone(), self.cached_tenant(row));
                 }
                 None => {
                     tenants.remove(id);
@@ -148,6 +187,11 @@ impl Registry {
                 issuers.insert(issuer, (id.clone(), client));
             }
         }
+        {
+            let mut windows = write(&self.key_windows);
+            windows.retain(|(tenant, _), _| tenant != id);
+            windows.extend(keys.iter().filter_map(Self::key_window_entry));
+        }
         let mut map = write(&self.keys);
         map.retain(|_, k| &k.tenant != id);
         map.extend(keys.into_iter().map(Self::cached));
@@ -158,6 +202,29 @@ impl Registry {
     /// audience its tokens must carry).
     pub fn issuer(&self, issuer: &str) -> Option<(TenantId, String)> {
         read(&self.issuers).get(issuer).cloned()
+    }
+
+    /// The limits and quotas in force for `tenant` (the default plan's
+    /// for a tenant the registry does not hold).
+    pub fn settings(&self, tenant: &TenantId) -> Arc<Settings> {
+        read(&self.tenants)
+            .get(tenant)
+            .map(|t| t.settings.clone())
+            .unwrap_or_else(|| self.plans.unregistered())
+    }
+
+    /// The windows of an API key that sets its own limits.
+    pub fn key_windows(&self, tenant: &TenantId, key_id: &str) -> Option<Arc<[Window]>> {
+        let map = read(&self.key_windows);
+        if map.is_empty() {
+            return None;
+        }
+        map.get(&(tenant.clone(), Box::from(key_id))).cloned()
+    }
+
+    /// The plans the registry resolves settings with.
+    pub fn plans(&self) -> &Arc<PlanBook> {
+        &self.plans
     }
 
     /// Number of tenants known.
@@ -289,7 +356,15 @@ impl TenantDirectory for Registry {
     fn status(&self, tenant: &TenantId) -> TenantStatus {
         read(&self.tenants)
             .get(tenant)
-            .cloned()
+            .map(|t| t.status.clone())
             .unwrap_or(TenantStatus::Unknown)
+    }
+}
+
+impl QuotaSource for Registry {
+    fn quotas(&self, tenant: &TenantId) -> QuotaLimits {
+        read(&self.tenants)
+            .get(tenant)
+            .map_or_else(|| self.plans.unregistered().quotas, |t| t.settings.quotas)
     }
 }

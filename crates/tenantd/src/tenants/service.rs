@@ -68,6 +68,7 @@ impl TenantAdmin {
             hash: self.hasher.hash(&plain),
             scopes: new.scopes,
             expires_at: new.expires_at,
+            limits: new.limits,
         };
         (insert, plain)
     }
@@ -115,6 +116,7 @@ impl TenantAdmin {
                     name: "default".to_owned(),
                     expires_at: None,
                     scopes: Vec::new(),
+                    limits: Default::default(),
                 },
             )
         });
@@ -227,11 +229,12 @@ impl TenantAdmin {
         let new = input
             .validate()
             .map_err(|p| TenantsError::Invalid(vec![p]))?;
+        let max_live = self.registry.settings(id).quotas.max_api_keys;
         let (insert, plain) = self.mint(id, new);
         let info = self
             .store
             .keys()
-            .insert_key(id, &insert)
+            .insert_key(id, &insert, max_live)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
         self.refresh(id).await?;
@@ -295,6 +298,7 @@ impl TenantAdmin {
                 name: old.name.clone(),
                 expires_at: old.expires_at.clone(),
                 scopes: old.scopes.clone(),
+                limits: old.limits.clone(),
             },
         );
         let info = self

@@ -211,7 +211,8 @@ impl TenantRepo for SqliteStore {
     async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, status, json_extract(spec, '$.security.allowed_ips'), \
-             json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id') FROM tenants \
+             json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id'), plan, \
+             json_extract(spec, '$.limits'), json_extract(spec, '$.quotas') FROM tenants \
              WHERE (?1 IS NULL OR id = ?1)",
         )
         .bind(id.map(TenantId::as_str))
@@ -229,11 +230,22 @@ impl TenantRepo for SqliteStore {
             };
             let issuer: Option<String> = row.try_get(3).map_err(map_sqlx)?;
             let client_id: Option<String> = row.try_get(4).map_err(map_sqlx)?;
+            let limits: Option<String> = row.try_get(6).map_err(map_sqlx)?;
+            let quotas: Option<String> = row.try_get(7).map_err(map_sqlx)?;
             out.push(DirectoryRow {
                 id: TenantId::new(&id).map_err(|_| corrupt("id"))?,
                 status: TenantState::parse(&status).ok_or_else(|| corrupt("status"))?,
                 allowed_ips,
                 oidc: issuer.zip(client_id),
+                plan: row.try_get(5).map_err(map_sqlx)?,
+                limits: match limits {
+                    Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("limits"))?,
+                    None => Default::default(),
+                },
+                quotas: match quotas {
+                    Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("quotas"))?,
+                    None => Default::default(),
+                },
             });
         }
         Ok(out)

@@ -1,0 +1,119 @@
+//! Request parameters as the audit log keeps them: secrets replaced,
+//! long strings cut, the whole bounded.
+
+use serde_json::{Map, Value};
+
+/// Longest string kept whole.
+const MAX_STRING: usize = 256;
+/// Deepest nesting kept.
+const MAX_DEPTH: usize = 6;
+/// Largest params text kept; above it only the top-level keys remain.
+const MAX_TEXT: usize = 4096;
+const REDACTED: &str = "***";
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(
+        k.as_str(),
+        "key" | "api_key" | "apikey" | "authorization" | "pepper" | "credential" | "credentials"
+    ) || ["secret", "password", "token", "private"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+fn clean(value: &mut Value, depth: usize) {
+    match value {
+        Value::Object(map) => {
+            if depth >= MAX_DEPTH {
+                *value = Value::String("…".to_owned());
+                return;
+            }
+            for (key, v) in map.iter_mut() {
+                if is_secret(key) && !v.is_null() {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    clean(v, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if depth >= MAX_DEPTH {
+                *value = Value::String("…".to_owned());
+                return;
+            }
+            items.iter_mut().for_each(|v| clean(v, depth + 1));
+        }
+        Value::String(s) if s.chars().count() > MAX_STRING => {
+            let cut: String = s.chars().take(MAX_STRING).collect();
+            *s = format!("{cut}…");
+        }
+        _ => {}
+    }
+}
+
+/// The params JSON text of an event: `{"query": {...}, "body": ...}` with
+/// secrets redacted. A body that is not JSON is recorded by its size only.
+pub fn redact_params(query: Option<&str>, body: &[u8]) -> String {
+    let mut params = Map::new();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        let pairs: Map<String, Value> = form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        params.insert("query".to_owned(), Value::Object(pairs));
+    }
+    if !body.is_empty() {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(v) => {
+                params.insert("body".to_owned(), v);
+            }
+            Err(_) => {
+                params.insert("body_bytes".to_owned(), Value::from(body.len()));
+            }
+        }
+    }
+    let mut value = Value::Object(params);
+    clean(&mut value, 0);
+    let text = value.to_string();
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    // Too large: keep the shape (top-level body keys), not the content.
+    let keys: Vec<Value> = value
+        .get("body")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().map(Value::String).collect())
+        .unwrap_or_default();
+    serde_json::json!({ "truncated": true, "body_keys": keys, "bytes": text.len() }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let body = br#"{"name":"n","oidc":{"client_secret":"s3cr3t","issuer":"https://i"},"api_key":"acme_sk_x","password":"p","max_api_keys":3}"#;
+        let text = redact_params(Some("grace_seconds=5&token=abc"), body);
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(!text.contains("acme_sk_x"), "{text}");
+        assert!(!text.contains("abc"), "{text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["body"]["oidc"]["issuer"], "https://i");
+        assert_eq!(v["body"]["max_api_keys"], 3);
+        assert_eq!(v["query"]["grace_seconds"], "5");
+    }
+
+    #[test]
+    fn large_and_non_json_bodies_are_bounded() {
+        let big = format!(
+            r#"{{"description":"{}","fields":{{"a":"{}"}}}}"#,
+            "x".repeat(10_000),
+            "y".repeat(300)
+        );
+        let text = redact_params(None, big.as_bytes());
+        assert!(text.len() <= MAX_TEXT, "{}", text.len());
+        let text = redact_params(None, b"\xff\xfe not json");
+        assert_eq!(text, r#"{"body_bytes":14}"#);
+        assert_eq!(redact_params(None, b""), "{}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Admin routes: close a month, read the outbox.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{BillingEvent, CloseReport};
+use crate::app::AppState;
+use crate::clock::{month_of_ms, now_ms, parse_month};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::tenants::http::Admin;
+
+/// Admin billing routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/billing/close", post(close))
+        .route("/admin/billing/events", get(events))
+}
+
+/// Query of a close.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CloseQuery {
+    /// `YYYY-MM`; default the previous month.
+    pub month: Option<String>,
+    /// Close a month that has not ended yet (its figures may still grow;
+    /// the events carry them as of now).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Query of the outbox listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only this month (`YYYY-MM`).
+    pub month: Option<String>,
+}
+
+fn month_arg(text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    parse_month(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| ApiError::Validation("month: expected YYYY-MM, e.g. 2026-01".to_owned()))
+}
+
+/// Writes one billing event per tenant for the month and starts delivery.
+/// Idempotent: a tenant that already has an event for the month gets no
+/// second one.
+#[utoipa::path(post, path = "/admin/billing/close", tag = "admin", params(CloseQuery),
+    responses((status = 200, description = "Month closed", body = CloseReport),
+              (status = 409, description = "The month has not ended (use force=true)", body = ErrorBody),
+              (status = 422, description = "Bad month", body = ErrorBody)))]
+pub(crate) async fn close(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CloseQuery>,
+) -> Result<Json<CloseReport>, ApiError> {
+    let current = month_of_ms(now_ms());
+    let month = match query.month.as_deref() {
+        Some(m) => month_arg(m)?,
+        None => crate::clock::previous_month(&current)
+            .ok_or_else(|| ApiError::Internal("no previous month".to_owned()))?,
+    };
+    if month >= current && !query.force {
+        return Err(ApiError::Conflict(format!(
+            "Month {month} has not ended; pass force=true to close it now"
+        )));
+    }
+    // Requests counted so far belong in the events.
+    state.flush_usage().await;
+    Ok(Json(state.billing.close(&month).await?))
+}
+
+/// The billing outbox (delivery state of every event).
+#[utoipa::path(get, path = "/admin/billing/events", tag = "admin", params(EventsQuery),
+    responses((status = 200, description = "Events", body = [BillingEvent]),
+              (status = 422, description = "Bad month", body = ErrorBody)))]
+pub(crate) async fn events(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<Vec<BillingEvent>>, ApiError> {
+    let month = query.month.as_deref().map(month_arg).transpose()?;
+    Ok(Json(
+        state
+            .admin
+            .store()
+            .billing()
+            .list_billing_events(month.as_deref())
+            .await?,
+    ))
+}

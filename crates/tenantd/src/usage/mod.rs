@@ -1,0 +1,132 @@
+//! Usage: what each tenant did, per month and per day (seed 001's usage
+//! report and tenant metrics).
+//!
+//! Two sources feed the same counters:
+//! - writes a quota limits (records written, detections) are counted in
+//!   the write's own transaction ([`count_in_tx`]), so the figure that
+//!   enforces `max_detections_per_month` is the figure billed;
+//! - API calls are counted by [`UsageRecorder`] off the request path and
+//!   written in batches (every `usage.flush_ms`, and on shutdown).
+
+mod histogram;
+pub mod http;
+pub mod layer;
+mod recorder;
+pub mod report;
+mod sqlite;
+
+use async_trait::async_trait;
+use tenancy::TenantId;
+
+use crate::store::{StoreError, TenantStore};
+
+pub use histogram::Histogram;
+pub use recorder::{RecorderTask, RouteClass, StatusClass, UsageRecorder};
+/// Counter helpers for other features' SQLite transactions.
+pub(crate) mod sqlite_support {
+    pub(crate) use super::sqlite::{count_in_tx, counter_in_tx};
+}
+
+/// Names of the monthly counters.
+pub mod metric {
+    /// Records created or replaced (by the API or by detections).
+    pub const RECORDS_WRITTEN: &str = "records_written";
+    /// Detections submitted (what `max_detections_per_month` limits).
+    pub const DETECTIONS: &str = "detections";
+    /// Prefix of API call counters: `api_calls:<route class>:<status class>`.
+    pub const API_CALLS: &str = "api_calls";
+}
+
+/// One tenant's requests on one day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which 4xx.
+    pub client_errors: u64,
+    /// Of which 5xx.
+    pub server_errors: u64,
+    /// Latency distribution.
+    pub latency: Histogram,
+}
+
+impl DayStats {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &DayStats) {
+        self.requests += other.requests;
+        self.client_errors += other.client_errors;
+        self.server_errors += other.server_errors;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// A batch of recorded usage, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct UsageBatch {
+    /// `(tenant, month, metric, increment)`.
+    pub counters: Vec<(TenantId, String, String, u64)>,
+    /// `(tenant, day, figures to add)`.
+    pub days: Vec<(TenantId, String, DayStats)>,
+}
+
+/// Usage storage. Administrative: the recorder writes many tenants at
+/// once; reads name their tenant (tenant routes pass their own, through
+/// [`TenantStore`]).
+#[async_trait]
+pub trait UsageRepo: Send + Sync {
+    /// Adds a batch atomically.
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError>;
+    /// Every counter of `tenant` in `month` (`YYYY-MM`).
+    async fn month_counters(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Records stored and their bytes, now.
+    async fn current_size(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError>;
+    /// Daily figures of `tenant` for days `start..=end` (`YYYY-MM-DD`).
+    async fn daily(
+        &self,
+        tenant: &TenantId,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, DayStats)>, StoreError>;
+    /// Tenants with any counter in `month`.
+    async fn tenants_with_usage(&self, month: &str) -> Result<Vec<TenantId>, StoreError>;
+}
+
+/// A tenant's own usage (for `GET /tenant`).
+impl TenantStore {
+    /// This tenant's counters for `month`.
+    pub async fn month_counters(&self, month: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let (scope, backend) = self.parts();
+        backend.month_counters(scope.tenant(), month).await
+    }
+
+    /// This tenant's stored records and bytes.
+    pub async fn current_size(&self) -> Result<(u64, u64), StoreError> {
+        let (scope, backend) = self.parts();
+        backend.current_size(scope.tenant()).await
+    }
+}
+
+/// The usage report of `tenant` (on `plan`) for `month`, from storage: the
+/// month's counters and the records stored now.
+pub async fn month_report(
+    store: &crate::store::AdminStore,
+    plans: &crate::limits::PlanBook,
+    tenant: &TenantId,
+    plan: &str,
+    month: &str,
+) -> Result<report::UsageReport, StoreError> {
+    let counters = store.usage().month_counters(tenant, month).await?;
+    let size = store.usage().current_size(tenant).await?;
+    Ok(report::UsageReport::build(
+        tenant.as_str(),
+        month,
+        plan,
+        &counters,
+        size,
+        &plans.prices(plan),
+    ))
+}

@@ -1,0 +1,184 @@
+//! [`UsageRepo`] for SQLite.
+
+use async_trait::async_trait;
+use sqlx::{Row, Sqlite, Transaction};
+use tenancy::TenantId;
+
+use super::{DayStats, Histogram, UsageBatch, UsageRepo};
+use crate::clock::{month_of_ms, now_ms};
+use crate::store::sqlite_support::map_sqlx;
+use crate::store::{SqliteStore, StoreError};
+
+const ADD_COUNTER: &str = "INSERT INTO usage_counters (tenant_id, month, metric, value) \
+     VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (tenant_id, month, metric) DO UPDATE SET value = value + excluded.value";
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn as_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Adds `by` to this month's `metric` of `tenant`, inside a write's own
+/// transaction (the figure a quota reads is the figure billed).
+pub(crate) async fn count_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    metric: &str,
+    by: u64,
+) -> Result<(), StoreError> {
+    sqlx::query(ADD_COUNTER)
+        .bind(tenant.as_str())
+        .bind(month_of_ms(now_ms()))
+        .bind(metric)
+        .bind(as_i64(by))
+        .execute(&mut **tx)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(())
+}
+
+/// This month's `metric` of `tenant`, read inside a write's transaction.
+pub(crate) async fn counter_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &TenantId,
+    metric: &str,
+) -> Result<u64, StoreError> {
+    let value: Option<i64> = sqlx::query_scalar(
+        "SELECT value FROM usage_counters WHERE tenant_id = ?1 AND month = ?2 AND metric = ?3",
+    )
+    .bind(tenant.as_str())
+    .bind(month_of_ms(now_ms()))
+    .bind(metric)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(value.map_or(0, as_u64))
+}
+
+#[async_trait]
+impl UsageRepo for SqliteStore {
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        for (tenant, month, metric, n) in &batch.counters {
+            sqlx::query(ADD_COUNTER)
+                .bind(tenant.as_str())
+                .bind(month)
+                .bind(metric)
+                .bind(as_i64(*n))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        }
+        for (tenant, day, stats) in &batch.days {
+            let old: Option<String> = sqlx::query_scalar(
+                "SELECT latency FROM usage_daily WHERE tenant_id = ?1 AND day = ?2",
+            )
+            .bind(tenant.as_str())
+            .bind(day)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            let mut latency: Histogram = match old {
+                Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+                None => Histogram::default(),
+            };
+            latency.merge(&stats.latency);
+            let latency =
+                serde_json::to_string(&latency).map_err(|e| StoreError::Internal(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO usage_daily (tenant_id, day, requests, client_errors, server_errors, latency) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (tenant_id, day) DO UPDATE SET requests = requests + excluded.requests, \
+                 client_errors = client_errors + excluded.client_errors, \
+                 server_errors = server_errors + excluded.server_errors, latency = excluded.latency",
+            )
+            .bind(tenant.as_str())
+            .bind(day)
+            .bind(as_i64(stats.requests))
+            .bind(as_i64(stats.client_errors))
+            .bind(as_i64(stats.server_errors))
+            .bind(latency)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    async fn month_counters(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT metric, value FROM usage_counters WHERE tenant_id = ?1 AND month = ?2 ORDER BY metric",
+        )
+        .bind(tenant.as_str())
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(rows.into_iter().map(|(m, v)| (m, as_u64(v))).collect())
+    }
+
+    async fn current_size(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT records, storage_bytes FROM tenant_stats WHERE tenant_id = ?1")
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+        Ok(row.map_or((0, 0), |(r, b)| (as_u64(r), as_u64(b))))
+    }
+
+    async fn daily(
+        &self,
+        tenant: &TenantId,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, DayStats)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT day, requests, client_errors, server_errors, latency FROM usage_daily \
+             WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day",
+        )
+        .bind(tenant.as_str())
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let latency: String = row.try_get(4).map_err(map_sqlx)?;
+            out.push((
+                row.try_get(0).map_err(map_sqlx)?,
+                DayStats {
+                    requests: as_u64(row.try_get(1).map_err(map_sqlx)?),
+                    client_errors: as_u64(row.try_get(2).map_err(map_sqlx)?),
+                    server_errors: as_u64(row.try_get(3).map_err(map_sqlx)?),
+                    latency: serde_json::from_str(&latency).map_err(|_| {
+                        StoreError::Internal("corrupt usage_daily latency".to_owned())
+                    })?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn tenants_with_usage(&self, month: &str) -> Result<Vec<TenantId>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT tenant_id FROM usage_counters WHERE month = ?1 ORDER BY tenant_id",
+        )
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| TenantId::new(&id).ok())
+            .collect())
+    }
+}

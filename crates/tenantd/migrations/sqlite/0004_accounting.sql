@@ -84,6 +84,10 @@ CREATE TABLE audit_heads (
 CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events BEGIN
     SELECT RAISE(ABORT, 'audit events are append-only');
 END;
+-- Deleting a tenant keeps its audit trail: accountability outlives data.
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events BEGIN
+    SELECT RAISE(ABORT, 'audit events are append-only');
+END;
 
 -- Billing: one event per tenant and month in a durable outbox.
 CREATE TABLE billing_events (

@@ -113,7 +113,7 @@ mod tests {
         let text = redact_params(None, big.as_bytes());
         assert!(text.len() <= MAX_TEXT, "{}", text.len());
         let text = redact_params(None, b"\xff\xfe not json");
-        assert_eq!(text, r#"{"body_bytes":14}"#);
+        assert_eq!(text, r#"{"body_bytes":11}"#);
         assert_eq!(redact_params(None, b""), "{}");
     }
 }

@@ -43,6 +43,39 @@ pub struct QuotaReport {
     pub max_api_keys: QuotaUse,
 }
 
+/// Quotas of `settings` with their use: `counters` of this month, `size`
+/// (records, bytes) now, `keys` live.
+pub(crate) fn quota_report(
+    settings: &crate::limits::Settings,
+    counters: &[(String, u64)],
+    size: (u64, u64),
+    keys: u64,
+) -> QuotaReport {
+    let detections = counters
+        .iter()
+        .find(|(m, _)| m == metric::DETECTIONS)
+        .map_or(0, |(_, v)| *v);
+    let q = &settings.quotas;
+    QuotaReport {
+        max_records: QuotaUse {
+            limit: q.max_records,
+            used: size.0,
+        },
+        max_storage_mb: QuotaUse {
+            limit: q.max_storage_mb,
+            used: size.1,
+        },
+        max_detections_per_month: QuotaUse {
+            limit: q.max_detections_per_month,
+            used: detections,
+        },
+        max_api_keys: QuotaUse {
+            limit: q.max_api_keys,
+            used: keys,
+        },
+    }
+}
+
 /// A rate-limit window in force.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WindowView {
@@ -69,7 +102,7 @@ pub struct TenantSelf {
     pub usage: UsageReport,
 }
 
-fn windows(list: &[Window]) -> Vec<WindowView> {
+pub(crate) fn windows(list: &[Window]) -> Vec<WindowView> {
     list.iter()
         .map(|w| WindowView {
             window: w.name(),
@@ -110,34 +143,12 @@ pub(crate) async fn me(
         size,
         &prices,
     );
-    let detections = counters
-        .iter()
-        .find(|(m, _)| m == metric::DETECTIONS)
-        .map_or(0, |(_, v)| *v);
-    let q = settings.quotas;
     Ok(Json(TenantSelf {
         id: id.to_string(),
         name,
         plan: settings.plan.to_string(),
         limits: windows(&settings.windows),
-        quotas: QuotaReport {
-            max_records: QuotaUse {
-                limit: q.max_records,
-                used: size.0,
-            },
-            max_storage_mb: QuotaUse {
-                limit: q.max_storage_mb,
-                used: size.1,
-            },
-            max_detections_per_month: QuotaUse {
-                limit: q.max_detections_per_month,
-                used: detections,
-            },
-            max_api_keys: QuotaUse {
-                limit: q.max_api_keys,
-                used: keys,
-            },
-        },
+        quotas: quota_report(&settings, &counters, size, keys),
         usage,
     }))
 }

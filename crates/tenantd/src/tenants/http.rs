@@ -139,13 +139,13 @@ pub struct TenantUsage {
     /// Live API keys.
     pub api_keys: u64,
     /// Records stored.
-    pub records: Option<u64>,
+    pub records: u64,
     /// Bytes of stored records.
-    pub storage_bytes: Option<u64>,
+    pub storage_bytes: u64,
     /// Detections this calendar month.
-    pub detections_this_month: Option<u64>,
+    pub detections_this_month: u64,
     /// API calls this calendar month.
-    pub api_calls_this_month: Option<u64>,
+    pub api_calls_this_month: u64,
 }
 
 /// Response of `GET /admin/tenants/{id}`.
@@ -156,6 +156,10 @@ pub struct TenantWithUsage {
     pub tenant: Tenant,
     /// Its use.
     pub usage: TenantUsage,
+    /// Rate-limit windows in force (plan and overrides resolved).
+    pub effective_limits: Vec<crate::limits::http::WindowView>,
+    /// Quotas in force with their use.
+    pub effective_quotas: crate::limits::http::QuotaReport,
 }
 
 /// Read one tenant, with its usage.
@@ -170,16 +174,37 @@ pub(crate) async fn get_tenant(
 ) -> Result<Json<TenantWithUsage>, ApiError> {
     let id = path_tenant(&id)?;
     let tenant = state.admin.get(&id).await?;
-    let api_keys = state.admin.store().keys().count_live_keys(&id).await?;
+    let store = state.admin.store();
+    let api_keys = store.keys().count_live_keys(&id).await?;
+    state.flush_usage().await;
+    let month = crate::clock::month_of_ms(crate::clock::now_ms());
+    let counters = store.usage().month_counters(&id, &month).await?;
+    let (records, storage_bytes) = store.usage().current_size(&id).await?;
+    let settings = state.admin.registry().settings(&id);
+    let report = crate::usage::report::UsageReport::build(
+        id.as_str(),
+        &month,
+        &settings.plan,
+        &counters,
+        (records, storage_bytes),
+        &Default::default(),
+    );
     Ok(Json(TenantWithUsage {
         tenant,
         usage: TenantUsage {
             api_keys,
-            records: None,
-            storage_bytes: None,
-            detections_this_month: None,
-            api_calls_this_month: None,
+            records,
+            storage_bytes,
+            detections_this_month: report.detections,
+            api_calls_this_month: report.api_calls.total,
         },
+        effective_limits: crate::limits::http::windows(&settings.windows),
+        effective_quotas: crate::limits::http::quota_report(
+            &settings,
+            &counters,
+            (records, storage_bytes),
+            api_keys,
+        ),
     }))
 }
 

@@ -100,7 +100,9 @@ mod tests {
         b.record(u64::MAX);
         a.merge(&b);
         assert_eq!(a.count(), 2);
-        assert!(a.quantile_ms(1.0).expect("max") > 100_000.0);
+        // The last bucket (above ~88 s) holds everything longer.
+        assert!(a.quantile_ms(1.0).expect("max") > 80_000.0);
+        assert_eq!(a.quantile_ms(0.5), Some(0.1));
         assert_eq!(Histogram::default().quantile_ms(0.5), None);
     }
 }

@@ -47,6 +47,17 @@ impl App {
         Self::serve(server)
     }
 
+    /// Like [`App::start`], with the rate limiter reading `clock`.
+    pub async fn start_with_clock(
+        config: Config,
+        clock: std::sync::Arc<dyn tenancy::ratelimit::Clock>,
+    ) -> App {
+        let server = Server::build_with_clock(config, None, clock)
+            .await
+            .expect("server builds");
+        Self::serve(server)
+    }
+
     /// Serves an already built server in the background.
     pub fn serve(server: Server) -> App {
         let addr = server.local_addr().expect("addr");

@@ -21,6 +21,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tenancy::ratelimit::RateLimitOutcome;
 use tenancy::{ErrorCode, TenantId};
 
 use super::{NewEvent, SYSTEM_CHAIN, redact_params};
@@ -212,6 +213,9 @@ fn observe_metrics(
     response: &Response,
     started: Instant,
 ) {
+    if response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::StoreError) {
+        state.metrics.limiter_store_error();
+    }
     let tenant = response.extensions().get::<Accounted>().map(|a| &a.tenant);
     let code = response
         .extensions()

@@ -21,6 +21,13 @@ fn is_secret(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
+/// An API key (`<tenant>_sk_<secret>`) or a JWT (`eyJ….….…`).
+fn looks_like_credential(s: &str) -> bool {
+    let s = s.trim();
+    let bearer = s.strip_prefix("Bearer ").unwrap_or(s);
+    s.contains("_sk_") || (bearer.starts_with("eyJ") && bearer.matches('.').count() == 2)
+}
+
 fn clean(value: &mut Value, depth: usize) {
     match value {
         Value::Object(map) => {
@@ -42,6 +49,10 @@ fn clean(value: &mut Value, depth: usize) {
                 return;
             }
             items.iter_mut().for_each(|v| clean(v, depth + 1));
+        }
+        // A credential pasted under an innocent name is still a credential.
+        Value::String(s) if looks_like_credential(s) => {
+            *s = REDACTED.to_owned();
         }
         Value::String(s) if s.chars().count() > MAX_STRING => {
             let cut: String = s.chars().take(MAX_STRING).collect();
@@ -101,6 +112,15 @@ mod tests {
         assert_eq!(v["body"]["oidc"]["issuer"], "https://i");
         assert_eq!(v["body"]["max_api_keys"], 3);
         assert_eq!(v["query"]["grace_seconds"], "5");
+    }
+
+    #[test]
+    fn credential_values_are_redacted_whatever_their_name() {
+        let body = br#"{"note":"acme_sk_abcdefghijklmnop","other":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig","plain":"hello"}"#;
+        let text = redact_params(None, body);
+        assert!(!text.contains("abcdefghijklmnop"), "{text}");
+        assert!(!text.contains("eyJzdWIi"), "{text}");
+        assert!(text.contains("hello"), "{text}");
     }
 
     #[test]

@@ -14,11 +14,26 @@ use super::{BillingEvent, CloseReport, EVENT_TYPE, NewBillingEvent};
 use crate::clock::{month_of_ms, now_ms, previous_month, rfc3339_from_ms};
 use crate::config::BillingConfig;
 use crate::store::{AdminStore, StoreError};
+use crate::tenants::TenantFilter;
 use crate::tenants::registry::Registry;
 use crate::usage::month_report;
 
 /// Events fetched per delivery round.
 const BATCH: u32 = 64;
+/// Tenants read per page when closing a month.
+const PAGE: u64 = 1_000;
+
+/// `YYYY-MM-01T00:00:00` of the month after `month` (RFC 3339 prefix, so it
+/// compares with stored UTC times as text).
+fn next_month_start(month: &str) -> Option<String> {
+    let (year, m) = crate::clock::parse_month(month)?;
+    let (year, m) = if m == 12 {
+        (year + 1, 1)
+    } else {
+        (year, m + 1)
+    };
+    Some(format!("{year:04}-{m:02}-01T00:00:00"))
+}
 
 /// `X-Tenantd-Signature` value for `body` sent at unix second `t`:
 /// `t=<t>,v1=<hex HMAC-SHA-256(secret, "<t>.<body>")>`.
@@ -90,14 +105,32 @@ impl BillingWorker {
     /// loop. Closing again adds events only for tenants that had none.
     pub async fn close(&self, month: &str) -> Result<CloseReport, StoreError> {
         let now = now_ms();
-        let mut tenants: Vec<(TenantId, String)> = self
-            .store
-            .tenants()
-            .load_directory(None)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row.plan))
-            .collect();
+        // Tenants that existed before the month ended (a tenant created
+        // later has nothing to bill for it), plus any tenant with usage in
+        // it (header-only tenants, or tenants since deleted).
+        let month_end = next_month_start(month);
+        let mut tenants: Vec<(TenantId, String)> = Vec::new();
+        let mut filter = TenantFilter {
+            limit: PAGE,
+            ..TenantFilter::default()
+        };
+        loop {
+            let page = self.store.tenants().list_tenants(&filter).await?;
+            let last = page.last().map(|row| row.id.clone());
+            tenants.extend(
+                page.into_iter()
+                    .filter(|row| {
+                        month_end
+                            .as_deref()
+                            .is_none_or(|end| row.created_at.as_str() < end)
+                    })
+                    .map(|row| (row.id, row.plan)),
+            );
+            match last {
+                Some(id) => filter.after = Some(id),
+                None => break,
+            }
+        }
         let unregistered = self.registry.plans().unregistered().plan.to_string();
         for id in self.store.usage().tenants_with_usage(month).await? {
             if !tenants.iter().any(|(t, _)| *t == id) {
@@ -253,6 +286,19 @@ impl BillingWorker {
 #[cfg(test)]
 mod tests {
     use super::sign;
+
+    #[test]
+    fn next_month_start_rolls_the_year() {
+        assert_eq!(
+            super::next_month_start("2026-12").as_deref(),
+            Some("2027-01-01T00:00:00")
+        );
+        assert_eq!(
+            super::next_month_start("2026-02").as_deref(),
+            Some("2026-03-01T00:00:00")
+        );
+        assert_eq!(super::next_month_start("nope"), None);
+    }
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -344,3 +344,188 @@ async fn redis_unreachable_applies_on_store_error() {
     assert_eq!(resp.status(), 200);
     app.stop().await;
 }
+
+/// A TCP proxy to Redis that can be cut and restored, standing in for a
+/// Redis that dies and comes back.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (flag, tasks) = (alive.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Dead: accept and drop, as a crashed host's RST would.
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().expect("lock").push(link);
+            }
+        });
+        Proxy {
+            addr,
+            alive,
+            links,
+            accept,
+        }
+    }
+
+    fn kill(&self) {
+        self.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("lock").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn revive(&self) {
+        self.alive.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+async fn redis_killed_mid_test_then_back() {
+    let upstream = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = Proxy::start(upstream).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = App::start_with_clock(
+        redis_config(
+            dir.path(),
+            &unique("killed"),
+            format!("redis://{}", proxy.addr),
+            3,
+        ),
+        clock,
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&app, "acme").await.status(), 200);
+    }
+    assert_eq!(get(&app, "acme").await.status(), 429);
+
+    // Redis gone: on_store_error = allow serves, without limit headers.
+    proxy.kill();
+    for _ in 0..3 {
+        let resp = get(&app, "acme").await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().get("x-ratelimit-limit").is_none());
+    }
+    let metrics = app
+        .admin(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("scrape");
+    let text = metrics.text().await.expect("text");
+    let errors: f64 = text
+        .lines()
+        .find(|l| l.starts_with("tenantd_ratelimit_store_errors_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("store error counter");
+    assert!(errors >= 3.0, "{text}");
+
+    // Redis back: the limiter reconnects by itself and the budget (still
+    // spent, Redis kept it) applies again.
+    proxy.revive();
+    let status = crate::eventually(10, || async {
+        let s = get(&app, "acme").await.status().as_u16();
+        (s != 200).then_some(s)
+    })
+    .await;
+    assert_eq!(status, 429);
+    app.stop().await;
+}
+
+/// Fires `total` requests for acme from 64 concurrent clients; returns how
+/// many were admitted.
+async fn burst(app: &App, total: usize) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        let (client, url, next) = (
+            app.client.clone(),
+            format!("{}/records", app.base),
+            next.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut admitted = 0;
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < total {
+                let resp = client
+                    .get(&url)
+                    .header("X-Tenant-ID", "acme")
+                    .send()
+                    .await
+                    .expect("get");
+                match resp.status().as_u16() {
+                    200 => admitted += 1,
+                    429 => {}
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for c in clients {
+        admitted += c.await.expect("join");
+    }
+    admitted
+}
+
+#[tokio::test]
+async fn a_ten_times_burst_from_64_clients_admits_exactly_the_limit() {
+    const LIMIT: u64 = 150;
+    let clock = Arc::new(ManualClock::new(T0 + 30_000));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app =
+        App::start_with_clock(limited_config(dir.path(), LIMIT, 1_000_000), clock.clone()).await;
+    let admitted = burst(&app, 10 * LIMIT as usize).await;
+    assert_eq!(
+        admitted as u64, LIMIT,
+        "memory store: admitted {admitted} of limit {LIMIT}"
+    );
+    app.stop().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start_with_clock(
+        redis_config(dir.path(), &unique("burst"), redis_url(), LIMIT),
+        clock,
+    )
+    .await;
+    let admitted = burst(&app, 10 * LIMIT as usize).await;
+    assert_eq!(
+        admitted as u64, LIMIT,
+        "Redis store: admitted {admitted} of limit {LIMIT}"
+    );
+    app.stop().await;
+}

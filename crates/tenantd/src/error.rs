@@ -119,7 +119,9 @@ impl From<TenantsError> for ApiError {
             TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
                 Self::NotFound(e.to_string())
             }
-            TenantsError::AlreadyExists(_) => Self::Conflict(e.to_string()),
+            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) => {
+                Self::Conflict(e.to_string())
+            }
             TenantsError::Invalid(_) => Self::Validation(e.to_string()),
             TenantsError::Store(s) => s.into(),
         }

@@ -5,7 +5,7 @@
 //! [`tenants`] (the registry, admin API, static tenants), [`keys`] (API
 //! keys and JWT verification), [`store`] (the tenant-scoped storage handle
 //! and backends), [`limits`] (rate-limit policy and quotas), [`usage`]
-//! (metering and reports), [`billing`] (month-close events and their
+//! (metering and reports), [`portable`] (one tenant's export/import), [`billing`] (month-close events and their
 //! webhook), [`audit`] (the hash-chained log), [`metrics`], [`config`],
 //! and the glue in [`app`], [`error`] and [`server`].
 
@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod portable;
 pub mod records;
 pub mod server;
 pub mod store;

@@ -214,16 +214,17 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn observe(&self, o: &Observation<'_>) {
+        let method = method_label(o.method);
         self.requests
             .get_or_create(&RouteLabels {
-                method: o.method.to_owned(),
+                method: method.to_owned(),
                 route: o.route.to_owned(),
                 status: o.status,
             })
             .inc();
         self.latency
             .get_or_create(&RouteOnly {
-                method: o.method.to_owned(),
+                method: method.to_owned(),
                 route: o.route.to_owned(),
             })
             .observe(o.latency.as_secs_f64());
@@ -307,6 +308,21 @@ async fn scrape(
         .into_response()
 }
 
+/// The method label: the standard methods by name, anything else `other`
+/// (a client may send any token as a method; labels must stay bounded).
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Gives free label slots to the busiest candidates and starts a new round.
 fn promote(r: &mut Ranking, top: usize) {
     let free = top.saturating_sub(r.labelled.len());
@@ -372,6 +388,27 @@ mod tests {
         assert!(labels.contains("hot"), "{labels:?}");
         assert!(labels.contains("warm") || labels.len() == 3, "{labels:?}");
         assert!(labels.len() <= 3, "{labels:?}");
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::new(1);
+        for i in 0..100 {
+            m.observe(&Observation {
+                method: &format!("X{i}"),
+                route: "unmatched",
+                status: 405,
+                latency: Duration::from_millis(1),
+                tenant: None,
+                code: None,
+            });
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("method=\"other\",route=\"unmatched\",status=\"405\"} 100"),
+            "{text}"
+        );
+        assert!(!text.contains("X1"), "{text}");
     }
 
     #[test]

@@ -12,10 +12,12 @@
 //!
 //! # Keys
 //!
-//! `{namespace}:{tenant}:rl:{subject}:{period_secs}:{index}`, e.g.
-//! `tenantd:acme:rl:t:60:29512345`: every key of a tenant sits under its
-//! own prefix (seed 001's separate Redis namespace), and each expires two
-//! periods after its window starts, so idle tenants cost nothing.
+//! `{namespace}:{{tenant}}:rl:{subject}:{period_secs}:{index}`, e.g.
+//! `tenantd:{acme}:rl:t:60:29512345`: every key of a tenant sits under its
+//! own prefix (seed 001's separate Redis namespace), the braces make the
+//! tenant the Redis Cluster hash tag (one check's keys share a slot, as a
+//! multi-key script requires), and each key expires two periods after its
+//! window starts, so idle tenants cost nothing.
 //!
 //! # Failure
 //!

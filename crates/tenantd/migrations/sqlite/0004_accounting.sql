@@ -89,6 +89,13 @@ CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events BEGIN
     SELECT RAISE(ABORT, 'audit events are append-only');
 END;
 
+-- Ids of deleted tenants. Their audit trail, usage and billing events are
+-- kept, so the id is never given to another tenant, who would inherit them.
+CREATE TABLE deleted_tenants (
+    id         TEXT PRIMARY KEY,
+    deleted_at TEXT NOT NULL
+) WITHOUT ROWID;
+
 -- Billing: one event per tenant and month in a durable outbox.
 CREATE TABLE billing_events (
     tenant_id       TEXT    NOT NULL,

@@ -7,8 +7,14 @@
 //!   except `POST /records/search`, which only reads, once its tenant is
 //!   known (a request refused before resolution acted on no tenant, and
 //!   letting anonymous traffic write audit chains would let it flood them);
-//! - every admin request (`/admin/…`), reads included: who looked at a
-//!   tenant's keys or usage matters as much as who changed them.
+//! - every admin request (`/admin/…`) that carries the admin key, reads
+//!   included: who looked at a tenant's keys or usage matters as much as
+//!   who changed them. Requests without the key acted on nothing and are
+//!   not written (they are in the request log and the metrics), so
+//!   anonymous traffic can neither forge "admin" events into a tenant's
+//!   chain nor grow the log.
+//! - a request refused by the rate limiter is not written either: a
+//!   tenant flooding over its limit must not load the audit writer.
 //!
 //! The event is appended before the response leaves (group-committed with
 //! concurrent requests), so a client that saw its answer can rely on the
@@ -165,9 +171,9 @@ pub async fn observe(
         }
     };
     let params = redact_params(query.as_deref(), &bytes);
-    let admin_chain = template
-        .starts_with("/admin")
-        .then(|| admin_chain(&template, &path, &bytes));
+    let admin_chain = (template.starts_with("/admin")
+        && crate::tenants::http::presents_admin_key(&parts.headers, &state.config))
+    .then(|| admin_chain(&template, &path, &bytes));
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;

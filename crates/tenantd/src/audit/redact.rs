@@ -28,6 +28,14 @@ fn looks_like_credential(s: &str) -> bool {
     s.contains("_sk_") || (bearer.starts_with("eyJ") && bearer.matches('.').count() == 2)
 }
 
+/// `(scheme, rest after '@')` of a URL that carries userinfo.
+fn url_userinfo(s: &str) -> Option<(String, String)> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((scheme.to_owned(), rest[at + 1..].to_owned()))
+}
+
 fn clean(value: &mut Value, depth: usize) {
     match value {
         Value::Object(map) => {
@@ -53,6 +61,12 @@ fn clean(value: &mut Value, depth: usize) {
         // A credential pasted under an innocent name is still a credential.
         Value::String(s) if looks_like_credential(s) => {
             *s = REDACTED.to_owned();
+        }
+        // `scheme://user:password@host/…` keeps the scheme and host only.
+        Value::String(s) if url_userinfo(s).is_some() => {
+            if let Some((scheme, host)) = url_userinfo(s) {
+                *s = format!("{scheme}://{REDACTED}@{host}");
+            }
         }
         Value::String(s) if s.chars().count() > MAX_STRING => {
             let cut: String = s.chars().take(MAX_STRING).collect();
@@ -112,6 +126,18 @@ mod tests {
         assert_eq!(v["body"]["oidc"]["issuer"], "https://i");
         assert_eq!(v["body"]["max_api_keys"], 3);
         assert_eq!(v["query"]["grace_seconds"], "5");
+    }
+
+    #[test]
+    fn userinfo_of_urls_is_redacted() {
+        let body = br#"{"repository_url":"https://oauth2:glpat-xyz@gitlab.example.com/a/b.git","url":"https://example.com/x@y"}"#;
+        let text = redact_params(None, body);
+        assert!(!text.contains("glpat-xyz"), "{text}");
+        assert!(
+            text.contains("https://***@gitlab.example.com/a/b.git"),
+            "{text}"
+        );
+        assert!(text.contains("https://example.com/x@y"), "{text}");
     }
 
     #[test]

@@ -229,14 +229,26 @@ impl AuditRepo for SqliteStore {
             events,
             problem,
         };
+        // The head is read first and the walk stops at it: events appended
+        // while a live server keeps writing are past the head and are not
+        // mistaken for tampering.
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
+        let upto = head.as_ref().map_or(i64::MAX, |(seq, _)| *seq);
         loop {
             let sql = format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+                "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = ?1 AND seq >= ?2 AND seq <= ?4 \
+                 ORDER BY seq LIMIT ?3"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant)
                 .bind(expected_seq)
                 .bind(PAGE)
+                .bind(upto)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(map_sqlx)?;
@@ -277,12 +289,6 @@ impl AuditRepo for SqliteStore {
                 break;
             }
         }
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1")
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_sqlx)?;
         let last = expected_seq - 1;
         match head {
             Some((seq, hash)) if seq == last && hash == prev => Ok(report(events, None)),

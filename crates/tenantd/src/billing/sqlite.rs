@@ -138,10 +138,12 @@ impl BillingRepo for SqliteStore {
         &self,
         month: Option<&str>,
     ) -> Result<Vec<BillingEvent>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM billing_events \
-             WHERE ?1 IS NULL OR month = ?1 ORDER BY month, tenant_id"
-        )))
+        // The payload stays out of listings (it is not shown).
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, month, status, attempts, next_attempt_ms, last_error, \
+             created_at, delivered_at, '' AS payload FROM billing_events \
+             WHERE ?1 IS NULL OR month = ?1 ORDER BY month, tenant_id",
+        )
         .bind(month)
         .fetch_all(&self.pool)
         .await

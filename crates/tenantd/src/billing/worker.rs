@@ -20,6 +20,8 @@ use crate::usage::month_report;
 
 /// Events fetched per delivery round.
 const BATCH: u32 = 64;
+/// How long into a new month the previous one is closed automatically.
+const AUTO_CLOSE_GRACE_MS: i64 = 15 * 60 * 1_000;
 /// Tenants read per page when closing a month.
 const PAGE: u64 = 1_000;
 
@@ -132,8 +134,10 @@ impl BillingWorker {
             }
         }
         let unregistered = self.registry.plans().unregistered().plan.to_string();
+        let known: std::collections::HashSet<TenantId> =
+            tenants.iter().map(|(t, _)| t.clone()).collect();
         for id in self.store.usage().tenants_with_usage(month).await? {
-            if !tenants.iter().any(|(t, _)| *t == id) {
+            if !known.contains(&id) {
                 tenants.push((id, unregistered.clone()));
             }
         }
@@ -205,7 +209,15 @@ impl BillingWorker {
     }
 
     async fn auto_close(&self) -> Result<(), StoreError> {
-        let Some(previous) = previous_month(&month_of_ms(now_ms())) else {
+        let now = now_ms();
+        let current = month_of_ms(now);
+        // Wait out the grace after midnight, so requests of the old month
+        // still in flight or in an instance's usage batch are written
+        // before its events are.
+        if month_of_ms(now - AUTO_CLOSE_GRACE_MS) != current {
+            return Ok(());
+        }
+        let Some(previous) = previous_month(&current) else {
             return Ok(());
         };
         if !self.store.billing().month_closed(&previous).await? {

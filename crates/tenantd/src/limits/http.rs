@@ -128,8 +128,9 @@ pub(crate) async fn me(
         .get_tenant(id)
         .await?
         .map(|row| row.name);
+    // Figures as of the last usage flush (`usage.flush_ms`): a tenant's
+    // poll must not force a write transaction over every tenant.
     let month = month_of_ms(now_ms());
-    state.flush_usage().await;
     let scoped = state.store.scoped(&ctx);
     let counters = scoped.month_counters(&month).await?;
     let size = scoped.current_size().await?;

@@ -7,6 +7,11 @@ pub mod http;
 mod model;
 mod sqlite;
 
+/// The search indexer, for imports that write record rows directly.
+pub(crate) mod sqlite_support {
+    pub(crate) use super::sqlite::index;
+}
+
 use async_trait::async_trait;
 
 use crate::store::{StoreError, TenantScope, TenantStore};

@@ -51,7 +51,7 @@ fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
 }
 
 /// Writes the FTS row of record `seq` (replacing any previous one).
-async fn index(
+pub(crate) async fn index(
     tx: &mut Transaction<'static, Sqlite>,
     seq: i64,
     tenant: &TenantId,

@@ -22,6 +22,7 @@ use crate::billing::BillingRepo;
 use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
 use crate::limits::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
+use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
@@ -83,6 +84,7 @@ pub trait Backend:
     + UsageRepo
     + AuditRepo
     + BillingRepo
+    + PortableRepo
     + Send
     + Sync
     + 'static
@@ -220,6 +222,11 @@ impl AdminStore {
 
     /// The billing outbox.
     pub fn billing(&self) -> &dyn BillingRepo {
+        self.backend.as_ref()
+    }
+
+    /// Whole-tenant dumps (export/import).
+    pub fn portable(&self) -> &dyn PortableRepo {
         self.backend.as_ref()
     }
 }

@@ -38,23 +38,33 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = state.config.admin.key.as_deref() else {
+        if state.config.admin.key.is_none() {
             return Err(ApiError::Unauthorized(
                 "The admin API is disabled: set TENANTD_ADMIN_KEY".to_owned(),
             ));
-        };
-        // A malformed Authorization header counts as no admin key.
-        let presented = match parts.headers.get("x-admin-key") {
-            Some(v) => v.to_str().ok().map(str::trim),
-            None => tenancy::bearer_token(&parts.headers).ok().flatten(),
-        };
-        match presented {
-            Some(key) if tenancy::secrets_match(key, expected) => Ok(Admin),
-            _ => Err(ApiError::Unauthorized(
+        }
+        if presents_admin_key(&parts.headers, &state.config) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized(
                 "Invalid or missing admin key".to_owned(),
-            )),
+            ))
         }
     }
+}
+
+/// Whether `headers` carry the configured admin key (`x-admin-key`, or
+/// `Authorization: Bearer`), compared in constant time. A malformed
+/// Authorization header counts as no key.
+pub(crate) fn presents_admin_key(headers: &axum::http::HeaderMap, config: &crate::Config) -> bool {
+    let Some(expected) = config.admin.key.as_deref() else {
+        return false;
+    };
+    let presented = match headers.get("x-admin-key") {
+        Some(v) => v.to_str().ok().map(str::trim),
+        None => tenancy::bearer_token(headers).ok().flatten(),
+    };
+    presented.is_some_and(|key| tenancy::secrets_match(key, expected))
 }
 
 /// A tenant id from the path; one that cannot exist is a tenant that

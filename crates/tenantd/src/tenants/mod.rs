@@ -39,6 +39,12 @@ pub enum TenantsError {
     /// The id is taken.
     #[error("Tenant '{0}' already exists")]
     AlreadyExists(String),
+    /// The id belonged to a deleted tenant (409): its audit trail and
+    /// usage are kept, so it is never given to another tenant.
+    #[error(
+        "Tenant id {0} belonged to a deleted tenant whose audit trail and usage are kept; choose another id"
+    )]
+    Retired(String),
     /// Fields are invalid; every problem is listed.
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -46,6 +52,9 @@ pub enum TenantsError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The `Conflict` text of an insert refused because the id was retired.
+pub(crate) const RETIRED_ID: &str = "retired tenant id";
 
 /// Filter and page of `GET /admin/tenants`.
 #[derive(Debug, Clone, Default)]

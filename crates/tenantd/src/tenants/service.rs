@@ -126,6 +126,9 @@ impl TenantAdmin {
             .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
             .await
             .map_err(|e| match e {
+                StoreError::Conflict(why) if why == super::RETIRED_ID => {
+                    TenantsError::Retired(id.to_string())
+                }
                 StoreError::Conflict(_) => TenantsError::AlreadyExists(id.to_string()),
                 other => other.into(),
             })?;

@@ -77,6 +77,15 @@ impl TenantRepo for SqliteStore {
         first_key: Option<&KeyInsert>,
     ) -> Result<Option<ApiKeyInfo>, StoreError> {
         let mut tx = self.write_tx().await?;
+        let deleted: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = ?1")
+                .bind(row.id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        if deleted.is_some() {
+            return Err(StoreError::Conflict(super::RETIRED_ID.to_owned()));
+        }
         write_row(&mut tx, row, false).await?;
         let key = match first_key {
             Some(key) => Some(crate::keys::sqlite_insert(&mut tx, &row.id, key).await?),
@@ -190,6 +199,12 @@ impl TenantRepo for SqliteStore {
             .map_err(map_sqlx)?
             .rows_affected();
         run("DELETE FROM tenants WHERE id = ?1")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query("INSERT OR REPLACE INTO deleted_tenants (id, deleted_at) VALUES (?1, ?2)")
+            .bind(tenant)
+            .bind(crate::clock::now_rfc3339())
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx)?;

@@ -154,6 +154,16 @@ async fn create_show_list_update_delete() {
         .await
         .expect("del");
     assert_error(resp, 404, "not_found").await;
+    // The id is not handed to a new tenant: it would inherit the deleted
+    // one's audit trail and usage.
+    let resp = app
+        .admin(Method::POST, "/admin/tenants")
+        .json(&json!({"id": "acme", "name": "Someone else"}))
+        .send()
+        .await
+        .expect("create");
+    let detail = assert_error(resp, 409, "conflict").await;
+    assert!(detail.contains("deleted tenant"), "{detail}");
     app.stop().await;
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Order of the stack, outermost first (DESIGN.md section 2):
 //! request id → trace span (with `request_id`, later `tenant_id`) → panic
-//! catcher → JSON-error normaliser → timeout → body limit → routes, where the
-//! tenant routes sit behind the [`TenancyLayer`].
+//! catcher → JSON-error normaliser → body limit → observer (metrics, audit)
+//! → panic catcher → timeout → routes, where the tenant routes sit behind
+//! the [`TenancyLayer`], the usage accounting and the rate limiter.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +232,13 @@ pub fn router(
         app = app.merge(crate::metrics::routes());
     }
     app.fallback(not_found)
+        // Inside the observer, so a timed-out or panicking request is still
+        // counted, metered and audited with the status it got.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::layer::observe,
@@ -248,11 +256,8 @@ pub fn router(
                         .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // A last resort for a panic in the observer itself.
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::map_response(json_errors))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    timeout,
-                )),
+                .layer(axum::middleware::map_response(json_errors)),
         )
 }

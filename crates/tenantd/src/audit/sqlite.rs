@@ -187,12 +187,23 @@ impl AuditRepo for SqliteStore {
         tenant: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = ?1 AND seq > ?2 \
-             AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR actor = ?4) \
-             AND (?5 IS NULL OR at_ms >= ?5) AND (?6 IS NULL OR at_ms < ?6) \
-             ORDER BY seq LIMIT ?7"
-        );
+        // Only the filters given become predicates, so a time range is a
+        // plain range on (tenant_id, at_ms) that its index serves.
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM audit_events WHERE tenant_id = ?1 AND seq > ?2");
+        if filter.action.is_some() {
+            sql.push_str(" AND action = ?3");
+        }
+        if filter.actor.is_some() {
+            sql.push_str(" AND actor = ?4");
+        }
+        if filter.since_ms.is_some() {
+            sql.push_str(" AND at_ms >= ?5");
+        }
+        if filter.until_ms.is_some() {
+            sql.push_str(" AND at_ms < ?6");
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?7");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant)
             .bind(i64::try_from(filter.after_seq).unwrap_or(i64::MAX))

@@ -71,6 +71,24 @@ async fn mutations_and_admin_actions_are_recorded_with_actor_and_secrets_redacte
         .expect("post");
     assert_eq!(resp.status(), 422);
 
+    // Without the admin key nothing is written: no forged "admin" events,
+    // no log growth from anonymous traffic.
+    let resp = app
+        .client
+        .put(format!("{}/admin/tenants/acme", app.base))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 405);
+    let resp = app
+        .client
+        .delete(format!("{}/admin/tenants/acme", app.base))
+        .bearer_auth("not-the-admin-key-0123456789")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 401);
+
     let page = app.admin_json("/admin/audit?tenant=acme").await;
     let all = list(&page);
     let actions: Vec<&str> = all
@@ -103,6 +121,12 @@ async fn mutations_and_admin_actions_are_recorded_with_actor_and_secrets_redacte
     // Hash links.
     assert_eq!(all[1]["prev_hash"], all[0]["hash"]);
     assert_eq!(all[0]["seq"], 1);
+
+    let system = app.admin_json("/admin/audit").await;
+    let system = list(&system);
+    assert_eq!(system.len(), 1, "only the admin's own read: {system:?}");
+    assert_eq!(system[0]["action"], "audit.read");
+    assert_eq!(system[0]["actor"], "admin");
 
     let text = page.to_string();
     for secret in ["hunter2", "tok-secret-value", &first_key, &second_key] {

@@ -75,31 +75,37 @@ impl RouteClass {
     }
 }
 
-/// `2xx`, `3xx`, `4xx`, `5xx` (1xx counts as 2xx: nothing here sends it).
+/// `2xx`, `3xx`, `4xx`, `5xx`, and `429` apart (1xx counts as 2xx: nothing
+/// here sends it). Rate-limited calls are their own class so a report can
+/// show them and a price need not charge for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusClass {
     /// Success.
     Success,
     /// Redirection.
     Redirect,
-    /// Client error.
+    /// Client error other than 429.
     ClientError,
     /// Server error.
     ServerError,
+    /// Refused by a rate limit (429).
+    RateLimited,
 }
 
 impl StatusClass {
-    const ALL: [StatusClass; 4] = [
+    const ALL: [StatusClass; 5] = [
         Self::Success,
         Self::Redirect,
         Self::ClientError,
         Self::ServerError,
+        Self::RateLimited,
     ];
 
     /// Of a status code.
     pub fn of(status: u16) -> Self {
         match status {
             500.. => Self::ServerError,
+            429 => Self::RateLimited,
             400..=499 => Self::ClientError,
             300..=399 => Self::Redirect,
             _ => Self::Success,
@@ -113,6 +119,7 @@ impl StatusClass {
             Self::Redirect => "3xx",
             Self::ClientError => "4xx",
             Self::ServerError => "5xx",
+            Self::RateLimited => "429",
         }
     }
 
@@ -123,7 +130,7 @@ impl StatusClass {
 
 #[derive(Debug, Default)]
 struct Cell {
-    calls: [[u64; 4]; 5],
+    calls: [[u64; 5]; 5],
     day: DayStats,
 }
 
@@ -170,7 +177,7 @@ impl UsageRecorder {
         cell.calls[class.index()][status_class.index()] += 1;
         cell.day.requests += 1;
         match status_class {
-            StatusClass::ClientError => cell.day.client_errors += 1,
+            StatusClass::ClientError | StatusClass::RateLimited => cell.day.client_errors += 1,
             StatusClass::ServerError => cell.day.server_errors += 1,
             _ => {}
         }
@@ -294,7 +301,8 @@ mod tests {
         assert_eq!(RouteClass::of("/audit"), RouteClass::Account);
         assert_eq!(RouteClass::of("/x"), RouteClass::Other);
         assert_eq!(StatusClass::of(204), StatusClass::Success);
-        assert_eq!(StatusClass::of(429), StatusClass::ClientError);
+        assert_eq!(StatusClass::of(429), StatusClass::RateLimited);
+        assert_eq!(StatusClass::of(404), StatusClass::ClientError);
         assert_eq!(StatusClass::of(503), StatusClass::ServerError);
     }
 

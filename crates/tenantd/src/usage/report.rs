@@ -15,6 +15,9 @@ use crate::config::Prices;
 pub struct ApiCalls {
     /// All calls.
     pub total: u64,
+    /// Calls that count towards the price: all but those refused by a rate
+    /// limit (429), which the tenant did not get served.
+    pub billable: u64,
     /// Route class → status class (`2xx`, `4xx`, …) → calls.
     pub by_class: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -95,6 +98,9 @@ impl UsageReport {
                         && let (Some(class), Some(status)) = (parts.next(), parts.next())
                     {
                         api_calls.total += value;
+                        if status != "429" {
+                            api_calls.billable += value;
+                        }
                         *api_calls
                             .by_class
                             .entry(class.to_owned())
@@ -108,7 +114,11 @@ impl UsageReport {
         let storage_gb = Decimal::from(storage_bytes) / Decimal::from(GIB);
         let quantities = [
             ("base", Decimal::ONE, prices.base),
-            ("api_calls", Decimal::from(api_calls.total), prices.api_call),
+            (
+                "api_calls",
+                Decimal::from(api_calls.billable),
+                prices.api_call,
+            ),
             (
                 "records_written",
                 Decimal::from(records_written),

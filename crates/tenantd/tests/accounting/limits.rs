@@ -103,6 +103,15 @@ async fn windows_per_minute_and_hour_with_headers_and_429() {
     assert_eq!(get(&app, "acme").await.status(), 429);
     clock.advance(Duration::from_secs(3600));
     assert_eq!(get(&app, "acme").await.status(), 200);
+
+    // Usage shows the refusals apart, and they are not billable.
+    let usage = app.admin_json("/admin/tenants/acme/usage").await;
+    assert_eq!(usage["api_calls"]["total"], 11, "{usage}");
+    assert_eq!(usage["api_calls"]["billable"], 6, "{usage}");
+    assert_eq!(
+        usage["api_calls"]["by_class"]["records"]["429"], 5,
+        "{usage}"
+    );
     app.stop().await;
 }
 

@@ -62,8 +62,10 @@ if allowed == 1 then
     local key = KEYS[2 * i - 1]
     if not seen[key] then
       seen[key] = true
-      redis.call('INCR', key)
-      redis.call('PEXPIRE', key, 2 * tonumber(ARGV[2 * i]))
+      -- A key's first count sets its expiry; later counts leave it.
+      if redis.call('INCR', key) == 1 then
+        redis.call('PEXPIRE', key, 2 * tonumber(ARGV[2 * i]))
+      end
     end
   end
 end
@@ -126,7 +128,7 @@ impl RedisStore {
 
     fn key(&self, tenant: &TenantId, label: &str, period_secs: u64, index: u64) -> String {
         format!(
-            "{}:{tenant}:rl:{label}:{period_secs}:{index}",
+            "{}:{{{tenant}}}:rl:{label}:{period_secs}:{index}",
             self.namespace
         )
     }

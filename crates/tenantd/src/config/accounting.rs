@@ -29,7 +29,7 @@ pub struct LimitsConfig {
     pub store: LimitStoreKind,
     /// Redis URL when `store: redis` (`TENANTD_REDIS_URL`).
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key: `<namespace>:<tenant>:rl:…`.
+    /// Prefix of every Redis key: `<namespace>:{<tenant>}:rl:…`.
     pub redis_namespace: String,
     /// A Redis call slower than this counts as a store error.
     pub redis_timeout_ms: u64,

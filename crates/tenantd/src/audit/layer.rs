@@ -179,16 +179,15 @@ pub async fn observe(
         .await;
     let status = response.status().as_u16();
 
+    let limited =
+        response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
     let (chain, actor) = match (response.extensions().get::<Accounted>(), admin_chain) {
-        (Some(accounted), _) => (
+        (Some(accounted), _) if !limited => (
             accounted.tenant.as_str().to_owned(),
             accounted.actor.clone(),
         ),
-        // A refused admin key acted on nothing: its attempts go to the
-        // system chain, so they cannot create chains for arbitrary ids.
-        (None, Some(_)) if status == 401 => (SYSTEM_CHAIN.to_owned(), "anonymous".to_owned()),
         (None, Some(chain)) => (chain, "admin".to_owned()),
-        (None, None) => {
+        _ => {
             observe_metrics(&state, &method, &template, &response, started);
             return response;
         }

@@ -85,6 +85,9 @@ async fn windows_per_minute_and_hour_with_headers_and_429() {
         let detail = assert_limited(get(&app, "acme").await).await;
         assert!(detail.contains("3 requests per minute"), "{detail}");
     }
+    // A refused write is neither served nor audited.
+    let resp = app.create_record("acme", "refused").await;
+    assert_limited(resp).await;
     // Another tenant has its own budget.
     assert_eq!(get(&app, "beta").await.status(), 200);
 
@@ -106,11 +109,22 @@ async fn windows_per_minute_and_hour_with_headers_and_429() {
 
     // Usage shows the refusals apart, and they are not billable.
     let usage = app.admin_json("/admin/tenants/acme/usage").await;
-    assert_eq!(usage["api_calls"]["total"], 11, "{usage}");
+    assert_eq!(usage["api_calls"]["total"], 12, "{usage}");
     assert_eq!(usage["api_calls"]["billable"], 6, "{usage}");
     assert_eq!(
-        usage["api_calls"]["by_class"]["records"]["429"], 5,
+        usage["api_calls"]["by_class"]["records"]["429"], 6,
         "{usage}"
+    );
+    let audit = app.admin_json("/admin/audit?tenant=acme").await;
+    let writes: Vec<&Value> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"] == "records.create")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a rate-limited write was audited: {writes:?}"
     );
     app.stop().await;
 }

@@ -113,13 +113,14 @@ pub trait BillingRepo: Send + Sync {
     /// Whether `month` has been closed.
     async fn month_closed(&self, month: &str) -> Result<bool, StoreError>;
     /// Writes `events` (ignoring tenants that already have one for
-    /// `month`) and marks the month closed, in one transaction. Returns
-    /// how many were new.
+    /// `month`) and, with `mark_closed`, marks the month closed, in one
+    /// transaction. Returns how many were new.
     async fn close_month(
         &self,
         month: &str,
         events: &[NewBillingEvent],
         now_ms: i64,
+        mark_closed: bool,
     ) -> Result<u64, StoreError>;
     /// Pending events due at `now_ms`, oldest first.
     async fn due_events(&self, now_ms: i64, limit: u32) -> Result<Vec<BillingEvent>, StoreError>;

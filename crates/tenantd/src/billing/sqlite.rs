@@ -46,6 +46,7 @@ impl BillingRepo for SqliteStore {
         month: &str,
         events: &[NewBillingEvent],
         now_ms: i64,
+        mark_closed: bool,
     ) -> Result<u64, StoreError> {
         let created_at = rfc3339_from_ms(now_ms);
         let mut tx = self.write_tx().await?;
@@ -67,12 +68,14 @@ impl BillingRepo for SqliteStore {
             .map_err(map_sqlx)?;
             created += done.rows_affected();
         }
-        sqlx::query("INSERT OR IGNORE INTO billing_months (month, closed_at) VALUES (?1, ?2)")
-            .bind(month)
-            .bind(&created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+        if mark_closed {
+            sqlx::query("INSERT OR IGNORE INTO billing_months (month, closed_at) VALUES (?1, ?2)")
+                .bind(month)
+                .bind(&created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+        }
         tx.commit().await.map_err(map_sqlx)?;
         Ok(created)
     }

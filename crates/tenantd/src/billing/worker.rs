@@ -141,41 +141,56 @@ impl BillingWorker {
                 tenants.push((id, unregistered.clone()));
             }
         }
-        let mut events = Vec::with_capacity(tenants.len());
-        for (tenant, plan) in &tenants {
-            let report =
-                month_report(&self.store, self.registry.plans(), tenant, plan, month).await?;
-            let id = format!("evt_{}", ulid::Ulid::new());
-            let payload = serde_json::json!({
-                "id": id,
-                "type": EVENT_TYPE,
-                "created_at": rfc3339_from_ms(now),
-                "tenant_id": tenant.as_str(),
-                "month": month,
-                "usage": report,
-            });
-            events.push(NewBillingEvent {
-                tenant: tenant.clone(),
-                id,
-                payload: payload.to_string(),
-            });
+        // Written a page of tenants at a time, so 100,000 tenants never mean
+        // 100,000 payloads in memory; the month is marked closed with the
+        // last page. A close cut short is completed by the next one (the
+        // inserts are idempotent).
+        let total = tenants.len();
+        let mut created = 0;
+        let mut pages = tenants
+            .chunks(usize::try_from(PAGE).unwrap_or(1_000))
+            .peekable();
+        if pages.peek().is_none() {
+            self.store
+                .billing()
+                .close_month(month, &[], now, true)
+                .await?;
         }
-        let created = self
-            .store
-            .billing()
-            .close_month(month, &events, now)
-            .await?;
-        tracing::info!(
-            month,
-            created,
-            tenants = events.len(),
-            "billing month closed"
-        );
+        while let Some(page) = pages.next() {
+            let mut events = Vec::with_capacity(page.len());
+            for (tenant, plan) in page {
+                let report =
+                    month_report(&self.store, self.registry.plans(), tenant, plan, month).await?;
+                let id = format!("evt_{}", ulid::Ulid::new());
+                let payload = serde_json::json!({
+                    "id": id,
+                    "type": EVENT_TYPE,
+                    "created_at": rfc3339_from_ms(now),
+                    "tenant_id": tenant.as_str(),
+                    "month": month,
+                    "usage": report,
+                });
+                events.push(NewBillingEvent {
+                    tenant: tenant.clone(),
+                    id,
+                    payload: payload.to_string(),
+                });
+            }
+            let last = pages.peek().is_none();
+            created += self
+                .store
+                .billing()
+                .close_month(month, &events, now, last)
+                .await?;
+        }
+        tracing::info!(month, created, tenants = total, "billing month closed");
         self.wake.notify_one();
         Ok(CloseReport {
             month: month.to_owned(),
             created,
-            existing: u64::try_from(events.len()).unwrap_or(u64::MAX) - created,
+            existing: u64::try_from(total)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(created),
         })
     }
 

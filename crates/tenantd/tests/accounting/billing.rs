@@ -260,3 +260,35 @@ async fn an_open_month_needs_force_and_bad_months_are_refused() {
     assert_eq!(outbox[0]["attempts"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_close_over_more_tenants_than_one_page_writes_every_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |_| {})).await;
+    // 1,005 header-only tenants with usage (the registry stays empty).
+    for i in 0..1_005 {
+        let resp = app
+            .req(Method::GET, &format!("t{i}"), "/records")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+    }
+    let month = this_month();
+    let report = close(&app, &month).await;
+    assert_eq!(report["created"], 1_005, "{report}");
+    let again = close(&app, &month).await;
+    assert_eq!(
+        (again["created"].as_u64(), again["existing"].as_u64()),
+        (Some(0), Some(1_005))
+    );
+    let outbox: Value = app
+        .admin_json(&format!("/admin/billing/events?month={month}"))
+        .await;
+    let events = outbox.as_array().expect("events");
+    assert_eq!(events.len(), 1_005);
+    let ids: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1_005, "one distinct event per tenant");
+    app.stop().await;
+}

@@ -105,45 +105,63 @@ impl Decision {
         let Some(tight) = self.tightest() else {
             return;
         };
+        use std::fmt::Write as _;
         let reset_at = (now_ms / 1_000).saturating_add(tight.reset_secs);
-        let policy = self
-            .windows
-            .iter()
-            .map(|w| {
-                format!(
-                    "\"{}\";q={};w={}",
-                    policy_name(w),
-                    w.window.limit,
-                    w.window.period_ms() / 1_000
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let current = format!(
+        // Built with one buffer each (this runs on every limited request).
+        let mut policy = String::with_capacity(32 * self.windows.len());
+        for (i, w) in self.windows.iter().enumerate() {
+            if i > 0 {
+                policy.push_str(", ");
+            }
+            let _ = write!(
+                policy,
+                "\"{}\";q={};w={}",
+                PolicyName(w),
+                w.window.limit,
+                w.window.period_ms() / 1_000
+            );
+        }
+        let mut current = String::with_capacity(32);
+        let _ = write!(
+            current,
             "\"{}\";r={};t={}",
-            policy_name(tight),
+            PolicyName(tight),
             tight.remaining,
             tight.reset_secs
         );
-        set(headers, "x-ratelimit-limit", tight.window.limit.to_string());
-        set(
-            headers,
-            "x-ratelimit-remaining",
-            tight.remaining.to_string(),
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(tight.window.limit),
         );
-        set(headers, "x-ratelimit-reset", reset_at.to_string());
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(tight.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset_at),
+        );
         set(headers, "ratelimit-policy", policy);
         set(headers, "ratelimit", current);
         if !self.allowed {
-            set(headers, "retry-after", self.retry_after_secs.to_string());
+            headers.insert(
+                HeaderName::from_static("retry-after"),
+                HeaderValue::from(self.retry_after_secs),
+            );
         }
     }
 }
 
-fn policy_name(state: &WindowState) -> String {
-    match state.subject {
-        Subject::Tenant => state.window.token(),
-        Subject::Key(_) => format!("key-{}", state.window.token()),
+/// The window's name in the IETF fields: `minute`, or `key-minute` for an
+/// API key's own bucket (the key id is not sent).
+struct PolicyName<'a>(&'a WindowState);
+
+impl std::fmt::Display for PolicyName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if matches!(self.0.subject, Subject::Key(_)) {
+            f.write_str("key-")?;
+        }
+        f.write_str(&self.0.window.token())
     }
 }
 

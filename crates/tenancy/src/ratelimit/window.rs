@@ -77,13 +77,13 @@ impl Window {
     }
 
     /// Short token for headers: `minute`, `hour`, `day`, or `Ns`.
-    pub(crate) fn token(&self) -> String {
+    pub(crate) fn token(&self) -> std::borrow::Cow<'static, str> {
         match self.period_ms() / 1_000 {
-            1 => "second".to_owned(),
-            60 => "minute".to_owned(),
-            3_600 => "hour".to_owned(),
-            86_400 => "day".to_owned(),
-            secs => format!("{secs}s"),
+            1 => "second".into(),
+            60 => "minute".into(),
+            3_600 => "hour".into(),
+            86_400 => "day".into(),
+            secs => format!("{secs}s").into(),
         }
     }
 }

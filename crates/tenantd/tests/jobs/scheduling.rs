@@ -139,23 +139,32 @@ async fn killed_mid_queue_every_job_finishes_exactly_once_after_restart() {
     // One slow-ish worker, so the queue is still full when the process dies.
     let server = spawn(data.path(), "1").await;
     let base = server.base.clone();
-    let mut jobs = Vec::new();
+    // Submitted concurrently, so the queue fills faster than one worker
+    // drains it (each submission also waits for its audit event).
+    let mut submits = Vec::new();
     for i in 0..36 {
         let tenant = tenants[i % tenants.len()];
-        let resp: Value = client
-            .post(format!("{base}/detect/submit"))
-            .header("X-Tenant-ID", tenant)
-            .json(&json!({"repository_url": urls[i % urls.len()]}))
-            .send()
-            .await
-            .expect("submit")
-            .json()
-            .await
-            .expect("json");
-        jobs.push((
-            tenant,
-            resp["detection_id"].as_str().expect("id").to_owned(),
-        ));
+        let (client, base, url) = (client.clone(), base.clone(), urls[i % urls.len()].clone());
+        submits.push(tokio::spawn(async move {
+            let resp: Value = client
+                .post(format!("{base}/detect/submit"))
+                .header("X-Tenant-ID", tenant)
+                .json(&json!({"repository_url": url}))
+                .send()
+                .await
+                .expect("submit")
+                .json()
+                .await
+                .expect("json");
+            (
+                tenant,
+                resp["detection_id"].as_str().expect("id").to_owned(),
+            )
+        }));
+    }
+    let mut jobs = Vec::new();
+    for submit in submits {
+        jobs.push(submit.await.expect("join"));
     }
     let mut done = 0;
     for tenant in tenants {

@@ -56,7 +56,7 @@ start_server() {
     memory) env+=(TENANTD_LIMITS__ENABLED=true TENANTD_LIMITS__STORE=memory
                   TENANTD_LIMITS__REQUESTS_PER_MINUTE="$rpm") ;;
     redis) env+=(TENANTD_LIMITS__ENABLED=true TENANTD_LIMITS__STORE=redis
-                 TENANTD_LIMITS__REDIS_URL="$REDIS_URL"
+                 TENANTD_LIMITS__REDIS_URL="$REDIS_URL" TENANTD_LIMITS__ON_STORE_ERROR=deny
                  TENANTD_LIMITS__REDIS_NAMESPACE="bench-$$-$RANDOM"
                  TENANTD_LIMITS__REQUESTS_PER_MINUTE="$rpm") ;;
   esac

@@ -660,3 +660,20 @@ async fn redis_going_away_follows_on_store_error_and_recovers() {
     proxy.kill().await;
     cleanup(&ns).await;
 }
+
+/// The first window after the epoch has no previous window: its count must
+/// not be read twice (it once was, as the "previous" key was the current).
+#[tokio::test]
+async fn the_first_window_after_the_epoch_counts_once() {
+    let ns = namespace();
+    let redis = store(&ns);
+    let memory = MemoryStore::new();
+    let buckets = [Bucket::tenant([Window::per_minute(3)])];
+    let t = tenant("acme");
+    for now in [1_000, 2_000, 3_000, 4_000] {
+        let r = check(&redis, &t, &buckets, now).await;
+        let m = check(&memory, &t, &buckets, now).await;
+        assert_eq!(r, m, "at {now} ms");
+    }
+    cleanup(&ns).await;
+}

@@ -76,6 +76,11 @@ end
 return out
 "#;
 
+/// Lua numbers are doubles: `limit × period_ms` is exact up to 2^53, so a
+/// larger limit is treated as `2^53 / period_ms` (about 104 million per day,
+/// 2.5 billion per hour), far above any useful limit.
+const MAX_EXACT: u64 = 1 << 53;
+
 /// Rate-limit counters in Redis (see the module documentation).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -165,11 +170,17 @@ impl RateLimitStore for RedisStore {
             for window in &bucket.windows {
                 let index = window.index(now_ms);
                 let secs = window.period_ms() / 1_000;
+                // The first window after the epoch has no previous one: a
+                // key that is never counted stands in for it.
+                let previous = match index.checked_sub(1) {
+                    Some(p) => self.key(tenant, &label, secs, p),
+                    None => format!("{}:{{{tenant}}}:rl:{label}:{secs}:none", self.namespace),
+                };
                 invocation
                     .key(self.key(tenant, &label, secs, index))
-                    .key(self.key(tenant, &label, secs, index.saturating_sub(1)))
+                    .key(previous)
                     .arg(window.period_ms())
-                    .arg(window.limit);
+                    .arg(window.limit.min(MAX_EXACT / window.period_ms()));
                 slots.push(Slot {
                     subject: bucket.subject.clone(),
                     window: *window,

@@ -143,6 +143,8 @@ impl PortableRepo for SqliteStore {
             if data.get(*tenant_column).and_then(Value::as_str) != Some(tenant.as_str()) {
                 return Err(invalid(format!("a {table} row of another tenant")));
             }
+            // `table` was found in TABLES, and every TABLES entry was put
+            // in `columns_of` above, so the index cannot miss.
             let known = &columns_of[table];
             let mut names = Vec::new();
             let mut values = Vec::new();

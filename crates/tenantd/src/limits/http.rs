@@ -128,11 +128,12 @@ pub(crate) async fn me(
         .get_tenant(id)
         .await?
         .map(|row| row.name);
-    // Figures as of the last usage flush (`usage.flush_ms`): a tenant's
-    // poll must not force a write transaction over every tenant.
+    // Stored counters plus this tenant's calls not yet written: figures as
+    // of now, without forcing a write transaction over every tenant.
     let month = month_of_ms(now_ms());
     let scoped = state.store.scoped(&ctx);
-    let counters = scoped.month_counters(&month).await?;
+    let mut counters = scoped.month_counters(&month).await?;
+    counters.extend(state.usage.pending_counters(id, &month));
     let size = scoped.current_size().await?;
     let keys = state.admin.store().keys().count_live_keys(id).await?;
     let prices = state.admin.registry().plans().prices(&settings.plan);

@@ -184,6 +184,36 @@ impl UsageRecorder {
         cell.day.latency.record(micros);
     }
 
+    /// API-call counters of `tenant` in `month` not yet written, named as
+    /// stored (added to the stored ones, they give the figures as of now;
+    /// a batch being written at that moment is briefly in neither).
+    pub fn pending_counters(&self, tenant: &TenantId, month: &str) -> Vec<(String, u64)> {
+        let pending = self.lock();
+        let mut out = Vec::new();
+        for ((t, day), cell) in pending.iter() {
+            if t != tenant || month_of_ms(day * DAY_MS) != month {
+                continue;
+            }
+            for class in RouteClass::ALL {
+                for status in StatusClass::ALL {
+                    let n = cell.calls[class.index()][status.index()];
+                    if n > 0 {
+                        out.push((
+                            format!(
+                                "{}:{}:{}",
+                                metric::API_CALLS,
+                                class.as_str(),
+                                status.as_str()
+                            ),
+                            n,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Requests waiting to be written.
     pub fn pending_requests(&self) -> u64 {
         self.lock().values().map(|c| c.day.requests).sum()

@@ -34,11 +34,15 @@ async fn a_graceful_stop_loses_no_counted_request() {
         .send()
         .await
         .expect("get");
+    // Nothing written yet, but the tenant sees its calls as of now.
+    let (_, me) = app.get_json("acme", "/tenant").await;
+    assert_eq!(me["usage"]["api_calls"]["total"], 27, "{me}");
     app.stop().await;
 
     let app = App::start(config()).await;
     let usage = app.admin_json("/admin/tenants/acme/usage").await;
-    assert_eq!(usage["api_calls"]["total"], 27, "{usage}");
+    // 27 calls, plus the GET /tenant above.
+    assert_eq!(usage["api_calls"]["total"], 28, "{usage}");
     assert_eq!(
         usage["api_calls"]["by_class"]["records"]["2xx"], 20,
         "{usage}"

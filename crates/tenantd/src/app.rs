@@ -56,6 +56,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Month closing and billing webhook delivery.
     pub billing: BillingWorker,
+    /// `server.trusted_proxies`, parsed once (the observer reads it on
+    /// every audited request).
+    pub trusted_proxies: Arc<[tenancy::IpNet]>,
 }
 
 impl AppState {

@@ -165,6 +165,7 @@ impl Server {
             registry,
         );
         let state = AppState {
+            trusted_proxies: config.trusted_proxies().into(),
             store,
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),

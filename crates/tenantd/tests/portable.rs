@@ -10,9 +10,8 @@ use std::process::Command;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{App, config};
+use support::{ADMIN_KEY, App, config};
 
-const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
 const PEPPER: &str = "pepper-shared-by-both-deployments-0123456789";
 
 fn cfg(dir: &Path) -> tenantd::Config {
@@ -40,17 +39,9 @@ fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 async fn create(app: &App, id: &str) -> String {
-    let resp = app
-        .client
-        .post(format!("{}/admin/tenants", app.base))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"id": id, "name": id, "quotas": {"max_records": 50}}))
-        .send()
+    app.create_tenant(json!({"id": id, "name": id, "quotas": {"max_records": 50}}))
         .await
-        .expect("create");
-    assert_eq!(resp.status(), 201);
-    let body: Value = resp.json().await.expect("json");
-    body["api_key"]["key"].as_str().expect("key").to_owned()
+        .1
 }
 
 #[tokio::test]
@@ -61,9 +52,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     create(&app, "beta").await;
     for name in ["payments-api", "billing-worker", "search-gateway"] {
         let resp = app
-            .client
-            .post(format!("{}/records", app.base))
-            .header("x-api-key", &key)
+            .with_key(Method::POST, &key, "/records")
             .json(
                 &json!({"name": name, "kind": "service", "url": "https://example.com",
                           "tags": ["prod"], "fields": {"team": "core"}}),
@@ -74,8 +63,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
         assert_eq!(resp.status(), 201);
     }
     let resp = app
-        .req(Method::POST, "acme", "/detect/submit")
-        .header("x-api-key", &key)
+        .with_key(Method::POST, &key, "/detect/submit")
         .json(&json!({"repository_url": "https://example.com/r.git"}))
         .send()
         .await
@@ -87,7 +75,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
         .send()
         .await
         .expect("post");
-    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
     app.stop().await;
 
     let work = tempfile::tempdir().expect("tempdir");
@@ -129,9 +117,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     let app = App::start(cfg(target.path())).await;
     // The key works (same pepper), records are there and searchable.
     let resp = app
-        .client
-        .post(format!("{}/records/search", app.base))
-        .header("x-api-key", &key)
+        .with_key(Method::POST, &key, "/records/search")
         .json(&json!({"query": "billing"}))
         .send()
         .await
@@ -141,9 +127,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     assert_eq!(page["total"], 1, "{page}");
     assert_eq!(page["results"][0]["name"], "billing-worker");
     let resp = app
-        .client
-        .get(format!("{}/tenant", app.base))
-        .header("x-api-key", &key)
+        .with_key(Method::GET, &key, "/tenant")
         .send()
         .await
         .expect("me");
@@ -155,9 +139,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     );
     assert_eq!(me["quotas"]["max_detections_per_month"]["used"], 1, "{me}");
     let resp = app
-        .client
-        .get(format!("{}/detect", app.base))
-        .header("x-api-key", &key)
+        .with_key(Method::GET, &key, "/detect")
         .send()
         .await
         .expect("jobs");
@@ -165,9 +147,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     assert_eq!(jobs["total"], 1);
     // Only acme came over.
     let resp = app
-        .client
-        .get(format!("{}/admin/tenants/beta", app.base))
-        .bearer_auth(ADMIN_KEY)
+        .admin(Method::GET, "/admin/tenants/beta")
         .send()
         .await
         .expect("get");

@@ -155,7 +155,7 @@ pub async fn observe(
     let request_id = header_text(&request, "x-request-id");
     let user_agent = header_text(&request, header::USER_AGENT.as_str());
     let (parts, body) = request.into_parts();
-    let ip = tenancy::client_ip(&state.config.trusted_proxies(), &parts).map(|ip| ip.to_string());
+    let ip = tenancy::client_ip(&state.trusted_proxies, &parts).map(|ip| ip.to_string());
     // The body limit applies here as it would in the handler; the bytes are
     // handed on unchanged.
     let bytes: Bytes = match axum::body::to_bytes(body, state.config.server.max_body_bytes).await {
@@ -182,10 +182,9 @@ pub async fn observe(
     let limited =
         response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
     let (chain, actor) = match (response.extensions().get::<Accounted>(), admin_chain) {
-        (Some(accounted), _) if !limited => (
-            accounted.tenant.as_str().to_owned(),
-            accounted.actor.clone(),
-        ),
+        (Some(accounted), _) if !limited => {
+            (accounted.tenant().as_str().to_owned(), accounted.actor())
+        }
         (None, Some(chain)) => (chain, "admin".to_owned()),
         _ => {
             observe_metrics(&state, &method, &template, &response, started);
@@ -221,7 +220,10 @@ fn observe_metrics(
     if response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::StoreError) {
         state.metrics.limiter_store_error();
     }
-    let tenant = response.extensions().get::<Accounted>().map(|a| &a.tenant);
+    let tenant = response
+        .extensions()
+        .get::<Accounted>()
+        .map(Accounted::tenant);
     let code = response
         .extensions()
         .get::<ErrorCode>()

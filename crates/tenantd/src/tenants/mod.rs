@@ -53,8 +53,15 @@ pub enum TenantsError {
     Store(#[from] StoreError),
 }
 
-/// The `Conflict` text of an insert refused because the id was retired.
-pub(crate) const RETIRED_ID: &str = "retired tenant id";
+/// What [`TenantRepo::insert_tenant`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// The tenant was created, with its first key when one was asked for.
+    Created(Option<Box<ApiKeyInfo>>),
+    /// Nothing was written: the id belonged to a deleted tenant, whose
+    /// audit trail and usage are kept.
+    Retired,
+}
 
 /// Filter and page of `GET /admin/tenants`.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +117,7 @@ pub trait TenantRepo: Send + Sync {
         &self,
         row: &TenantRow,
         first_key: Option<&KeyInsert>,
-    ) -> Result<Option<ApiKeyInfo>, StoreError>;
+    ) -> Result<Inserted, StoreError>;
     /// Creates or updates the static tenants of the configuration.
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError>;
     /// One tenant.

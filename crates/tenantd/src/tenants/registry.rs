@@ -57,6 +57,11 @@ pub struct Registry {
     /// Rate-limit windows of the (few) keys that set their own.
     key_windows: RwLock<KeyWindows>,
     plans: Arc<PlanBook>,
+    /// Serialises full reloads with single-tenant refreshes: a reload that
+    /// read the directory before a tenant was created must not swap its
+    /// stale snapshot in after that tenant's refresh (the tenant would be
+    /// unknown until the next poll).
+    loading: tokio::sync::Mutex<()>,
     keys: RwLock<HashMap<KeyHash, CachedKey>>,
     /// OIDC issuer URL → (tenant, client id).
     issuers: RwLock<HashMap<String, (TenantId, String)>>,
@@ -76,6 +81,7 @@ impl Registry {
             tenants: RwLock::new(HashMap::new()),
             key_windows: RwLock::new(HashMap::new()),
             plans,
+            loading: tokio::sync::Mutex::new(()),
             keys: RwLock::new(HashMap::new()),
             issuers: RwLock::new(HashMap::new()),
             mode,
@@ -134,6 +140,7 @@ impl Registry {
 
     /// Replaces the whole cache with the store's contents.
     pub async fn reload(&self, store: &AdminStore) -> Result<(), StoreError> {
+        let _loading = self.loading.lock().await;
         // Read the version first: a change racing with the load bumps it
         // again and the next poll reloads.
         let version = store.tenants().registry_version().await?;
@@ -167,6 +174,7 @@ impl Registry {
         store: &AdminStore,
         id: &TenantId,
     ) -> Result<(), StoreError> {
+        let _loading = self.loading.lock().await;
         let rows = store.tenants().load_directory(Some(id)).await?;
         let keys = store.keys().load_keys(Some(id)).await?;
         {

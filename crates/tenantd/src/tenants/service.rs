@@ -7,7 +7,7 @@ use tenancy::{KeyHasher, PlainKey, TenantId};
 
 use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpec, validate};
 use super::registry::Registry;
-use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
+use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::clock::now_rfc3339;
 use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
 use crate::store::{AdminStore, StoreError};
@@ -126,12 +126,13 @@ impl TenantAdmin {
             .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(why) if why == super::RETIRED_ID => {
-                    TenantsError::Retired(id.to_string())
-                }
                 StoreError::Conflict(_) => TenantsError::AlreadyExists(id.to_string()),
                 other => other.into(),
             })?;
+        let stored = match stored {
+            Inserted::Created(key) => key.map(|k| *k),
+            Inserted::Retired => return Err(TenantsError::Retired(id.to_string())),
+        };
         self.refresh(&id).await?;
         tracing::info!(tenant = %id, "tenant created");
         let issued = match (stored, first) {

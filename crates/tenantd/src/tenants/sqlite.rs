@@ -6,8 +6,8 @@ use sqlx::sqlite::SqliteRow;
 use tenancy::TenantId;
 
 use super::model::{TenantRow, TenantSpec, TenantState};
-use super::{DeletedCounts, DirectoryRow, TenantFilter, TenantRepo};
-use crate::keys::{ApiKeyInfo, KeyInsert};
+use super::{DeletedCounts, DirectoryRow, Inserted, TenantFilter, TenantRepo};
+use crate::keys::KeyInsert;
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
 
@@ -75,7 +75,7 @@ impl TenantRepo for SqliteStore {
         &self,
         row: &TenantRow,
         first_key: Option<&KeyInsert>,
-    ) -> Result<Option<ApiKeyInfo>, StoreError> {
+    ) -> Result<Inserted, StoreError> {
         let mut tx = self.write_tx().await?;
         let deleted: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = ?1")
@@ -84,7 +84,7 @@ impl TenantRepo for SqliteStore {
                 .await
                 .map_err(map_sqlx)?;
         if deleted.is_some() {
-            return Err(StoreError::Conflict(super::RETIRED_ID.to_owned()));
+            return Ok(Inserted::Retired);
         }
         write_row(&mut tx, row, false).await?;
         let key = match first_key {
@@ -92,7 +92,7 @@ impl TenantRepo for SqliteStore {
             None => None,
         };
         tx.commit().await.map_err(map_sqlx)?;
-        Ok(key)
+        Ok(Inserted::Created(key.map(Box::new)))
     }
 
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError> {

@@ -15,14 +15,23 @@ use super::RouteClass;
 use crate::app::AppState;
 use crate::clock::now_ms;
 
-/// Who a tenant request acted as, put in the response extensions for the
-/// metrics and audit observer.
+/// The tenant context a request ran in, put in the response extensions
+/// for the metrics and audit observer (a clone of the context: two `Arc`s,
+/// no per-request formatting; the actor name is derived only when an event
+/// is written).
 #[derive(Debug, Clone)]
-pub struct Accounted {
+pub struct Accounted(pub TenantContext);
+
+impl Accounted {
     /// The resolved (and, with credentials, authenticated) tenant.
-    pub tenant: TenantId,
+    pub fn tenant(&self) -> &TenantId {
+        self.0.tenant_id()
+    }
+
     /// `key:<id>`, `jwt:<subject>`, or `anonymous` (tenant by header).
-    pub actor: String,
+    pub fn actor(&self) -> String {
+        actor_of(&self.0)
+    }
 }
 
 /// The actor name of a tenant request.
@@ -61,9 +70,6 @@ pub async fn account(
         started.elapsed(),
         at_ms,
     );
-    response.extensions_mut().insert(Accounted {
-        tenant: ctx.tenant_id().clone(),
-        actor: actor_of(&ctx),
-    });
+    response.extensions_mut().insert(Accounted(ctx));
     response
 }

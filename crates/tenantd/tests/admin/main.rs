@@ -10,9 +10,7 @@ mod tenants;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-pub(crate) use support::{App, assert_error, config};
-
-pub(crate) const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+pub(crate) use support::{ADMIN_KEY, App, assert_error, config};
 
 /// A test config with the admin API on.
 pub(crate) fn admin_config(
@@ -27,39 +25,6 @@ pub(crate) fn admin_config(
 }
 
 impl App {
-    /// An admin request.
-    pub(crate) fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY)
-    }
-
-    /// Creates a tenant; returns (tenant, first key).
-    pub(crate) async fn create_tenant(&self, body: Value) -> (Value, String) {
-        let resp = self
-            .admin(Method::POST, "/admin/tenants")
-            .json(&body)
-            .send()
-            .await
-            .expect("create");
-        assert_eq!(resp.status(), 201, "{body}");
-        let out: Value = resp.json().await.expect("json");
-        let key = out["api_key"]["key"].as_str().expect("key").to_owned();
-        (out["tenant"].clone(), key)
-    }
-
-    /// A request authenticated with `key`.
-    pub(crate) fn with_key(
-        &self,
-        method: Method,
-        key: &str,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .header("x-api-key", key)
-    }
-
     /// Creates a record with `key`; returns its id.
     pub(crate) async fn record_with_key(&self, key: &str, name: &str) -> String {
         let resp = self

@@ -107,6 +107,44 @@ impl App {
     }
 }
 
+/// The admin key the suites configure (`admin.key`).
+pub const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+
+impl App {
+    /// An admin request.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_KEY)
+    }
+
+    /// Creates a tenant through the admin API; returns (tenant, first key).
+    pub async fn create_tenant(&self, body: Value) -> (Value, String) {
+        let resp = self
+            .admin(reqwest::Method::POST, "/admin/tenants")
+            .json(&body)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), 201, "{body}");
+        let out: Value = resp.json().await.expect("json");
+        let key = out["api_key"]["key"].as_str().expect("key").to_owned();
+        (out["tenant"].clone(), key)
+    }
+
+    /// A request authenticated with `key`.
+    pub fn with_key(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header("x-api-key", key)
+    }
+}
+
 /// Asserts an error response's status, its JSON shape and code; returns its
 /// detail.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> String {

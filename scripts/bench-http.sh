@@ -34,42 +34,11 @@ PORT=${PORT:-18081}
 BASE="http://127.0.0.1:${PORT}"
 BIN=target/release/tenantd
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+source scripts/bench-lib.sh
+bench_setup tenantd-bench
 
-echo "== building release binary"
-cargo build --release -p tenantd --quiet
-
-WORK=$(mktemp -d /tmp/tenantd-bench.XXXXXX)
-DATA="$WORK/data"
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  if [[ "${KEEP:-0}" != "1" ]]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-START_MS=0
 start_server() { # $1 = enabled (true/false), $2 = data dir (default $DATA)
-  local t0; t0=$(date +%s%N)
-  TENANTD_TENANT_ENABLED="$1" TENANTD_LOG__LEVEL=warn TENANTD_JOBS__WORKERS=0 \
-    "$BIN" serve --bind "127.0.0.1:${PORT}" --data-dir "${2:-$DATA}" 2>>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 2000); do
-    if curl -sf "$BASE/health/ready" >/dev/null; then
-      START_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
-      return 0
-    fi
-    sleep 0.01
-  done
-  echo "server did not become ready; see $WORK/server.log" >&2
-  exit 1
-}
-
-stop_server() {
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  launch "${2:-$DATA}" TENANTD_TENANT_ENABLED="$1" TENANTD_LOG__LEVEL=warn TENANTD_JOBS__WORKERS=0
 }
 
 echo "== seeding $RECORDS records in each of 10 tenants"
@@ -98,16 +67,6 @@ wrk.body = '{"query":"payments service","limit":10}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-# run_wrk NAME URL [extra wrk args...] → writes $WORK/NAME.txt
-run_wrk() {
-  local name=$1 url=$2; shift 2
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$WORK/$name.txt"
-  if grep -q "Non-2xx" "$WORK/$name.txt"; then
-    echo "!! $name had non-2xx responses:" >&2; cat "$WORK/$name.txt" >&2; exit 1
-  fi
-}
-
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: disabled"
   start_server false
@@ -135,8 +94,6 @@ median_round() { # $1 = scenario prefix, e.g. get_enabled
     echo "$(awk '/Requests\/sec/{print $2}' "$WORK/${1}_$r.txt") ${1}_$r"
   done | sort -n | awk '{a[NR]=$2} END{print a[int((NR+1)/2)]}'
 }
-rps() { awk '/Requests\/sec/{print $2}' "$WORK/$1.txt"; }
-pct() { awk -v p="$2" '$1==p{print $2}' "$WORK/$1.txt"; }
 for sc in get_disabled get_enabled search_disabled search_enabled get_apikey get_bigheader get_bigapikey; do
   cp "$WORK/$(median_round "$sc").txt" "$WORK/$sc.txt"
 done

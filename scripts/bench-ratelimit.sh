@@ -29,22 +29,8 @@ REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 BASE="http://127.0.0.1:${PORT}"
 BIN=target/release/tenantd
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
-
-echo "== building release binary"
-cargo build --release -p tenantd --quiet
-
-WORK=$(mktemp -d /tmp/tenantd-bench-rl.XXXXXX)
-DATA="$WORK/data"
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  if [[ "${KEEP:-0}" != "1" ]]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+source scripts/bench-lib.sh
+bench_setup tenantd-bench-rl
 
 # start_server MODE [per-minute limit]: MODE = off | memory | redis.
 start_server() {
@@ -60,18 +46,7 @@ start_server() {
                  TENANTD_LIMITS__REDIS_NAMESPACE="bench-$$-$RANDOM"
                  TENANTD_LIMITS__REQUESTS_PER_MINUTE="$rpm") ;;
   esac
-  env "${env[@]}" "$BIN" serve --bind "127.0.0.1:${PORT}" --data-dir "$DATA" 2>>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 2000); do
-    if curl -sf "$BASE/health/ready" >/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  echo "server did not become ready; see $WORK/server.log" >&2
-  exit 1
-}
-
-stop_server() {
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  launch "$DATA" "${env[@]}"
 }
 
 echo "== seeding $RECORDS records in t1"
@@ -79,15 +54,6 @@ start_server off
 python3 scripts/bench_seed.py "$BASE" "t1" "$RECORDS" "$WORK/ids.txt"
 stop_server
 ID_T1=$(awk '$1=="t1"{print $2}' "$WORK/ids.txt")
-
-run_wrk() { # NAME URL [wrk args]
-  local name=$1 url=$2; shift 2
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$WORK/$name.txt"
-  if grep -q "Non-2xx" "$WORK/$name.txt"; then
-    echo "!! $name had non-2xx responses (a limit rejected?):" >&2; cat "$WORK/$name.txt" >&2; exit 1
-  fi
-}
 
 for round in $(seq 1 "$ROUNDS"); do
   for mode in off memory redis; do
@@ -98,8 +64,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-rps() { awk '/Requests\/sec/{print $2}' "$WORK/$1.txt"; }
-pct() { awk -v p="$2" '$1==p{print $2}' "$WORK/$1.txt"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 echo

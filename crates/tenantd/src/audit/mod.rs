@@ -156,6 +156,71 @@ impl HashInput<'_> {
     }
 }
 
+/// The checks of one chain, in order: `tenantd audit verify` walks stored
+/// events with it, an import walks the rows of a dump.
+#[derive(Debug, Clone)]
+pub struct ChainWalk {
+    prev: String,
+    next_seq: u64,
+}
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS.to_owned(),
+            next_seq: 1,
+        }
+    }
+}
+
+impl ChainWalk {
+    /// Events accepted so far.
+    pub fn events(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Checks the next event (`event` as stored, `hash` its stored hash):
+    /// its place, its link to the previous one, and its own hash.
+    pub fn step(&mut self, event: &HashInput<'_>, hash: &str) -> Result<(), String> {
+        let expected = self.next_seq;
+        if event.seq != expected {
+            return Err(format!(
+                "event {expected} is missing (next is {})",
+                event.seq
+            ));
+        }
+        if event.prev_hash != self.prev {
+            return Err(format!(
+                "event {} ({}) does not follow event {}: removed or reordered",
+                event.seq,
+                event.id,
+                expected - 1
+            ));
+        }
+        if event.hash() != hash {
+            return Err(format!("event {} ({}) was modified", event.seq, event.id));
+        }
+        self.prev = hash.to_owned();
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Checks the chain's stored head (`(seq, hash)`) against the last
+    /// event walked, so removing the newest events is detected too.
+    pub fn finish(&self, head: Option<(u64, &str)>) -> Result<(), String> {
+        let last = self.events();
+        match head {
+            Some((seq, hash)) if seq == last && hash == self.prev => Ok(()),
+            Some((seq, _)) if seq > last => Err(format!(
+                "the chain ends at event {last} but its head is event {seq}: newest events removed"
+            )),
+            Some(_) => Err("the chain's head does not match its last event".to_owned()),
+            None if last == 0 => Ok(()),
+            None => Err("the chain has events but no head".to_owned()),
+        }
+    }
+}
+
 /// Filters of an audit listing.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

@@ -7,7 +7,8 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{
-    AuditEvent, AuditFilter, AuditRepo, ChainReport, GENESIS, HashInput, NewEvent, SYSTEM_CHAIN,
+    AuditEvent, AuditFilter, AuditRepo, ChainReport, ChainWalk, GENESIS, HashInput, NewEvent,
+    SYSTEM_CHAIN,
 };
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
@@ -56,7 +57,7 @@ impl StoredEvent {
         })
     }
 
-    fn computed_hash(&self) -> String {
+    fn hash_input(&self) -> HashInput<'_> {
         HashInput {
             tenant: &self.tenant,
             seq: u64::try_from(self.seq).unwrap_or(0),
@@ -73,7 +74,6 @@ impl StoredEvent {
             params: &self.params,
             prev_hash: &self.prev_hash,
         }
-        .hash()
     }
 
     fn into_event(self) -> AuditEvent {
@@ -232,12 +232,9 @@ impl AuditRepo for SqliteStore {
 
     async fn verify_chain(&self, tenant: &str) -> Result<ChainReport, StoreError> {
         const PAGE: i64 = 1000;
-        let mut expected_seq: i64 = 1;
-        let mut prev = GENESIS.to_owned();
-        let mut events = 0u64;
-        let report = |events, problem: Option<String>| ChainReport {
+        let report = |walk: &ChainWalk, problem: Option<String>| ChainReport {
             tenant: tenant.to_owned(),
-            events,
+            events: walk.events(),
             problem,
         };
         // The head is read first and the walk stops at it: events appended
@@ -250,6 +247,7 @@ impl AuditRepo for SqliteStore {
                 .await
                 .map_err(map_sqlx)?;
         let upto = head.as_ref().map_or(i64::MAX, |(seq, _)| *seq);
+        let mut walk = ChainWalk::default();
         loop {
             let sql = format!(
                 "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = ?1 AND seq >= ?2 AND seq <= ?4 \
@@ -257,7 +255,7 @@ impl AuditRepo for SqliteStore {
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(tenant)
-                .bind(expected_seq)
+                .bind(i64::try_from(walk.events() + 1).unwrap_or(i64::MAX))
                 .bind(PAGE)
                 .bind(upto)
                 .fetch_all(&self.pool)
@@ -266,58 +264,18 @@ impl AuditRepo for SqliteStore {
             let done = rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
             for row in &rows {
                 let row = StoredEvent::decode(row)?;
-                if row.seq != expected_seq {
-                    return Ok(report(
-                        events,
-                        Some(format!(
-                            "event {expected_seq} is missing (next is {})",
-                            row.seq
-                        )),
-                    ));
+                if let Err(problem) = walk.step(&row.hash_input(), &row.hash) {
+                    return Ok(report(&walk, Some(problem)));
                 }
-                if row.prev_hash != prev {
-                    return Ok(report(
-                        events,
-                        Some(format!(
-                            "event {} ({}) does not follow event {}: removed or reordered",
-                            row.seq,
-                            row.id,
-                            row.seq - 1
-                        )),
-                    ));
-                }
-                if row.computed_hash() != row.hash {
-                    return Ok(report(
-                        events,
-                        Some(format!("event {} ({}) was modified", row.seq, row.id)),
-                    ));
-                }
-                prev = row.hash;
-                expected_seq += 1;
-                events += 1;
             }
             if done {
                 break;
             }
         }
-        let last = expected_seq - 1;
-        match head {
-            Some((seq, hash)) if seq == last && hash == prev => Ok(report(events, None)),
-            Some((seq, _)) if seq > last => Ok(report(
-                events,
-                Some(format!(
-                    "the chain ends at event {last} but its head is event {seq}: newest events removed"
-                )),
-            )),
-            Some(_) => Ok(report(
-                events,
-                Some("the chain's head does not match its last event".to_owned()),
-            )),
-            None if events == 0 => Ok(report(0, None)),
-            None => Ok(report(
-                events,
-                Some("the chain has events but no head".to_owned()),
-            )),
-        }
+        let head = head.map(|(seq, hash)| (u64::try_from(seq).unwrap_or(0), hash));
+        let problem = walk
+            .finish(head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())))
+            .err();
+        Ok(report(&walk, problem))
     }
 }

@@ -8,9 +8,10 @@ use utoipa::IntoParams;
 
 use super::{BillingEvent, CloseReport};
 use crate::app::AppState;
-use crate::clock::{month_of_ms, now_ms, parse_month};
+use crate::clock::{month_of_ms, now_ms};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::tenants::http::Admin;
+use crate::usage::http::month_arg;
 
 /// Admin billing routes.
 pub fn routes() -> Router<AppState> {
@@ -37,13 +38,6 @@ pub struct CloseQuery {
 pub struct EventsQuery {
     /// Only this month (`YYYY-MM`).
     pub month: Option<String>,
-}
-
-fn month_arg(text: &str) -> Result<String, ApiError> {
-    let text = text.trim();
-    parse_month(text)
-        .map(|_| text.to_owned())
-        .ok_or_else(|| ApiError::Validation("month: expected YYYY-MM, e.g. 2026-01".to_owned()))
 }
 
 /// Writes one billing event per tenant for the month and starts delivery.

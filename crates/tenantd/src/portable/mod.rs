@@ -34,7 +34,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 
-use crate::audit::{GENESIS, HashInput};
+use crate::audit::{ChainWalk, HashInput};
 use crate::clock::now_rfc3339;
 use crate::store::{AdminStore, StoreError};
 
@@ -264,21 +264,15 @@ fn number(data: &Map<String, Value>, key: &str) -> Option<u64> {
     data.get(key).and_then(Value::as_u64)
 }
 
-/// Re-checks the tenant's audit chain from the rows: sequence, links,
-/// hashes and head, exactly as `tenantd audit verify` does.
+/// Re-checks the tenant's audit chain from the rows with the walk
+/// `tenantd audit verify` uses: sequence, links, hashes and head.
 fn verify_audit(tenant: &TenantId, rows: &[Row]) -> Result<(), PortableError> {
     let bad = |why: String| PortableError::Invalid(format!("audit chain: {why}"));
-    let mut prev = GENESIS.to_owned();
-    let mut expected = 1;
+    let mut walk = ChainWalk::default();
     for (_, data) in rows.iter().filter(|(t, _)| t == "audit_events") {
-        let seq = number(data, "seq").ok_or_else(|| bad("an event without seq".to_owned()))?;
-        if seq != expected {
-            return Err(bad(format!("event {expected} is missing")));
-        }
-        let hash = text(data, "hash").unwrap_or_default();
-        let input = HashInput {
+        let event = HashInput {
             tenant: tenant.as_str(),
-            seq,
+            seq: number(data, "seq").ok_or_else(|| bad("an event without seq".to_owned()))?,
             id: text(data, "id").unwrap_or_default(),
             at: text(data, "at").unwrap_or_default(),
             actor: text(data, "actor").unwrap_or_default(),
@@ -292,29 +286,16 @@ fn verify_audit(tenant: &TenantId, rows: &[Row]) -> Result<(), PortableError> {
             params: text(data, "params").unwrap_or_default(),
             prev_hash: text(data, "prev_hash").unwrap_or_default(),
         };
-        if input.prev_hash != prev {
-            return Err(bad(format!(
-                "event {seq} does not follow event {}",
-                seq - 1
-            )));
-        }
-        if input.hash() != hash {
-            return Err(bad(format!("event {seq} was modified")));
-        }
-        prev = hash.to_owned();
-        expected += 1;
+        walk.step(&event, text(data, "hash").unwrap_or_default())
+            .map_err(bad)?;
     }
-    let head = rows
-        .iter()
-        .find(|(t, _)| t == "audit_heads")
-        .map(|(_, d)| d);
-    match head {
-        None if expected == 1 => Ok(()),
-        Some(h) if number(h, "seq") == Some(expected - 1) && text(h, "hash") == Some(&prev) => {
-            Ok(())
-        }
-        _ => Err(bad("its head does not match its last event".to_owned())),
-    }
+    let head = rows.iter().find(|(t, _)| t == "audit_heads").map(|(_, h)| {
+        (
+            number(h, "seq").unwrap_or(0),
+            text(h, "hash").unwrap_or_default(),
+        )
+    });
+    walk.finish(head).map_err(bad)
 }
 
 /// Writes a checked dump into `store`; the tenant must not exist there.

@@ -27,15 +27,17 @@ pub struct MonthQuery {
     pub month: Option<String>,
 }
 
+/// A validated `YYYY-MM` query value (trimmed).
+pub(crate) fn month_arg(text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    parse_month(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| ApiError::Validation("month: expected YYYY-MM, e.g. 2026-01".to_owned()))
+}
+
 /// A validated month, defaulting to the current one.
 pub(crate) fn month_or_current(month: Option<&str>) -> Result<String, ApiError> {
-    match month {
-        None => Ok(month_of_ms(now_ms())),
-        Some(m) if parse_month(m.trim()).is_some() => Ok(m.trim().to_owned()),
-        Some(_) => Err(ApiError::Validation(
-            "month: expected YYYY-MM, e.g. 2026-01".to_owned(),
-        )),
-    }
+    month.map_or_else(|| Ok(month_of_ms(now_ms())), month_arg)
 }
 
 /// A tenant's usage in a month, with cost when its plan has prices.

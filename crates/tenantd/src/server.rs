@@ -91,11 +91,7 @@ impl Server {
         resolver: Option<Box<dyn TenantResolver>>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = match config.storage.backend {
-            Backend::Sqlite => Store::new(Arc::new(
-                open_sqlite(&config.storage.data_dir, config.storage.max_connections).await?,
-            )),
-        };
+        let store = Store::open(&config.storage, config.storage.max_connections).await?;
         let admin_store = store.admin();
         let pepper =
             pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;

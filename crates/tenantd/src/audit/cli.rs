@@ -24,11 +24,7 @@ pub enum AuditCommand {
 
 /// Runs an audit verb. `Ok(false)` when a chain is broken.
 pub async fn run_audit(config: &Config, command: AuditCommand) -> anyhow::Result<bool> {
-    let store = match config.storage.backend {
-        Backend::Sqlite => Store::new(std::sync::Arc::new(
-            open_sqlite(&config.storage.data_dir, 1).await?,
-        )),
-    };
+    let store = Store::open(&config.storage, 1).await?;
     let admin = store.admin();
     let AuditCommand::Verify { tenant } = command;
     let chains = match tenant {

@@ -76,6 +76,22 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
     ),
     ("TENANTD_BIND", &["server", "bind"], Kind::Text),
     ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
+    (
+        "TENANTD_STORAGE_BACKEND",
+        &["storage", "backend"],
+        Kind::Text,
+    ),
+    ("TENANTD_STORAGE_URL", &["storage", "url"], Kind::Text),
+    (
+        "TENANTD_STORAGE_ADMIN_URL",
+        &["storage", "admin_url"],
+        Kind::Text,
+    ),
+    (
+        "TENANTD_STORAGE_MIGRATE_URL",
+        &["storage", "migrate_url"],
+        Kind::Text,
+    ),
     ("TENANTD_LOG_FORMAT", &["log", "format"], Kind::Text),
 ];
 

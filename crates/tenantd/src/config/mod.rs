@@ -231,6 +231,19 @@ pub enum Backend {
     /// Embedded SQLite under `data_dir` (the default: no server needed).
     #[default]
     Sqlite,
+    /// PostgreSQL, shared schema with row-level security (`storage.url`).
+    Postgres,
+}
+
+/// What tenantd does when its PostgreSQL isolation check finds a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RlsCheck {
+    /// Refuse to start (the default: isolation is not optional).
+    #[default]
+    Refuse,
+    /// Start, logging each problem as a warning.
+    Warn,
 }
 
 /// Storage settings.
@@ -244,6 +257,22 @@ pub struct StorageConfig {
     /// Connections in the pool. SQLite serialises writers, so more than a
     /// few helps only concurrent readers.
     pub max_connections: u32,
+    /// PostgreSQL: the application role's URL (`TENANTD_STORAGE_URL`).
+    /// The role must not own the tables nor bypass row-level security;
+    /// every tenant request runs through it.
+    pub url: Option<String>,
+    /// PostgreSQL: the administrative role's URL
+    /// (`TENANTD_STORAGE_ADMIN_URL`), used only by the explicitly
+    /// cross-tenant paths (registry, admin API, job scheduler, usage
+    /// writer, billing). It needs `BYPASSRLS`, not ownership.
+    pub admin_url: Option<String>,
+    /// PostgreSQL: the owner role's URL (`TENANTD_STORAGE_MIGRATE_URL`).
+    /// When set, tenantd migrates the schema with it at startup and grants
+    /// the app and admin roles what they need; when unset, the schema must
+    /// already be migrated.
+    pub migrate_url: Option<String>,
+    /// PostgreSQL: the startup isolation check's verdict on a problem.
+    pub rls_check: RlsCheck,
 }
 
 impl Default for StorageConfig {
@@ -252,6 +281,10 @@ impl Default for StorageConfig {
             backend: Backend::Sqlite,
             data_dir: PathBuf::from("./data"),
             max_connections: 8,
+            url: None,
+            admin_url: None,
+            migrate_url: None,
+            rls_check: RlsCheck::Refuse,
         }
     }
 }
@@ -467,6 +500,24 @@ impl Config {
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        if self.storage.backend == Backend::Postgres {
+            for (key, url) in [
+                ("storage.url", &self.storage.url),
+                ("storage.admin_url", &self.storage.admin_url),
+            ] {
+                match url.as_deref() {
+                    None | Some("") => {
+                        problems.push(format!("{key}: required with storage.backend postgres"));
+                    }
+                    Some(u)
+                        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) =>
+                    {
+                        problems.push(format!("{key}: must be a postgres:// URL"));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         if self.storage.max_connections == 0 {

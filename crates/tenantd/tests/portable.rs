@@ -29,6 +29,7 @@ fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
         .arg(dir)
         .env("TENANTD_KEY_PEPPER", PEPPER)
         .env_remove("TENANTD_CONFIG")
+        .envs(support::backend_env(dir))
         .output()
         .expect("run tenantd");
     (

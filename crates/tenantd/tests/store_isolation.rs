@@ -1,6 +1,10 @@
 //! Property: whatever interleaving of creates, deletes, reads and searches
 //! several tenants perform, no tenant ever sees, finds or deletes a record
-//! that is not its own, and each sees exactly its own.
+//! that is not its own, and each sees exactly its own. Runs on the backend
+//! under test (`TENANTD_TEST_BACKEND`).
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -8,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::Map;
 use tenancy::{TenantContext, TenantId, TenantSource};
 use tenantd::records::{NewRecord, RecordId, RecordsError, SearchQuery};
-use tenantd::store::{Store, open_sqlite};
+use tenantd::store::Store;
 
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 const WORDS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
@@ -58,9 +62,9 @@ struct Known {
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(std::sync::Arc::new(
-        open_sqlite(dir.path(), 4).await.expect("open"),
-    ));
+    let mut storage = tenantd::config::StorageConfig::default();
+    support::use_backend(&mut storage, dir.path());
+    let store = Store::open(&storage, 4).await.expect("open");
     let mut known: BTreeMap<String, Known> = BTreeMap::new();
     let mut ids: Vec<RecordId> = Vec::new();
     for op in ops {

@@ -249,6 +249,7 @@ fn verify(dir: &Path, extra: &[&str]) -> (bool, String, String) {
         .arg(dir)
         .args(extra)
         .env_remove("TENANTD_CONFIG")
+        .envs(crate::support::backend_env(dir))
         .output()
         .expect("run tenantd");
     (

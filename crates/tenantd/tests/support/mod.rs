@@ -5,6 +5,8 @@
 //! helper.
 #![allow(dead_code, reason = "each suite uses a different subset")]
 
+pub mod postgres;
+
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -25,11 +27,56 @@ pub struct App {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A test configuration: multi-tenancy on, fast job polling, port 0.
+/// The backend the suites run against: `TENANTD_TEST_BACKEND` (`sqlite`,
+/// the default, or `postgres`). `scripts/test` runs the suites once per
+/// backend.
+pub fn backend() -> tenantd::config::Backend {
+    match std::env::var("TENANTD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => tenantd::config::Backend::Postgres,
+        Ok("sqlite") | Ok("") | Err(_) => tenantd::config::Backend::Sqlite,
+        Ok(other) => panic!("TENANTD_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Whether the suites run against PostgreSQL.
+pub fn on_postgres() -> bool {
+    backend() == tenantd::config::Backend::Postgres
+}
+
+/// Points `storage` at the backend under test for a server over
+/// `data_dir` (on PostgreSQL: that directory's own database).
+pub fn use_backend(storage: &mut tenantd::config::StorageConfig, data_dir: &Path) {
+    storage.data_dir = data_dir.to_path_buf();
+    storage.backend = backend();
+    if on_postgres() {
+        let db = postgres::db_for(data_dir);
+        storage.url = Some(db.app_url());
+        storage.admin_url = Some(db.admin_url());
+        storage.migrate_url = Some(db.owner_url());
+    }
+}
+
+/// The environment that points a `tenantd` child process at the backend
+/// under test (empty on SQLite).
+pub fn backend_env(data_dir: &Path) -> Vec<(String, String)> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let db = postgres::db_for(data_dir);
+    vec![
+        ("TENANTD_STORAGE_BACKEND".into(), "postgres".into()),
+        ("TENANTD_STORAGE_URL".into(), db.app_url()),
+        ("TENANTD_STORAGE_ADMIN_URL".into(), db.admin_url()),
+        ("TENANTD_STORAGE_MIGRATE_URL".into(), db.owner_url()),
+    ]
+}
+
+/// A test configuration: multi-tenancy on, fast job polling, port 0, the
+/// backend under test.
 pub fn config(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
     let mut c = Config::default();
     c.server.bind = "127.0.0.1:0".parse().expect("addr");
-    c.storage.data_dir = data_dir.to_path_buf();
+    use_backend(&mut c.storage, data_dir);
     c.tenant.enabled = true;
     c.jobs.workers = Some(2);
     c.jobs.poll_interval_ms = 50;
@@ -196,6 +243,9 @@ impl Proc {
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (k, v) in backend_env(data_dir) {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

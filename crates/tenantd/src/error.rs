@@ -63,6 +63,15 @@ pub enum ApiError {
     /// 503: storage is unavailable; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `tenant_moving`: the tenant's data is switching databases;
+    /// writes are refused for the moment, reads go on.
+    #[error("{detail}")]
+    Moving {
+        /// What the client reads.
+        detail: String,
+        /// Seconds (the `Retry-After` header).
+        retry_after_secs: u64,
+    },
     /// 500: a bug. The text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +92,7 @@ impl ApiError {
             }
             Self::Quota(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Moving { .. } => (StatusCode::SERVICE_UNAVAILABLE, "tenant_moving"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -103,6 +113,15 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = tenancy::error_response(status, code, &detail);
+        if let Self::Moving {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -119,7 +138,7 @@ impl From<TenantsError> for ApiError {
             TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
                 Self::NotFound(e.to_string())
             }
-            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) => {
+            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) | TenantsError::Moving(_) => {
                 Self::Conflict(e.to_string())
             }
             TenantsError::Invalid(_) => Self::Validation(e.to_string()),
@@ -135,6 +154,12 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(c) => Self::Unavailable(c),
             StoreError::Internal(c) => Self::Internal(c),
             StoreError::QuotaExceeded(q) => Self::Quota(q),
+            e @ StoreError::Moving {
+                retry_after_secs, ..
+            } => Self::Moving {
+                detail: format!("{e}; nothing was changed"),
+                retry_after_secs,
+            },
         }
     }
 }

@@ -1,18 +1,26 @@
-//! Liveness and readiness probes (no tenant needed).
+//! Liveness and readiness probes (no tenant needed), and the per-tenant
+//! storage check (admin).
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tenancy::TenantId;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::store::PoolHealth;
+use crate::tenants::http::Admin;
 
-/// `/health` and `/health/ready`.
+/// `/health`, `/health/ready` and `/health/tenants`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
+        .route("/health/tenants", get(tenants))
 }
 
 /// Liveness: the process answers.
@@ -29,4 +37,116 @@ pub(crate) async fn health() -> Json<Value> {
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ready().await?;
     Ok(Json(json!({ "status": "ready" })))
+}
+
+/// Query of `GET /health/tenants`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthTenantsParams {
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// One tenant's storage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantStorageHealth {
+    /// The tenant.
+    pub tenant_id: String,
+    /// `shared` or `dedicated`.
+    pub isolation: &'static str,
+    /// The database (a dedicated PostgreSQL URL without credentials).
+    pub storage: String,
+    /// `ok`, `error` or `not_open` (a dedicated pool opens on first use).
+    pub status: &'static str,
+    /// Why, when `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Writes are paused by a move.
+    pub moving: bool,
+}
+
+/// A page of `GET /health/tenants`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantStorageHealthPage {
+    /// Tenants in id order.
+    pub tenants: Vec<TenantStorageHealth>,
+    /// Dedicated pools open now.
+    pub open_pools: usize,
+    /// `storage.max_open_tenant_pools`.
+    pub max_open_pools: usize,
+    /// Cursor of the next page, if any.
+    pub next_cursor: Option<String>,
+}
+
+/// Per-tenant storage checks: the shared database's state for shared
+/// tenants, and each dedicated tenant's own pool (never opened by this
+/// check: a closed pool shows `not_open`).
+#[utoipa::path(get, path = "/health/tenants", tag = "health", params(HealthTenantsParams),
+    responses((status = 200, description = "A page", body = TenantStorageHealthPage),
+              (status = 401, description = "Admin key missing or wrong", body = ErrorBody)))]
+pub(crate) async fn tenants(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<HealthTenantsParams>,
+) -> Result<Json<TenantStorageHealthPage>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(format!(
+            "limit: must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let after = match params.cursor {
+        None => None,
+        Some(c) => Some(
+            TenantId::new(&c).map_err(|_| ApiError::Validation("cursor: invalid".to_owned()))?,
+        ),
+    };
+    let registry = state.admin.registry();
+    // usize holds 1..=1000.
+    let mut page = registry.placements_page(after.as_ref(), limit as usize + 1);
+    let next_cursor = if page.len() > limit as usize {
+        page.truncate(limit as usize);
+        page.last().map(|(id, _)| id.as_str().to_owned())
+    } else {
+        None
+    };
+    let shared = state.store.ready().await;
+    let now = crate::clock::now_ms();
+    let pools = state.store.pools();
+    let mut tenants = Vec::with_capacity(page.len());
+    for (id, placement) in page {
+        let moving = placement.moving_until_ms.is_some_and(|until| until > now);
+        let (isolation, storage, health) = match &placement.dedicated {
+            None => (
+                "shared",
+                "shared".to_owned(),
+                match &shared {
+                    Ok(()) => PoolHealth::Ok,
+                    Err(e) => PoolHealth::Error(e.to_string()),
+                },
+            ),
+            Some(target) => ("dedicated", target.describe(), pools.health(&id).await),
+        };
+        let (status, reason) = match health {
+            PoolHealth::Ok => ("ok", None),
+            PoolHealth::Error(why) => ("error", Some(why)),
+            PoolHealth::NotOpen => ("not_open", None),
+        };
+        tenants.push(TenantStorageHealth {
+            tenant_id: id.as_str().to_owned(),
+            isolation,
+            storage,
+            status,
+            reason,
+            moving,
+        });
+    }
+    Ok(Json(TenantStorageHealthPage {
+        tenants,
+        open_pools: pools.open_count(),
+        max_open_pools: state.config.storage.max_open_tenant_pools,
+        next_cursor,
+    }))
 }

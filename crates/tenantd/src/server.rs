@@ -18,7 +18,7 @@ use tenancy::ratelimit::{
 use crate::app::{AppState, router, tenancy_layer};
 use crate::audit::{AuditLog, AuditTask};
 use crate::billing::{BillingWorker, WorkerTask};
-use crate::config::{Backend, Config, LimitStoreKind};
+use crate::config::{Config, LimitStoreKind};
 use crate::jobs::worker::JobRunner;
 use crate::keys::auth::CredentialVerifier;
 use crate::keys::jwks::OidcVerifier;
@@ -27,7 +27,7 @@ use crate::keys::pepper;
 use crate::limits::PlanBook;
 use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
-use crate::store::{Store, open_sqlite};
+use crate::store::Store;
 use crate::tenants::registry::{Maintenance, Registry};
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
@@ -107,14 +107,19 @@ impl Server {
             .await
             .context("storing the static tenants")?;
         let plans = Arc::new(PlanBook::from_config(&config));
-        let registry = Arc::new(Registry::new(config.tenant.registry, plans));
-        let store = store.with_quotas(registry.clone());
+        let registry = Arc::new(
+            Registry::new(config.tenant.registry, plans).with_data_dir(&config.storage.data_dir),
+        );
+        let store = store
+            .with_quotas(registry.clone())
+            .with_placement(registry.clone());
         let admin_store = store.admin();
         registry
             .reload(&admin_store)
             .await
             .context("loading the tenant registry")?;
         tracing::info!(tenants = registry.tenant_count(), "tenant registry loaded");
+        open_dedicated_pools(&store, &registry, config.storage.eager).await;
         let maintenance = registry.maintain(
             admin_store.clone(),
             Duration::from_millis(config.auth.registry_poll_ms),
@@ -255,4 +260,41 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown requested");
+}
+
+/// Dedicated tenants' pools: with `storage.eager`, opens each at startup
+/// (seed 002's log lines; a tenant whose database cannot be opened is
+/// logged and shown by `/health/tenants`, it does not stop the server).
+/// Then closes idle pools in the background for as long as the store
+/// lives.
+async fn open_dedicated_pools(store: &Store, registry: &Registry, eager: bool) {
+    let dedicated = registry.dedicated_tenants();
+    if eager {
+        for (tenant, target) in &dedicated {
+            tracing::info!("Initializing tenant: {}", tenant.as_str());
+            if let Err(e) = store.pools().get(tenant, target).await {
+                tracing::error!(tenant = %tenant.as_str(), error = %e, "tenant storage failed to open");
+            }
+        }
+    }
+    if !dedicated.is_empty() {
+        tracing::info!(
+            dedicated = dedicated.len(),
+            open = store.pools().open_count(),
+            "dedicated tenant pools"
+        );
+    }
+    let pools = Arc::downgrade(store.pools());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pools) = pools.upgrade() else { break };
+            let closed = pools.sweep_idle().await;
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle tenant pools");
+            }
+        }
+    });
 }

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use tenancy::TenantId;
 
 use super::ChainReport;
-use crate::config::{Backend, Config};
-use crate::store::{Store, open_sqlite};
+use crate::config::Config;
+use crate::store::Store;
 
 /// `tenantd audit …`.
 #[derive(Debug, Subcommand)]

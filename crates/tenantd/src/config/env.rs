@@ -87,6 +87,7 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
         &["storage", "admin_url"],
         Kind::Text,
     ),
+    ("TENANTD_STORAGE_EAGER", &["storage", "eager"], Kind::Bool),
     (
         "TENANTD_STORAGE_MIGRATE_URL",
         &["storage", "migrate_url"],

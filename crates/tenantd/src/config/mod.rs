@@ -273,6 +273,14 @@ pub struct StorageConfig {
     pub migrate_url: Option<String>,
     /// PostgreSQL: the startup isolation check's verdict on a problem.
     pub rls_check: RlsCheck,
+    /// Dedicated tenants: at most this many of their pools open at once
+    /// (least recently used closed first).
+    pub max_open_tenant_pools: usize,
+    /// Dedicated tenants: a pool unused this long is closed.
+    pub tenant_pool_idle_secs: u64,
+    /// Dedicated tenants: open every pool at startup (seed 002's
+    /// behaviour, one log line per tenant) instead of on first use.
+    pub eager: bool,
 }
 
 impl Default for StorageConfig {
@@ -285,6 +293,9 @@ impl Default for StorageConfig {
             admin_url: None,
             migrate_url: None,
             rls_check: RlsCheck::Refuse,
+            max_open_tenant_pools: 64,
+            tenant_pool_idle_secs: 300,
+            eager: false,
         }
     }
 }
@@ -519,6 +530,9 @@ impl Config {
                     Some(_) => {}
                 }
             }
+        }
+        if self.storage.max_open_tenant_pools == 0 {
+            problems.push("storage.max_open_tenant_pools: must be greater than 0".to_owned());
         }
         if self.storage.max_connections == 0 {
             problems.push("storage.max_connections: must be greater than 0".to_owned());

@@ -97,12 +97,15 @@ pub trait RecordRepo: Send + Sync {
     ) -> Result<SearchPage, StoreError>;
 }
 
-/// The records operations of one tenant.
+/// The records operations of one tenant, on the database holding its
+/// records (shared or dedicated). Writes are refused while a move switches
+/// that database.
 impl TenantStore {
     /// Creates a record; 409-style conflict when `(kind, name)` is taken.
     pub async fn create_record(&self, new: NewRecord) -> Result<Record, RecordsError> {
         let (kind, name) = (new.kind.clone(), new.name.clone());
-        let (scope, backend) = self.parts();
+        self.check_writable()?;
+        let (scope, backend) = self.records_parts().await?;
         backend
             .create_record(scope, new)
             .await
@@ -111,7 +114,7 @@ impl TenantStore {
 
     /// Reads a record of this tenant.
     pub async fn get_record(&self, id: &RecordId) -> Result<Record, RecordsError> {
-        let (scope, backend) = self.parts();
+        let (scope, backend) = self.records_parts().await?;
         backend
             .get_record(scope, id)
             .await?
@@ -125,7 +128,8 @@ impl TenantStore {
         new: NewRecord,
     ) -> Result<Record, RecordsError> {
         let (kind, name) = (new.kind.clone(), new.name.clone());
-        let (scope, backend) = self.parts();
+        self.check_writable()?;
+        let (scope, backend) = self.records_parts().await?;
         backend
             .replace_record(scope, id, new)
             .await
@@ -135,13 +139,15 @@ impl TenantStore {
 
     /// Creates or replaces the record `(kind, name)`.
     pub async fn upsert_record(&self, new: NewRecord) -> Result<Record, RecordsError> {
-        let (scope, backend) = self.parts();
+        self.check_writable()?;
+        let (scope, backend) = self.records_parts().await?;
         Ok(backend.upsert_record(scope, new).await?)
     }
 
     /// Deletes a record of this tenant.
     pub async fn delete_record(&self, id: &RecordId) -> Result<(), RecordsError> {
-        let (scope, backend) = self.parts();
+        self.check_writable()?;
+        let (scope, backend) = self.records_parts().await?;
         if backend.delete_record(scope, id).await? {
             Ok(())
         } else {
@@ -151,7 +157,7 @@ impl TenantStore {
 
     /// Searches this tenant's records.
     pub async fn search_records(&self, query: &SearchQuery) -> Result<SearchPage, RecordsError> {
-        let (scope, backend) = self.parts();
+        let (scope, backend) = self.records_parts().await?;
         Ok(backend.search_records(scope, query).await?)
     }
 }

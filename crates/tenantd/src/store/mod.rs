@@ -12,6 +12,7 @@
 //! enforces the same confinement inside the database). Handlers do not
 //! know which one they talk to.
 
+mod dedicated;
 mod postgres;
 mod sqlite;
 
@@ -30,8 +31,9 @@ use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
+pub use dedicated::{PoolHealth, Target, TenantPools, is_postgres_url};
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, check_isolation, open_postgres};
-pub use sqlite::{SqliteStore, open_sqlite};
+pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 
 /// Helpers shared by the PostgreSQL implementations of feature
 /// repositories.
@@ -81,12 +83,48 @@ pub enum StoreError {
     /// The write would cross a quota; nothing was written (403).
     #[error(transparent)]
     QuotaExceeded(#[from] QuotaExceeded),
+    /// The tenant's data is being switched to another database: writes
+    /// wait, reads continue (503 `tenant_moving` with `Retry-After`).
+    #[error("tenant {tenant} is moving to other storage; retry in {retry_after_secs} s")]
+    Moving {
+        /// The tenant.
+        tenant: String,
+        /// When to retry.
+        retry_after_secs: u64,
+    },
+}
+
+/// The rows that move with a tenant between tiers (its records), as
+/// portable rows: what [`crate::tenants::moves`] copies and verifies.
+#[async_trait]
+pub trait DataRows: Send + Sync {
+    /// Every record row of `tenant`.
+    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<crate::portable::Row>, StoreError> {
+        let _ = tenant;
+        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
+    }
+    /// Replaces `tenant`'s record rows with `rows`, in one transaction
+    /// (search index and counters rebuilt).
+    async fn replace_data_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &[crate::portable::Row],
+    ) -> Result<(), StoreError> {
+        let _ = (tenant, rows);
+        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
+    }
+    /// Deletes `tenant`'s record rows; how many.
+    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let _ = tenant;
+        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
+    }
 }
 
 /// What every storage backend provides.
 #[async_trait]
 pub trait Backend:
-    RecordRepo
+    DataRows
+    + RecordRepo
     + JobRepo
     + JobQueue
     + TenantRepo
@@ -109,11 +147,40 @@ pub trait Backend:
     fn as_job_queue(self: Arc<Self>) -> Arc<dyn JobQueue>;
 }
 
+/// Where a tenant's records live, as the registry knows it now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// `None`: the shared database. `Some`: the tenant's own.
+    pub dedicated: Option<Target>,
+    /// A move is switching the tenant's data until this time (unix ms):
+    /// writes are refused until then, reads go on. A lease, so a mover that
+    /// died stops blocking writes by itself.
+    pub moving_until_ms: Option<i64>,
+}
+
+/// Tells the store where each tenant's records live (the registry).
+pub trait PlacementSource: Send + Sync + 'static {
+    /// `tenant`'s placement.
+    fn placement(&self, tenant: &TenantId) -> Placement;
+}
+
+/// Every tenant in the shared database (tools, tests, no registry yet).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AllShared;
+
+impl PlacementSource for AllShared {
+    fn placement(&self, _tenant: &TenantId) -> Placement {
+        Placement::default()
+    }
+}
+
 /// The process-wide storage handle (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
     quotas: Arc<dyn QuotaSource>,
+    placement: Arc<dyn PlacementSource>,
+    pools: Arc<TenantPools>,
 }
 
 impl std::fmt::Debug for Store {
@@ -141,6 +208,7 @@ impl Store {
                     migrate_url: config.migrate_url.clone(),
                     max_connections,
                     rls_check: config.rls_check,
+                    single_role: false,
                 };
                 {
                     // INTEGRATION-PENDING: replaced once PgStore implements Backend.
@@ -149,15 +217,41 @@ impl Store {
                 }
             }
         };
-        Ok(Self::new(backend))
+        let pools = Arc::new(TenantPools::new(
+            &config.data_dir,
+            config.max_open_tenant_pools,
+            std::time::Duration::from_secs(config.tenant_pool_idle_secs),
+        ));
+        let mut store = Self::new(backend);
+        store.pools = pools;
+        Ok(store)
     }
 
-    /// Wraps a backend (no quotas until [`Store::with_quotas`]).
+    /// Wraps a backend (no quotas until [`Store::with_quotas`], every
+    /// tenant shared until [`Store::with_placement`]).
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
             quotas: Arc::new(Unlimited),
+            placement: Arc::new(AllShared),
+            pools: Arc::new(TenantPools::new(
+                std::path::Path::new("."),
+                1,
+                std::time::Duration::from_secs(60),
+            )),
         }
+    }
+
+    /// The same store, with dedicated tenants (per `source`) served from
+    /// its pools.
+    pub fn with_placement(mut self, source: Arc<dyn PlacementSource>) -> Self {
+        self.placement = source;
+        self
+    }
+
+    /// The dedicated tenants' pools.
+    pub fn pools(&self) -> &Arc<TenantPools> {
+        &self.pools
     }
 
     /// The same store, with writes checked against `source`'s quotas.
@@ -170,11 +264,13 @@ impl Store {
     pub fn scoped(&self, ctx: &TenantContext) -> TenantStore {
         let tenant = ctx.tenant_id().clone();
         TenantStore {
+            placement: self.placement.placement(&tenant),
             scope: TenantScope {
                 quotas: self.quotas.quotas(&tenant),
                 tenant,
             },
             backend: self.backend.clone(),
+            pools: self.pools.clone(),
         }
     }
 
@@ -183,6 +279,25 @@ impl Store {
     /// it hands out jobs with the tenant of their row.
     pub fn system_job_queue(&self) -> Arc<dyn JobQueue> {
         self.backend.clone().as_job_queue()
+    }
+
+    /// The records backend of `tenant` for a system path that holds the
+    /// tenant from a row (a claimed job), with its placement.
+    pub(crate) async fn records_backend_of(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(Placement, Arc<dyn Backend>), StoreError> {
+        let placement = self.placement.placement(tenant);
+        let backend = match &placement.dedicated {
+            None => self.backend.clone(),
+            Some(target) => self.pools.get(tenant, target).await?,
+        };
+        Ok((placement, backend))
+    }
+
+    /// The shared backend, for moves between tiers (administrative).
+    pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
     }
 
     /// The administrative, explicitly cross-tenant path: the tenant
@@ -199,8 +314,9 @@ impl Store {
         self.backend.ready().await
     }
 
-    /// Closes the backend's connections.
+    /// Closes the backend's connections and every dedicated pool.
     pub async fn close(&self) {
+        self.pools.close_all().await;
         self.backend.close().await;
     }
 }
@@ -211,6 +327,8 @@ impl Store {
 pub struct TenantStore {
     scope: TenantScope,
     backend: Arc<dyn Backend>,
+    placement: Placement,
+    pools: Arc<TenantPools>,
 }
 
 impl TenantStore {
@@ -219,10 +337,45 @@ impl TenantStore {
         &self.scope.tenant
     }
 
-    /// The scope token and backend, for feature modules' store methods.
+    /// The scope token and the shared backend, for feature modules' store
+    /// methods (jobs, usage, audit: the platform's tables of the tenant).
     pub(crate) fn parts(&self) -> (&TenantScope, &dyn Backend) {
         (&self.scope, self.backend.as_ref())
     }
+
+    /// The scope token and the backend holding the tenant's records: the
+    /// shared one, or the tenant's dedicated database (opened if needed).
+    pub(crate) async fn records_parts(
+        &self,
+    ) -> Result<(&TenantScope, Arc<dyn Backend>), StoreError> {
+        let backend = match &self.placement.dedicated {
+            None => self.backend.clone(),
+            Some(target) => self.pools.get(&self.scope.tenant, target).await?,
+        };
+        Ok((&self.scope, backend))
+    }
+
+    /// Refuses a write while the tenant's data is being switched to other
+    /// storage (see [`Placement::moving_until_ms`]).
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        check_not_moving(&self.scope.tenant, &self.placement)
+    }
+}
+
+/// `Err(Moving)` while `placement` says a move is switching `tenant`.
+pub(crate) fn check_not_moving(tenant: &TenantId, placement: &Placement) -> Result<(), StoreError> {
+    let Some(until) = placement.moving_until_ms else {
+        return Ok(());
+    };
+    let now = crate::clock::now_ms();
+    if until <= now {
+        return Ok(());
+    }
+    let remaining = u64::try_from(until - now).unwrap_or(0).div_ceil(1000);
+    Err(StoreError::Moving {
+        tenant: tenant.as_str().to_owned(),
+        retry_after_secs: remaining.clamp(1, 5),
+    })
 }
 
 /// Tenant and key administration (see [`Store::admin`]).

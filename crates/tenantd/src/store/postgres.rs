@@ -87,6 +87,10 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// What a failed isolation check does.
     pub rls_check: RlsCheck,
+    /// One role for everything (a dedicated tenant's own database): the
+    /// role checks (ownership, BYPASSRLS) do not apply; the table checks
+    /// still do, and tenant statements still run under forced RLS.
+    pub single_role: bool,
 }
 
 /// The PostgreSQL backend.

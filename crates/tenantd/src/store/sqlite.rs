@@ -77,9 +77,21 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Resul
         data_dir.display()
     );
     let db_path = data_dir.join(DB_FILE);
+    connect(&db_path, max_connections).await.with_context(|| {
+        format!(
+            "storage.data_dir {}: cannot open {} (is the directory writable?)",
+            data_dir.display(),
+            DB_FILE
+        )
+    })
+}
+
+/// Opens the SQLite file at `db_path` (WAL, foreign keys) and migrates it.
+async fn connect(db_path: &Path, max_connections: u32) -> anyhow::Result<SqliteStore> {
+    use anyhow::Context as _;
     let options = SqliteConnectOptions::from_str("sqlite://")
         .context("sqlite options")?
-        .filename(&db_path)
+        .filename(db_path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -92,18 +104,55 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Resul
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .with_context(|| {
-            format!(
-                "storage.data_dir {}: cannot open {} (is the directory writable?)",
-                data_dir.display(),
-                DB_FILE
-            )
-        })?;
+        .with_context(|| format!("cannot open {}", db_path.display()))?;
     migrator()
         .run(&pool)
         .await
         .with_context(|| format!("storage: migrating {} failed", db_path.display()))?;
-    Ok(SqliteStore { pool, db_path })
+    Ok(SqliteStore {
+        pool,
+        db_path: db_path.to_path_buf(),
+    })
+}
+
+/// Opens a dedicated tenant's file, creating it from `template` (a migrated,
+/// empty database, itself created on first need) when it does not exist:
+/// a copy and a rename, so a crash never leaves a half-made file in place.
+pub async fn open_sqlite_file(
+    path: &Path,
+    template: &Path,
+    max_connections: u32,
+) -> anyhow::Result<SqliteStore> {
+    use anyhow::Context as _;
+    if !path.exists() {
+        let dir = path
+            .parent()
+            .context("a dedicated database path has a directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if !template.exists() {
+            let fresh = template.with_extension("new");
+            let _ = std::fs::remove_file(&fresh);
+            let store = connect(&fresh, 1).await?;
+            // One self-contained file: no WAL beside it to copy.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&store.pool)
+                .await
+                .context("checkpointing the template")?;
+            sqlx::query("PRAGMA journal_mode = DELETE")
+                .execute(&store.pool)
+                .await
+                .context("template journal mode")?;
+            store.pool.close().await;
+            std::fs::rename(&fresh, template)
+                .with_context(|| format!("cannot create {}", template.display()))?;
+        }
+        let partial = path.with_extension("db.partial");
+        std::fs::copy(template, &partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    connect(path, max_connections).await
 }
 
 impl SqliteStore {
@@ -158,6 +207,9 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
         _ => StoreError::Internal(error.to_string()),
     }
 }
+
+#[async_trait]
+impl super::DataRows for SqliteStore {}
 
 #[async_trait]
 impl Backend for SqliteStore {

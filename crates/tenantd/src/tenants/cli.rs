@@ -16,10 +16,10 @@ use super::model::{CreateTenant, PatchTenant};
 use super::registry::Registry;
 use super::service::TenantAdmin;
 use super::{TenantFilter, TenantState, TenantsError};
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::keys::{IssueKey, pepper};
 use crate::limits::PlanBook;
-use crate::store::{Store, open_sqlite};
+use crate::store::Store;
 
 /// `tenantd tenants …`.
 #[derive(Debug, Subcommand)]
@@ -55,6 +55,21 @@ pub enum TenantsCommand {
         /// Ids after this one.
         #[arg(long)]
         after: Option<String>,
+    },
+    /// Move a tenant's records to the shared database or to a database of
+    /// its own: copy, verify (count and checksum), switch, delete the
+    /// source. Writes pause (503 tenant_moving) only during the switch.
+    /// Re-running a move that crashed finishes it.
+    Move {
+        /// Tenant id.
+        id: String,
+        /// `dedicated` or `shared`.
+        #[arg(long, value_parser = ["dedicated", "shared"])]
+        to: String,
+        /// With `--to dedicated`: a postgres:// URL of the tenant's
+        /// database (default: a SQLite file under data_dir/tenants/).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Show one tenant.
     Show {
@@ -145,7 +160,7 @@ pub enum KeysCommand {
     },
 }
 
-async fn admin(config: &Config) -> anyhow::Result<TenantAdmin> {
+async fn admin(config: &Config) -> anyhow::Result<(TenantAdmin, Store)> {
     let store = Store::open(&config.storage, 2).await?;
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
@@ -153,10 +168,9 @@ async fn admin(config: &Config) -> anyhow::Result<TenantAdmin> {
         config.tenant.registry,
         Arc::new(PlanBook::from_config(config)),
     ));
-    Ok(TenantAdmin::new(
-        store.admin(),
-        registry,
-        KeyHasher::new(&pepper),
+    Ok((
+        TenantAdmin::new(store.admin(), registry, KeyHasher::new(&pepper)),
+        store,
     ))
 }
 
@@ -175,8 +189,29 @@ fn explain(e: TenantsError) -> anyhow::Error {
 
 /// Runs a `tenants` verb.
 pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Result<()> {
-    let admin = admin(config).await?;
+    let (admin, store) = admin(config).await?;
     match command {
+        TenantsCommand::Move { id, to, url } => {
+            let id = tenant_id(&id)?;
+            let request = super::moves::MoveTenant {
+                to: if to == "shared" {
+                    super::moves::Tier::Shared
+                } else {
+                    super::moves::Tier::Dedicated
+                },
+                url,
+            };
+            let mover = super::moves::Mover {
+                admin: admin.store(),
+                store: &store,
+                registry: admin.registry(),
+                // A running server sees the freeze at its next registry poll.
+                settle: std::time::Duration::from_millis(config.auth.registry_poll_ms + 250),
+            };
+            let report = mover.run(&id, &request).await.map_err(explain);
+            store.close().await;
+            print(&report?)
+        }
         TenantsCommand::Export { id, output } => {
             let id = tenant_id(&id)?;
             let counts = match output {
@@ -291,7 +326,7 @@ pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Re
 
 /// Runs a `keys` verb.
 pub async fn run_keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let admin = admin(config).await?;
+    let (admin, _store) = admin(config).await?;
     match command {
         KeysCommand::Issue {
             tenant,

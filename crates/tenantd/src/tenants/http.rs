@@ -11,6 +11,7 @@ use tenancy::TenantId;
 use utoipa::{IntoParams, ToSchema};
 
 use super::model::{CreateTenant, PatchTenant};
+use super::moves::{MoveReport, MoveTenant, Mover};
 use super::service::TenantPage;
 use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::app::AppState;
@@ -26,6 +27,34 @@ pub fn routes() -> Router<AppState> {
             "/admin/tenants/{id}",
             get(get_tenant).patch(update_tenant).delete(delete_tenant),
         )
+        .route("/admin/tenants/{id}/move", post(move_tenant))
+}
+
+/// Move a tenant's records to the shared database or a database of its
+/// own: copy, verify (count and SHA-256), switch the binding atomically,
+/// delete the source. The tenant's writes get 503 `tenant_moving` only
+/// while the switch is under way; reads go on throughout.
+#[utoipa::path(post, path = "/admin/tenants/{id}/move", tag = "admin",
+    request_body = MoveTenant,
+    responses((status = 200, description = "Moved (or already there, stale copies removed)", body = MoveReport),
+              (status = 404, description = "No such tenant", body = ErrorBody),
+              (status = 409, description = "A move of this tenant is under way", body = ErrorBody),
+              (status = 422, description = "Bad target, or a static tenant", body = ErrorBody)))]
+pub(crate) async fn move_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MoveTenant>,
+) -> Result<Json<MoveReport>, ApiError> {
+    let id = path_tenant(&id)?;
+    let mover = Mover {
+        admin: state.admin.store(),
+        store: &state.store,
+        registry: state.admin.registry(),
+        // Other nodes see the freeze at their next registry poll.
+        settle: std::time::Duration::from_millis(state.config.auth.registry_poll_ms + 250),
+    };
+    Ok(Json(mover.run(&id, &body).await?))
 }
 
 /// Proof that the request carried the admin key (`Authorization: Bearer`

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod http;
 pub mod model;
+pub mod moves;
 pub mod registry;
 pub mod service;
 mod sqlite;
@@ -45,6 +46,9 @@ pub enum TenantsError {
         "Tenant id {0} belonged to a deleted tenant whose audit trail and usage are kept; choose another id"
     )]
     Retired(String),
+    /// A move of this tenant is under way (409).
+    #[error("Tenant '{0}' is being moved; try again when the move has finished")]
+    Moving(String),
     /// Fields are invalid; every problem is listed.
     #[error("{}", .0.join("; "))]
     Invalid(Vec<String>),
@@ -105,6 +109,10 @@ pub struct DirectoryRow {
     pub limits: model::Limits,
     /// The tenant's own quota overrides.
     pub quotas: model::Quotas,
+    /// Where its records live.
+    pub storage: Option<model::StorageBinding>,
+    /// A move's write freeze, until (unix ms).
+    pub moving_until_ms: Option<i64>,
 }
 
 /// Tenant storage. Administrative by nature (a tenant is not inside

@@ -135,7 +135,8 @@ fn default_scopes() -> String {
     DEFAULT_OIDC_SCOPES.to_owned()
 }
 
-/// Seed 002's per-tenant storage fields, kept for the storage issue.
+/// Seed 002's per-tenant storage fields: where the tenant's records live
+/// (`isolation: dedicated` gives it a database of its own) and its Redis.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageBinding {
@@ -175,6 +176,11 @@ pub struct TenantSpec {
     pub oidc: Option<Oidc>,
     /// Storage binding.
     pub storage: Option<StorageBinding>,
+    /// While a move switches the tenant's data to other storage: until when
+    /// (unix ms) writes are refused. Set and cleared only by the mover; a
+    /// lease, so a mover that died stops blocking writes by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_until_ms: Option<i64>,
 }
 
 /// A tenant, as the admin API returns it.

@@ -25,7 +25,7 @@ use super::model::{TenantState, parse_net};
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::keys::KeyRow;
 use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
-use crate::store::{AdminStore, StoreError};
+use crate::store::{AdminStore, Placement, PlacementSource, StoreError, Target};
 use tenancy::ratelimit::Window;
 
 /// A tenant as the request path needs it.
@@ -33,6 +33,8 @@ use tenancy::ratelimit::Window;
 struct CachedTenant {
     status: TenantStatus,
     settings: Arc<Settings>,
+    /// `None` for the common case (shared, not moving): one pointer.
+    placement: Option<Box<Placement>>,
 }
 
 #[derive(Debug)]
@@ -68,6 +70,8 @@ pub struct Registry {
     /// `tenant.registry`: `Some(b)` forces checks on/off; `None` enforces
     /// them once any tenant exists.
     mode: Option<bool>,
+    /// `storage.data_dir` (dedicated SQLite files live under it).
+    data_dir: std::path::PathBuf,
     version: AtomicI64,
     uses: Mutex<HashMap<(TenantId, Box<str>), i64>>,
     no_ips: Arc<[IpNet]>,
@@ -88,6 +92,7 @@ impl Registry {
             version: AtomicI64::new(-1),
             uses: Mutex::new(HashMap::new()),
             no_ips: Arc::from(Vec::new()),
+            data_dir: std::path::PathBuf::from("."),
         }
     }
 
@@ -95,7 +100,64 @@ impl Registry {
         CachedTenant {
             status: self.status_of(row),
             settings: self.plans.settings(&row.plan, &row.limits, &row.quotas),
+            placement: self.placement_of(row),
         }
+    }
+
+    fn placement_of(&self, row: &DirectoryRow) -> Option<Box<Placement>> {
+        let dedicated = Target::of(&self.data_dir, &row.id, row.storage.as_ref());
+        if dedicated.is_none() && row.moving_until_ms.is_none() {
+            return None;
+        }
+        Some(Box::new(Placement {
+            dedicated,
+            moving_until_ms: row.moving_until_ms,
+        }))
+    }
+
+    /// Where dedicated tenants' SQLite files live (`storage.data_dir`).
+    pub fn with_data_dir(mut self, data_dir: &std::path::Path) -> Self {
+        self.data_dir = data_dir.to_path_buf();
+        self
+    }
+
+    /// Up to `limit` tenants after `after`, in id order, with their
+    /// placement (`GET /health/tenants`, eager pool opening).
+    pub fn placements_page(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Vec<(TenantId, Placement)> {
+        let tenants = read(&self.tenants);
+        let mut ids: Vec<&TenantId> = tenants
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a.as_str()))
+            .collect();
+        ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.truncate(limit);
+        ids.into_iter()
+            .map(|id| {
+                let placement = tenants
+                    .get(id)
+                    .and_then(|t| t.placement.as_deref().cloned())
+                    .unwrap_or_default();
+                (id.clone(), placement)
+            })
+            .collect()
+    }
+
+    /// Every tenant bound to a dedicated database, in id order.
+    pub fn dedicated_tenants(&self) -> Vec<(TenantId, Target)> {
+        let tenants = read(&self.tenants);
+        let mut out: Vec<(TenantId, Target)> = tenants
+            .iter()
+            .filter_map(|(id, t)| {
+                let target = t.placement.as_ref()?.dedicated.clone()?;
+                Some((id.clone(), target))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        out
     }
 
     fn key_window_entry(row: &KeyRow) -> Option<(KeyOf, Arc<[Window]>)> {
@@ -366,6 +428,15 @@ impl TenantDirectory for Registry {
             .get(tenant)
             .map(|t| t.status.clone())
             .unwrap_or(TenantStatus::Unknown)
+    }
+}
+
+impl PlacementSource for Registry {
+    fn placement(&self, tenant: &TenantId) -> Placement {
+        read(&self.tenants)
+            .get(tenant)
+            .and_then(|t| t.placement.as_deref().cloned())
+            .unwrap_or_default()
     }
 }
 

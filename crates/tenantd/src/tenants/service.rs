@@ -91,6 +91,7 @@ impl TenantAdmin {
             frontend_url: input.frontend_url,
             oidc: input.oidc,
             storage: input.storage,
+            moving_until_ms: None,
         };
         let name = input.name.trim().to_owned();
         problems.extend(validate("", &name, input.email.as_deref(), &plan, &spec));

@@ -227,7 +227,8 @@ impl TenantRepo for SqliteStore {
         let rows = sqlx::query(
             "SELECT id, status, json_extract(spec, '$.security.allowed_ips'), \
              json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id'), plan, \
-             json_extract(spec, '$.limits'), json_extract(spec, '$.quotas') FROM tenants \
+             json_extract(spec, '$.limits'), json_extract(spec, '$.quotas'), \
+             json_extract(spec, '$.storage'), json_extract(spec, '$.moving_until_ms') FROM tenants \
              WHERE (?1 IS NULL OR id = ?1)",
         )
         .bind(id.map(TenantId::as_str))
@@ -247,7 +248,13 @@ impl TenantRepo for SqliteStore {
             let client_id: Option<String> = row.try_get(4).map_err(map_sqlx)?;
             let limits: Option<String> = row.try_get(6).map_err(map_sqlx)?;
             let quotas: Option<String> = row.try_get(7).map_err(map_sqlx)?;
+            let storage: Option<String> = row.try_get(8).map_err(map_sqlx)?;
             out.push(DirectoryRow {
+                storage: match storage {
+                    Some(text) => serde_json::from_str(&text).map_err(|_| corrupt("storage"))?,
+                    None => None,
+                },
+                moving_until_ms: row.try_get(9).map_err(map_sqlx)?,
                 id: TenantId::new(&id).map_err(|_| corrupt("id"))?,
                 status: TenantState::parse(&status).ok_or_else(|| corrupt("status"))?,
                 allowed_ips,

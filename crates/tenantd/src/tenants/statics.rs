@@ -99,6 +99,7 @@ impl StaticTenant {
             frontend_url: present(self.frontend_url.as_ref()),
             oidc,
             storage,
+            moving_until_ms: None,
         }
     }
 }

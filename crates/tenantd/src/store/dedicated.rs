@@ -1,0 +1,319 @@
+//! The dedicated tier: tenants bound to a database of their own.
+//!
+//! A dedicated tenant's records live in its own database: a SQLite file
+//! `data_dir/tenants/<id>.db`, or a PostgreSQL database named by its
+//! binding. Everything the platform needs across tenants (the registry,
+//! keys, the job queue, usage, audit, billing) stays in the shared
+//! database, which is what lets one node serve 100,000 tenants without a
+//! connection per tenant.
+//!
+//! Pools open on first use and are kept in a small LRU
+//! (`storage.max_open_tenant_pools`): opening one more than the bound
+//! closes the least recently used, and a sweeper closes pools idle longer
+//! than `storage.tenant_pool_idle_secs`. New SQLite files are copied from a
+//! migrated template, so a cold tenant costs a file copy, not a migration.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tenancy::TenantId;
+
+use super::postgres::{PgOptions, open_postgres};
+use super::sqlite::open_sqlite_file;
+use super::{Backend, StoreError};
+use crate::config::RlsCheck;
+use crate::tenants::model::StorageBinding;
+
+/// Where a dedicated tenant's database is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database URL. tenantd migrates it with this role, and
+    /// tenant statements still run with `app.tenant_id` set under FORCE'd
+    /// row-level security, so the same code serves both tiers.
+    Postgres(String),
+}
+
+impl Target {
+    /// Where a tenant bound by `binding` keeps its records: `None` for the
+    /// shared database. `isolation: dedicated` with a `postgres://` URL is
+    /// a PostgreSQL database (`database` overrides the URL's); without a
+    /// URL, or with one tenantd cannot use (seed 002's `mongo_uri`), it is
+    /// a SQLite file under `data_dir/tenants/`.
+    pub fn of(
+        data_dir: &Path,
+        tenant: &TenantId,
+        binding: Option<&StorageBinding>,
+    ) -> Option<Self> {
+        let binding = binding?;
+        if binding.isolation.as_deref() != Some("dedicated") {
+            return None;
+        }
+        match binding.url.as_deref() {
+            Some(url) if is_postgres_url(url) => Some(Target::Postgres(with_database(
+                url,
+                binding.database.as_deref(),
+            ))),
+            _ => Some(Target::Sqlite(Self::sqlite_file(data_dir, tenant))),
+        }
+    }
+
+    /// Where `tenant`'s SQLite file is under `data_dir`.
+    pub fn sqlite_file(data_dir: &Path, tenant: &TenantId) -> PathBuf {
+        data_dir
+            .join("tenants")
+            .join(format!("{}.db", tenant.as_str()))
+    }
+
+    /// What to show an operator (a PostgreSQL URL without its userinfo).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => path.display().to_string(),
+            Target::Postgres(url) => match url.split_once('@') {
+                Some((scheme_user, rest)) => {
+                    let scheme = scheme_user.split("://").next().unwrap_or("postgres");
+                    format!("{scheme}://***@{rest}")
+                }
+                None => url.clone(),
+            },
+        }
+    }
+}
+
+/// Whether `url` names a PostgreSQL server.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its database replaced by `database` (when given).
+fn with_database(url: &str, database: Option<&str>) -> String {
+    let Some(database) = database.filter(|d| !d.is_empty()) else {
+        return url.to_owned();
+    };
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_path(&format!("/{database}"));
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The health of one tenant's storage, as `GET /health/tenants` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolHealth {
+    /// Open and answering.
+    Ok,
+    /// Open (or opening) failed; the reason.
+    Error(String),
+    /// Not open now (lazily opened on the tenant's next request).
+    NotOpen,
+}
+
+struct Open {
+    backend: Arc<dyn Backend>,
+    target: Target,
+    last_used: Instant,
+}
+
+/// The bounded set of open dedicated pools.
+pub struct TenantPools {
+    data_dir: PathBuf,
+    bound: usize,
+    idle: Duration,
+    open: Mutex<HashMap<TenantId, Open>>,
+    /// Serialises opening (and template creation): two requests for a cold
+    /// tenant open one pool, not two.
+    opening: tokio::sync::Mutex<()>,
+    /// Failures of the last open attempt per tenant (for health).
+    failures: Mutex<HashMap<TenantId, String>>,
+}
+
+impl std::fmt::Debug for TenantPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantPools")
+            .field("bound", &self.bound)
+            .field("open", &self.open_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (the maps stay valid: no
+/// code path panics half-way through an update).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TenantPools {
+    /// An empty set: at most `bound` pools open, each closed after `idle`.
+    pub fn new(data_dir: &Path, bound: usize, idle: Duration) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            bound: bound.max(1),
+            idle,
+            open: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The data directory dedicated SQLite files live under.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// How many pools are open now (never more than the bound).
+    pub fn open_count(&self) -> usize {
+        lock(&self.open).len()
+    }
+
+    /// `tenant`'s backend at `target`, opening it if needed.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        target: &Target,
+    ) -> Result<Arc<dyn Backend>, StoreError> {
+        if let Some(found) = self.cached(tenant, target) {
+            return Ok(found);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(found) = self.cached(tenant, target) {
+            return Ok(found);
+        }
+        let opened = match self.open_target(target).await {
+            Ok(b) => b,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                lock(&self.failures).insert(tenant.clone(), reason.clone());
+                return Err(StoreError::Unavailable(format!(
+                    "the tenant's dedicated database cannot be opened: {reason}"
+                )));
+            }
+        };
+        lock(&self.failures).remove(tenant);
+        tracing::info!("Storage pool created for tenant: {}", tenant.as_str());
+        let evicted = {
+            let mut open = lock(&self.open);
+            let mut evicted = Vec::new();
+            while open.len() >= self.bound {
+                let Some(oldest) = open
+                    .iter()
+                    .min_by_key(|(_, o)| o.last_used)
+                    .map(|(t, _)| t.clone())
+                else {
+                    break;
+                };
+                if let Some(o) = open.remove(&oldest) {
+                    evicted.push((oldest, o.backend));
+                }
+            }
+            open.insert(
+                tenant.clone(),
+                Open {
+                    backend: opened.clone(),
+                    target: target.clone(),
+                    last_used: Instant::now(),
+                },
+            );
+            evicted
+        };
+        for (t, backend) in evicted {
+            tracing::debug!(tenant = %t.as_str(), "closing the least recently used tenant pool");
+            tokio::spawn(async move { backend.close().await });
+        }
+        Ok(opened)
+    }
+
+    fn cached(&self, tenant: &TenantId, target: &Target) -> Option<Arc<dyn Backend>> {
+        let mut open = lock(&self.open);
+        let entry = open.get_mut(tenant)?;
+        if entry.target != *target {
+            // The binding changed (a move): this pool is stale.
+            let stale = open.remove(tenant)?;
+            tokio::spawn(async move { stale.backend.close().await });
+            return None;
+        }
+        entry.last_used = Instant::now();
+        Some(entry.backend.clone())
+    }
+
+    /// Opens `target` outside the LRU (a move holds it for its duration
+    /// and closes it itself).
+    pub(crate) async fn open_target(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
+        match target {
+            Target::Sqlite(path) => {
+                let template = self.data_dir.join("tenants").join(".template.db");
+                Ok(Arc::new(open_sqlite_file(path, &template, 2).await?))
+            }
+            Target::Postgres(url) => {
+                let options = PgOptions {
+                    url: url.clone(),
+                    admin_url: url.clone(),
+                    migrate_url: Some(url.clone()),
+                    max_connections: 2,
+                    rls_check: RlsCheck::Refuse,
+                    single_role: true,
+                };
+                // INTEGRATION-PENDING: Arc::new(open_postgres(..)) once PgStore is a Backend.
+                let _store = open_postgres(&options).await?;
+                anyhow::bail!("postgres backend not wired yet")
+            }
+        }
+    }
+
+    /// Closes `tenant`'s pool (after a move, or when its binding changes).
+    pub async fn close_tenant(&self, tenant: &TenantId) {
+        let removed = lock(&self.open).remove(tenant);
+        if let Some(o) = removed {
+            o.backend.close().await;
+        }
+    }
+
+    /// Closes pools idle longer than the idle limit; returns how many.
+    pub async fn sweep_idle(&self) -> usize {
+        let idle: Vec<Arc<dyn Backend>> = {
+            let mut open = lock(&self.open);
+            let now = Instant::now();
+            let stale: Vec<TenantId> = open
+                .iter()
+                .filter(|(_, o)| now.duration_since(o.last_used) >= self.idle)
+                .map(|(t, _)| t.clone())
+                .collect();
+            stale
+                .iter()
+                .filter_map(|t| open.remove(t).map(|o| o.backend))
+                .collect()
+        };
+        let n = idle.len();
+        for backend in idle {
+            backend.close().await;
+        }
+        n
+    }
+
+    /// The state of `tenant`'s pool without opening it.
+    pub async fn health(&self, tenant: &TenantId) -> PoolHealth {
+        let backend = lock(&self.open).get(tenant).map(|o| o.backend.clone());
+        match backend {
+            Some(b) => match b.ready().await {
+                Ok(()) => PoolHealth::Ok,
+                Err(e) => PoolHealth::Error(e.to_string()),
+            },
+            None => match lock(&self.failures).get(tenant) {
+                Some(reason) => PoolHealth::Error(reason.clone()),
+                None => PoolHealth::NotOpen,
+            },
+        }
+    }
+
+    /// Closes every pool (graceful shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<dyn Backend>> = lock(&self.open).drain().map(|(_, o)| o.backend).collect();
+        for backend in all {
+            backend.close().await;
+        }
+    }
+}

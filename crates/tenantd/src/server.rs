@@ -291,7 +291,7 @@ async fn open_dedicated_pools(store: &Store, registry: &Registry, eager: bool) {
         loop {
             tick.tick().await;
             let Some(pools) = pools.upgrade() else { break };
-            let closed = pools.sweep_idle().await;
+            let closed = pools.sweep_idle();
             if closed > 0 {
                 tracing::debug!(closed, "closed idle tenant pools");
             }

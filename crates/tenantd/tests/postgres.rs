@@ -39,6 +39,7 @@ fn options(db: &TestDb, check: RlsCheck) -> PgOptions {
         migrate_url: Some(db.owner_url()),
         max_connections: 2,
         rls_check: check,
+        single_role: false,
     }
 }
 
@@ -82,8 +83,14 @@ async fn startup_refuses_a_tenant_table_without_forced_rls_and_warn_starts_anywa
     as_superuser(&db, "ALTER TABLE records NO FORCE ROW LEVEL SECURITY").await;
     as_superuser(&db, "ALTER TABLE audit_events DISABLE ROW LEVEL SECURITY").await;
     let why = refused(&options(&db, RlsCheck::Refuse)).await;
-    assert!(why.contains("records: row-level security is not forced"), "{why}");
-    assert!(why.contains("audit_events: row-level security is not enabled"), "{why}");
+    assert!(
+        why.contains("records: row-level security is not forced"),
+        "{why}"
+    );
+    assert!(
+        why.contains("audit_events: row-level security is not enabled"),
+        "{why}"
+    );
     // `warn` starts, and the check still reports the problems.
     let store = open_postgres(&options(&db, RlsCheck::Warn))
         .await
@@ -101,10 +108,20 @@ async fn startup_refuses_a_new_tenant_table_without_a_policy() {
         .await
         .expect("migrates");
     // A later table that forgot the pattern is caught by its tenant_id.
-    as_superuser(&db, "CREATE TABLE notes (tenant_id TEXT NOT NULL, body TEXT, PRIMARY KEY (tenant_id, body))").await;
+    as_superuser(
+        &db,
+        "CREATE TABLE notes (tenant_id TEXT NOT NULL, body TEXT, PRIMARY KEY (tenant_id, body))",
+    )
+    .await;
     let why = refused(&options(&db, RlsCheck::Refuse)).await;
-    assert!(why.contains("notes: row-level security is not enabled"), "{why}");
-    assert!(why.contains("notes: has no row-level security policy"), "{why}");
+    assert!(
+        why.contains("notes: row-level security is not enabled"),
+        "{why}"
+    );
+    assert!(
+        why.contains("notes: has no row-level security policy"),
+        "{why}"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +152,10 @@ async fn startup_refuses_an_app_role_that_owns_tables_or_bypasses_rls() {
     let mut owner_as_app = options(&db, RlsCheck::Refuse);
     owner_as_app.url = db.owner_url();
     let why = refused(&owner_as_app).await;
-    assert!(why.contains("owns (or is a member of the owner of) tables"), "{why}");
+    assert!(
+        why.contains("owns (or is a member of the owner of) tables"),
+        "{why}"
+    );
     // The admin role (BYPASSRLS) as the app role.
     let mut admin_as_app = options(&db, RlsCheck::Refuse);
     admin_as_app.url = db.admin_url();

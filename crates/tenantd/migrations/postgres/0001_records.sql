@@ -7,6 +7,33 @@
 -- the same pattern by being listed there).
 
 CREATE EXTENSION IF NOT EXISTS btree_gin;
+CREATE EXTENSION IF NOT EXISTS unaccent;
+
+-- Search tokenisation mirroring SQLite's FTS5 `unicode61 remove_diacritics 2`
+-- (records/fts.rs): words split at every non-alphanumeric character, case
+-- and diacritics folded. `records_search` is `simple` with `unaccent` in
+-- front for the token types that can hold non-ASCII letters; queries use
+-- the same configuration, so both sides fold alike.
+CREATE TEXT SEARCH CONFIGURATION records_search (COPY = pg_catalog.simple);
+ALTER TEXT SEARCH CONFIGURATION records_search
+    ALTER MAPPING FOR word, hword, hword_part, numword, numhword, hword_numpart
+    WITH unaccent, simple;
+
+-- The default parser keeps URLs, hosts, paths, e-mail addresses, decimals
+-- and versions whole ('github.com/acme/payroll' would never match
+-- 'payroll'); unicode61 splits them at the punctuation. So ASCII
+-- punctuation becomes a space before parsing (non-ASCII punctuation is
+-- already a separator to the parser).
+CREATE FUNCTION search_words(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN regexp_replace(t, '[!-/:-@[-`{-~]+', ' ', 'g');
+
+-- The same for a JSON text (tags, fields): escape sequences (\n, \", \\,
+-- \u0007) are separators too, as the decoded characters are to SQLite's
+-- indexer, which reads the decoded values.
+CREATE FUNCTION search_json_words(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN search_words(regexp_replace(t, '\\(u[0-9a-fA-F]{4}|.)', ' ', 'g'));
 
 CREATE TABLE records (
     tenant_id   TEXT   NOT NULL,
@@ -24,11 +51,11 @@ CREATE TABLE records (
     -- Weights follow the SQLite bm25 column weights: name A, tags B,
     -- description C, url and fields D.
     search      TSVECTOR GENERATED ALWAYS AS (
-        setweight(to_tsvector('simple', name), 'A') ||
-        setweight(to_tsvector('simple', tags), 'B') ||
-        setweight(to_tsvector('simple', coalesce(description, '')), 'C') ||
-        setweight(to_tsvector('simple', url), 'D') ||
-        setweight(to_tsvector('simple', fields), 'D')
+        setweight(to_tsvector('records_search', search_words(name)), 'A') ||
+        setweight(to_tsvector('records_search', search_json_words(tags)), 'B') ||
+        setweight(to_tsvector('records_search', search_words(coalesce(description, ''))), 'C') ||
+        setweight(to_tsvector('records_search', search_words(url)), 'D') ||
+        setweight(to_tsvector('records_search', search_json_words(fields)), 'D')
     ) STORED,
     PRIMARY KEY (tenant_id, id)
 );

@@ -33,3 +33,34 @@ CREATE TABLE job_turns (
     pending   BIGINT NOT NULL DEFAULT 0,
     running   BIGINT NOT NULL DEFAULT 0
 );
+
+-- The counts follow every job row through this trigger (submit, claim,
+-- completion, failure, release, cancel, reaping, imports, deletion), so no
+-- code path can forget them. It runs as the caller: under the app role it
+-- writes only the current tenant's row, as row-level security demands.
+-- A status change locks the tenant's job_turns row until commit, which
+-- also serialises claims against it (jobs/postgres.rs).
+CREATE FUNCTION job_turns_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO job_turns (tenant_id, pending, running)
+        VALUES (NEW.tenant_id, (NEW.status = 'pending')::int, (NEW.status = 'running')::int)
+        ON CONFLICT (tenant_id) DO UPDATE SET pending = job_turns.pending + EXCLUDED.pending,
+            running = job_turns.running + EXCLUDED.running;
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.status IN ('pending', 'running') THEN
+            UPDATE job_turns SET pending = pending - (OLD.status = 'pending')::int,
+                running = running - (OLD.status = 'running')::int
+            WHERE tenant_id = OLD.tenant_id;
+        END IF;
+    ELSIF NEW.status IS DISTINCT FROM OLD.status
+        AND (OLD.status IN ('pending', 'running') OR NEW.status IN ('pending', 'running')) THEN
+        UPDATE job_turns
+        SET pending = pending + (NEW.status = 'pending')::int - (OLD.status = 'pending')::int,
+            running = running + (NEW.status = 'running')::int - (OLD.status = 'running')::int
+        WHERE tenant_id = NEW.tenant_id;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER detection_jobs_turns AFTER INSERT OR DELETE OR UPDATE OF status ON detection_jobs
+    FOR EACH ROW EXECUTE FUNCTION job_turns_count();

@@ -13,7 +13,9 @@
 pub mod cli;
 pub mod http;
 pub mod layer;
+mod postgres;
 mod redact;
+mod rows;
 mod sqlite;
 mod writer;
 
@@ -23,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, TenantScope};
 
 pub use redact::redact_params;
 pub use writer::{AuditLog, AuditTask};
@@ -250,15 +252,24 @@ pub struct ChainReport {
 }
 
 /// Audit storage: appends (a group of events, chained inside one
-/// transaction), reads and chain walks. Reads name their chain.
+/// transaction), reads and chain walks. Administrative reads name their
+/// chain; a tenant reads its own through its scope.
 #[async_trait]
 pub trait AuditRepo: Send + Sync {
     /// Appends events, each after the current head of its chain.
     async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError>;
-    /// A page of one chain, oldest first.
+    /// A page of one chain, oldest first (the administrative path).
     async fn list_events(
         &self,
         tenant: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// A page of the chain of `scope`'s tenant, oldest first: the tenant
+    /// path, confined to that tenant like every other scoped read (under
+    /// PostgreSQL by row-level security as well).
+    async fn list_scoped_events(
+        &self,
+        scope: &TenantScope,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEvent>, StoreError>;
     /// Chains present (tenant ids and/or the system chain).
@@ -277,6 +288,6 @@ impl crate::store::TenantStore {
     /// A page of this tenant's events.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let (scope, backend) = self.parts();
-        backend.list_events(scope.tenant().as_str(), filter).await
+        backend.list_scoped_events(scope, filter).await
     }
 }

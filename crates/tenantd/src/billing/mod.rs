@@ -5,7 +5,8 @@
 //! # Exactly one event per tenant and month
 //!
 //! The outbox's primary key is `(tenant, month)` and events are inserted
-//! with `INSERT OR IGNORE`, so closing a month twice (by the scheduler, by
+//! with `INSERT OR IGNORE` (SQLite) or `ON CONFLICT DO NOTHING`
+//! (PostgreSQL), so closing a month twice (by the scheduler, by
 //! `POST /admin/billing/close`, by two instances) never makes a second
 //! event. The event id is fixed when the row is written and sent as the
 //! `Idempotency-Key` of every attempt, so a receiver that saw an attempt
@@ -20,8 +21,13 @@
 //! `retry_base_ms × 2^(attempts-1)` (capped at `retry_max_ms`); the
 //! schedule is in the row, so retries survive a restart. After
 //! `max_attempts` failures the event is `failed` and stays for an operator.
+//! Under PostgreSQL, where several instances may share the outbox, reading
+//! the due events claims them for a few seconds (see
+//! [`BillingRepo::due_events`]).
 
 pub mod http;
+mod postgres;
+mod rows;
 mod sqlite;
 mod worker;
 
@@ -122,7 +128,11 @@ pub trait BillingRepo: Send + Sync {
         now_ms: i64,
         mark_closed: bool,
     ) -> Result<u64, StoreError>;
-    /// Pending events due at `now_ms`, oldest first.
+    /// Pending events due at `now_ms`, oldest first. A backend that
+    /// several instances share claims what it returns (PostgreSQL: the
+    /// rows are locked `SKIP LOCKED` and their `next_attempt_ms` is pushed
+    /// a few seconds ahead as a lease), so instances do not attempt the
+    /// same event at once; the attempt's outcome replaces the lease.
     async fn due_events(&self, now_ms: i64, limit: u32) -> Result<Vec<BillingEvent>, StoreError>;
     /// Records a successful delivery.
     async fn mark_delivered(&self, id: &str, attempts: u32) -> Result<(), StoreError>;

@@ -1,32 +1,17 @@
-//! [`BillingRepo`] for SQLite.
+//! [`BillingRepo`] for SQLite. Writes are serialised by the store's write
+//! transaction (`BEGIN IMMEDIATE`).
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{BillingEvent, BillingRepo, EventStatus, NewBillingEvent};
+use super::rows::{COLUMNS, decode, status_after_failure};
+use super::{BillingEvent, BillingRepo, NewBillingEvent};
 use crate::clock::{now_rfc3339, rfc3339_from_ms};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
 
-const COLUMNS: &str = "id, tenant_id, month, status, attempts, next_attempt_ms, last_error, \
-     created_at, delivered_at, payload";
-
 fn event(row: &SqliteRow) -> Result<BillingEvent, StoreError> {
-    let attempts: i64 = row.try_get("attempts").map_err(map_sqlx)?;
-    let status: String = row.try_get("status").map_err(map_sqlx)?;
-    Ok(BillingEvent {
-        id: row.try_get("id").map_err(map_sqlx)?,
-        tenant_id: row.try_get("tenant_id").map_err(map_sqlx)?,
-        month: row.try_get("month").map_err(map_sqlx)?,
-        status: EventStatus::parse(&status),
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        next_attempt_ms: row.try_get("next_attempt_ms").map_err(map_sqlx)?,
-        last_error: row.try_get("last_error").map_err(map_sqlx)?,
-        created_at: row.try_get("created_at").map_err(map_sqlx)?,
-        delivered_at: row.try_get("delivered_at").map_err(map_sqlx)?,
-        payload: row.try_get("payload").map_err(map_sqlx)?,
-    })
+    decode(row).map_err(map_sqlx)
 }
 
 #[async_trait]
@@ -117,11 +102,7 @@ impl BillingRepo for SqliteStore {
         error: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        let status = if next_attempt_ms.is_some() {
-            EventStatus::Pending
-        } else {
-            EventStatus::Failed
-        };
+        let status = status_after_failure(next_attempt_ms);
         sqlx::query(
             "UPDATE billing_events SET status = ?2, attempts = ?3, \
              next_attempt_ms = COALESCE(?4, next_attempt_ms), last_error = ?5 WHERE id = ?1",

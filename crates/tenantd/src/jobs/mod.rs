@@ -14,6 +14,7 @@
 pub mod detect;
 pub mod http;
 mod model;
+mod postgres;
 mod sqlite;
 pub mod worker;
 

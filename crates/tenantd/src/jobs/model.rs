@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -9,6 +10,7 @@ use tenancy::TenantId;
 use utoipa::ToSchema;
 
 use super::JobsError;
+use crate::store::StoreError;
 
 /// Priorities are bounded so a client cannot starve its own other jobs
 /// forever with an absurd value.
@@ -222,4 +224,97 @@ pub struct ClaimedJob {
     /// The tenant's quotas, which the result's record write enforces
     /// (filled in by the worker from its quota source).
     pub quotas: crate::limits::QuotaLimits,
+}
+
+impl ClaimedJob {
+    /// When to retry after this attempt failed: `retry_after` while
+    /// attempts remain, `None` (fail for good) otherwise.
+    pub(crate) fn retry_delay(&self, retry_after: Option<Duration>) -> Option<Duration> {
+        retry_after.filter(|_| self.attempt < self.max_attempts)
+    }
+}
+
+/// The error of a job whose worker stopped on its last attempt (kept when
+/// the job already had one).
+pub(crate) const LEASE_EXPIRED: &str = "The worker running this job stopped (lease expired)";
+/// The error of a job whose worker stopped, retried.
+pub(crate) const LEASE_EXPIRED_RETRYING: &str =
+    "The worker running this job stopped (lease expired); retrying";
+
+/// `d` in milliseconds, saturating (leases, backoffs).
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(format!("corrupt job row: {what}"))
+}
+
+/// A job row as every backend stores it (JSON and times as text), before
+/// it is checked and parsed.
+#[derive(Debug)]
+pub(crate) struct StoredJob {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) repository_url: String,
+    pub(crate) priority: i64,
+    pub(crate) metadata: String,
+    pub(crate) status: String,
+    pub(crate) attempts: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) error: Option<String>,
+    pub(crate) record_id: Option<String>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) started_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
+}
+
+impl StoredJob {
+    /// The job, or `Internal` naming the first column that is corrupt.
+    pub(crate) fn into_job(self) -> Result<Job, StoreError> {
+        Ok(Job {
+            detection_id: self.id.parse().map_err(|_| corrupt("id"))?,
+            tenant_id: TenantId::new(&self.tenant_id).map_err(|_| corrupt("tenant_id"))?,
+            repository_url: self.repository_url,
+            priority: self.priority,
+            metadata: serde_json::from_str(&self.metadata).map_err(|_| corrupt("metadata"))?,
+            status: self.status.parse().map_err(|_| corrupt("status"))?,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            error: self.error,
+            record_id: self.record_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        })
+    }
+}
+
+/// The columns of a job row a claim returns, before parsing.
+#[derive(Debug)]
+pub(crate) struct StoredClaim {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) repository_url: String,
+    pub(crate) metadata: String,
+    pub(crate) attempts: i64,
+    pub(crate) max_attempts: i64,
+}
+
+impl StoredClaim {
+    /// The claimed job, leased to `owner` (quotas are the worker's to fill).
+    pub(crate) fn into_claimed(self, owner: &str) -> Result<ClaimedJob, StoreError> {
+        Ok(ClaimedJob {
+            id: self.id.parse().map_err(|_| corrupt("id"))?,
+            tenant: TenantId::new(&self.tenant_id).map_err(|_| corrupt("tenant_id"))?,
+            repository_url: self.repository_url,
+            metadata: serde_json::from_str(&self.metadata).map_err(|_| corrupt("metadata"))?,
+            attempt: self.attempts,
+            max_attempts: self.max_attempts,
+            owner: owner.to_owned(),
+            quotas: crate::limits::QuotaLimits::default(),
+        })
+    }
 }

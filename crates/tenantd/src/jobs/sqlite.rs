@@ -12,36 +12,29 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
-use tenancy::TenantId;
 
-use super::model::{ClaimedJob, DetectionId, Job, JobPage, JobStatus, NewJob};
+use super::model::{
+    ClaimedJob, DetectionId, Job, JobPage, JobStatus, LEASE_EXPIRED, LEASE_EXPIRED_RETRYING,
+    NewJob, StoredClaim, StoredJob, millis as ms,
+};
 use super::{CancelOutcome, JobQueue, JobRepo};
 use crate::clock::now_ms;
 use crate::clock::now_rfc3339;
-use crate::records::{NewRecord, RecordId, encode_cursor, upsert_in_tx};
+use crate::records::{NewRecord, RecordId, page_cursor, upsert_in_tx};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError, TenantScope};
 
 const JOB_COLUMNS: &str = "id, tenant_id, repository_url, priority, metadata, status, attempts, \
      max_attempts, error, record_id, created_at, updated_at, started_at, finished_at";
 
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 fn decode(row: &SqliteRow) -> Result<Job, StoreError> {
-    let corrupt = |what: &str| StoreError::Internal(format!("corrupt job row: {what}"));
-    let id: String = row.try_get("id").map_err(map_sqlx)?;
-    let tenant: String = row.try_get("tenant_id").map_err(map_sqlx)?;
-    let metadata: String = row.try_get("metadata").map_err(map_sqlx)?;
-    let status: String = row.try_get("status").map_err(map_sqlx)?;
-    Ok(Job {
-        detection_id: id.parse().map_err(|_| corrupt("id"))?,
-        tenant_id: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+    StoredJob {
+        id: row.try_get("id").map_err(map_sqlx)?,
+        tenant_id: row.try_get("tenant_id").map_err(map_sqlx)?,
         repository_url: row.try_get("repository_url").map_err(map_sqlx)?,
         priority: row.try_get("priority").map_err(map_sqlx)?,
-        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
-        status: status.parse().map_err(|_| corrupt("status"))?,
+        metadata: row.try_get("metadata").map_err(map_sqlx)?,
+        status: row.try_get("status").map_err(map_sqlx)?,
         attempts: row.try_get("attempts").map_err(map_sqlx)?,
         max_attempts: row.try_get("max_attempts").map_err(map_sqlx)?,
         error: row.try_get("error").map_err(map_sqlx)?,
@@ -50,7 +43,8 @@ fn decode(row: &SqliteRow) -> Result<Job, StoreError> {
         updated_at: row.try_get("updated_at").map_err(map_sqlx)?,
         started_at: row.try_get("started_at").map_err(map_sqlx)?,
         finished_at: row.try_get("finished_at").map_err(map_sqlx)?,
-    })
+    }
+    .into_job()
 }
 
 impl SqliteStore {
@@ -165,8 +159,7 @@ impl JobRepo for SqliteStore {
         .map_err(map_sqlx)?;
         let results = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         let total = u64::try_from(total).unwrap_or(0);
-        let next = offset.saturating_add(results.len() as u64);
-        let next_cursor = (!results.is_empty() && next < total).then(|| encode_cursor(next));
+        let next_cursor = page_cursor(offset, results.len(), total);
         Ok(JobPage {
             total,
             results,
@@ -276,20 +269,16 @@ impl JobQueue for SqliteStore {
         .await
         .map_err(map_sqlx)?;
         tx.commit().await.map_err(map_sqlx)?;
-        let corrupt = |what: &str| StoreError::Internal(format!("corrupt job row: {what}"));
-        let id: String = row.try_get("id").map_err(map_sqlx)?;
-        let tenant: String = row.try_get("tenant_id").map_err(map_sqlx)?;
-        let metadata: String = row.try_get("metadata").map_err(map_sqlx)?;
-        Ok(Some(ClaimedJob {
-            id: id.parse().map_err(|_| corrupt("id"))?,
-            tenant: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+        StoredClaim {
+            id: row.try_get("id").map_err(map_sqlx)?,
+            tenant_id: row.try_get("tenant_id").map_err(map_sqlx)?,
             repository_url: row.try_get("repository_url").map_err(map_sqlx)?,
-            metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
-            attempt: row.try_get("attempts").map_err(map_sqlx)?,
+            metadata: row.try_get("metadata").map_err(map_sqlx)?,
+            attempts: row.try_get("attempts").map_err(map_sqlx)?,
             max_attempts: row.try_get("max_attempts").map_err(map_sqlx)?,
-            owner: owner.to_owned(),
-            quotas: crate::limits::QuotaLimits::default(),
-        }))
+        }
+        .into_claimed(owner)
+        .map(Some)
     }
 
     async fn heartbeat(&self, job: &ClaimedJob, lease: Duration) -> Result<bool, StoreError> {
@@ -353,7 +342,7 @@ impl JobQueue for SqliteStore {
         retry_after: Option<Duration>,
     ) -> Result<(), StoreError> {
         let now = now_rfc3339();
-        let retry = retry_after.filter(|_| job.attempt < job.max_attempts);
+        let retry = job.retry_delay(retry_after);
         let sql = if retry.is_some() {
             "UPDATE detection_jobs SET status = 'pending', lease_owner = NULL, lease_expires_ms = NULL, \
              error = ?4, available_ms = ?5, updated_at = ?6 \
@@ -402,25 +391,25 @@ impl JobQueue for SqliteStore {
         let mut tx = self.write_tx().await?;
         let failed = sqlx::query(
             "UPDATE detection_jobs SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
-             error = coalesce(error, 'The worker running this job stopped (lease expired)'), \
-             updated_at = ?2, finished_at = ?2 \
+             error = coalesce(error, ?3), updated_at = ?2, finished_at = ?2 \
              WHERE status = 'running' AND lease_expires_ms < ?1 AND attempts >= max_attempts",
         )
         .bind(now)
         .bind(&stamp)
+        .bind(LEASE_EXPIRED)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?
         .rows_affected();
         let retried = sqlx::query(
             "UPDATE detection_jobs SET status = 'pending', lease_owner = NULL, lease_expires_ms = NULL, \
-             error = 'The worker running this job stopped (lease expired); retrying', \
-             available_ms = ?3, updated_at = ?2 \
+             error = ?4, available_ms = ?3, updated_at = ?2 \
              WHERE status = 'running' AND lease_expires_ms < ?1",
         )
         .bind(now)
         .bind(&stamp)
         .bind(now.saturating_add(ms(backoff)))
+        .bind(LEASE_EXPIRED_RETRYING)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?

@@ -11,8 +11,10 @@ pub mod jwks;
 pub mod jwt;
 mod model;
 pub mod pepper;
+mod postgres;
 mod sqlite;
 
+pub(crate) use postgres::pg_insert;
 pub(crate) use sqlite::sqlite_insert;
 
 use async_trait::async_trait;

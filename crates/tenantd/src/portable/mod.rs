@@ -23,9 +23,10 @@
 //! API keys keep working after an import only where the target uses the
 //! same `auth.key_pepper` (the hashes are keyed with it).
 
+mod postgres;
 mod sqlite;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 
 use async_trait::async_trait;
@@ -97,6 +98,158 @@ pub enum PortableError {
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A tenant table as dumps carry it. The same list serves every backend,
+/// so a dump written by one imports into the other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Table {
+    /// The table.
+    pub(crate) name: &'static str,
+    /// The column naming the tenant.
+    pub(crate) tenant_column: &'static str,
+    /// The columns rows are read in order of.
+    pub(crate) order: &'static [&'static str],
+    /// A column the database assigns: exported, not carried over.
+    pub(crate) assigned: Option<&'static str>,
+}
+
+impl Table {
+    const fn new(
+        name: &'static str,
+        tenant_column: &'static str,
+        order: &'static [&'static str],
+        assigned: Option<&'static str>,
+    ) -> Self {
+        Self {
+            name,
+            tenant_column,
+            order,
+            assigned,
+        }
+    }
+}
+
+/// Tenant tables in dependency order (parents first).
+pub(crate) const TABLES: &[Table] = &[
+    Table::new("tenants", "id", &["id"], None),
+    Table::new("api_keys", "tenant_id", &["id"], None),
+    Table::new("records", "tenant_id", &["seq"], Some("seq")),
+    Table::new("detection_jobs", "tenant_id", &["seq"], Some("seq")),
+    Table::new("job_turns", "tenant_id", &["tenant_id"], None),
+    Table::new("usage_counters", "tenant_id", &["month", "metric"], None),
+    Table::new("usage_daily", "tenant_id", &["day"], None),
+    Table::new("audit_events", "tenant_id", &["seq"], None),
+    Table::new("audit_heads", "tenant_id", &["tenant_id"], None),
+    Table::new("billing_events", "tenant_id", &["month"], None),
+];
+
+/// The tables whose rows live in a tenant's own database when it is
+/// dedicated, and move with it between tiers (its data, as opposed to the
+/// platform's rows about it).
+pub(crate) const DATA_TABLES: &[&str] = &["records"];
+
+/// The [`TABLES`] entries of [`DATA_TABLES`].
+pub(crate) fn data_tables() -> impl Iterator<Item = &'static Table> {
+    TABLES.iter().filter(|t| DATA_TABLES.contains(&t.name))
+}
+
+/// The storage schema version dumps are written with (the last migration,
+/// the same number on every backend).
+pub(crate) const SCHEMA: u32 = 4;
+
+/// An import refused because of what the file holds.
+pub(crate) fn invalid(why: String) -> StoreError {
+    StoreError::Internal(format!("import: {why}"))
+}
+
+/// One stored value on its way between a row and a dump.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    /// SQL NULL (`null`).
+    Null,
+    /// An integer (a JSON number).
+    Integer(i64),
+    /// A floating-point number (a JSON number).
+    Real(f64),
+    /// Text (a JSON string).
+    Text(String),
+    /// Bytes (`{"$hex": "…"}`).
+    Bytes(Vec<u8>),
+}
+
+impl Cell {
+    /// The value as a dump line carries it.
+    pub(crate) fn into_json(self) -> Value {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Integer(n) => Value::from(n),
+            Cell::Real(x) => Value::from(x),
+            Cell::Text(s) => Value::from(s),
+            Cell::Bytes(bytes) => serde_json::json!({ "$hex": hex::encode(bytes) }),
+        }
+    }
+
+    /// A dump's value for a column of `table` (booleans become 0 or 1).
+    pub(crate) fn from_json(table: &str, value: &Value) -> Result<Self, StoreError> {
+        Ok(match value {
+            Value::Null => Cell::Null,
+            Value::Bool(b) => Cell::Integer(i64::from(*b)),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Cell::Integer(
+                n.as_i64()
+                    .ok_or_else(|| invalid("integer out of range".to_owned()))?,
+            ),
+            Value::Number(n) => Cell::Real(n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => Cell::Text(s.clone()),
+            Value::Object(o) => match o.get("$hex").and_then(Value::as_str) {
+                Some(h) => Cell::Bytes(hex::decode(h).map_err(|_| invalid("bad $hex".to_owned()))?),
+                None => return Err(invalid(format!("an object in {table}"))),
+            },
+            Value::Array(_) => return Err(invalid(format!("an array in {table}"))),
+        })
+    }
+}
+
+/// A dump row ready to write: its table and its columns with values.
+pub(crate) type Checked<'c, C> = (&'static Table, Vec<(&'c C, Cell)>);
+
+/// Checks one dump row for import into `tenant`: its table is one of
+/// [`TABLES`], it belongs to `tenant`, and every column is one of
+/// `columns[table]` (the target's own column list, read from its catalog).
+/// Returns the table and the columns to write with their values, the
+/// assigned column left out. The names returned are `columns`' own, so
+/// nothing from the file reaches SQL as text.
+pub(crate) fn checked_row<'c, C: AsRef<str>>(
+    tenant: &TenantId,
+    table: &str,
+    data: &Map<String, Value>,
+    columns: &'c HashMap<&'static str, Vec<C>>,
+) -> Result<Checked<'c, C>, StoreError> {
+    let entry = TABLES.iter().find(|t| t.name == table);
+    let (Some(entry), Some(known)) = (entry, columns.get(table)) else {
+        return Err(invalid(format!("unknown table {table:?}")));
+    };
+    let table = entry.name;
+    if data.get(entry.tenant_column).and_then(Value::as_str) != Some(tenant.as_str()) {
+        return Err(invalid(format!("a {table} row of another tenant")));
+    }
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for (name, value) in data {
+        if Some(name.as_str()) == entry.assigned {
+            continue;
+        }
+        let Some(column) = known.iter().find(|k| k.as_ref() == name) else {
+            return Err(invalid(format!("unknown column {table}.{name}")));
+        };
+        names.push(column);
+        values.push(value);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (column, value) in names.into_iter().zip(values) {
+        out.push((column, Cell::from_json(table, value)?));
+    }
+    Ok((entry, out))
 }
 
 /// Row-level access for dumps. Administrative: it reads and writes every

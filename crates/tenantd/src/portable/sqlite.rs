@@ -7,29 +7,13 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use tenancy::TenantId;
 
-use super::{PortableRepo, Row as DumpRow};
+use super::{
+    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row, data_tables,
+    invalid,
+};
 use crate::records::NewRecord;
 use crate::store::sqlite_support::map_sqlx;
-use crate::store::{SqliteStore, StoreError};
-
-/// Tenant tables in dependency order (parents first): the table, the
-/// column naming the tenant, the order rows are read in, and a column the
-/// database assigns (not carried over).
-const TABLES: &[(&str, &str, &str, Option<&str>)] = &[
-    ("tenants", "id", "id", None),
-    ("api_keys", "tenant_id", "id", None),
-    ("records", "tenant_id", "seq", Some("seq")),
-    ("detection_jobs", "tenant_id", "seq", Some("seq")),
-    ("job_turns", "tenant_id", "tenant_id", None),
-    ("usage_counters", "tenant_id", "month, metric", None),
-    ("usage_daily", "tenant_id", "day", None),
-    ("audit_events", "tenant_id", "seq", None),
-    ("audit_heads", "tenant_id", "tenant_id", None),
-    ("billing_events", "tenant_id", "month", None),
-];
-
-/// The last migration's version.
-const SCHEMA: u32 = 4;
+use crate::store::{DataRows, SqliteStore, StoreError};
 
 fn to_json(row: &SqliteRow) -> Result<Map<String, Value>, StoreError> {
     let mut out = Map::new();
@@ -41,20 +25,13 @@ fn to_json(row: &SqliteRow) -> Result<Map<String, Value>, StoreError> {
             match raw.type_info().name() {
                 "INTEGER" => Value::from(row.try_get::<i64, _>(i).map_err(map_sqlx)?),
                 "REAL" => Value::from(row.try_get::<f64, _>(i).map_err(map_sqlx)?),
-                "BLOB" => {
-                    let bytes: Vec<u8> = row.try_get(i).map_err(map_sqlx)?;
-                    serde_json::json!({ "$hex": hex::encode(bytes) })
-                }
+                "BLOB" => Cell::Bytes(row.try_get(i).map_err(map_sqlx)?).into_json(),
                 _ => Value::from(row.try_get::<String, _>(i).map_err(map_sqlx)?),
             }
         };
         out.insert(column.name().to_owned(), value);
     }
     Ok(out)
-}
-
-fn invalid(why: String) -> StoreError {
-    StoreError::Internal(format!("import: {why}"))
 }
 
 /// A record row as the search indexer wants it.
@@ -94,22 +71,7 @@ impl PortableRepo for SqliteStore {
     }
 
     async fn export_rows(&self, tenant: &TenantId) -> Result<Vec<DumpRow>, StoreError> {
-        // One read transaction: a consistent snapshot across tables.
-        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
-        let mut rows = Vec::new();
-        for (table, column, order, _) in TABLES {
-            let sql = format!("SELECT * FROM {table} WHERE {column} = ?1 ORDER BY {order}");
-            let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(tenant.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
-            for row in &found {
-                rows.push(((*table).to_owned(), to_json(row)?));
-            }
-        }
-        tx.commit().await.map_err(map_sqlx)?;
-        Ok(rows)
+        self.read_tables(tenant, TABLES.iter()).await
     }
 
     async fn import_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
@@ -122,73 +84,130 @@ impl PortableRepo for SqliteStore {
         if exists.is_some() {
             return Err(StoreError::Conflict(format!("tenant {tenant} exists")));
         }
+        insert_rows(&mut tx, tenant, rows).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+}
+
+#[async_trait]
+impl DataRows for SqliteStore {
+    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<DumpRow>, StoreError> {
+        self.read_tables(tenant, data_tables()).await
+    }
+
+    async fn replace_data_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
+        if let Some((table, _)) = rows.iter().find(|(t, _)| !DATA_TABLES.contains(&t.as_str())) {
+            return Err(invalid(format!("{table} rows do not move between tiers")));
+        }
+        let mut tx = self.write_tx().await?;
+        delete_data(&mut tx, tenant).await?;
+        insert_rows(&mut tx, tenant, rows).await?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+
+    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let n = delete_data(&mut tx, tenant).await?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(n)
+    }
+}
+
+/// Deletes `tenant`'s data rows and their search index entries.
+async fn delete_data(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tenant: &TenantId,
+) -> Result<u64, StoreError> {
+    sqlx::query("DELETE FROM records_fts WHERE rowid IN (SELECT seq FROM records WHERE tenant_id = ?1)")
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_sqlx)?;
+    let done = sqlx::query("DELETE FROM records WHERE tenant_id = ?1")
+        .bind(tenant.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(done.rows_affected())
+}
+
+impl SqliteStore {
+    /// Every row of `tenant` in `tables`, in one read transaction (a
+    /// consistent snapshot across them).
+    async fn read_tables(
+        &self,
+        tenant: &TenantId,
+        tables: impl Iterator<Item = &'static Table>,
+    ) -> Result<Vec<DumpRow>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_sqlx)?;
+        let mut rows = Vec::new();
+        for table in tables {
+            let sql = format!(
+                "SELECT * FROM {} WHERE {} = ?1 ORDER BY {}",
+                table.name,
+                table.tenant_column,
+                table.order.join(", ")
+            );
+            let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            for row in &found {
+                rows.push((table.name.to_owned(), to_json(row)?));
+            }
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(rows)
+    }
+
+}
+
+/// Writes checked dump rows of `tenant` (search index included) in `tx`.
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tenant: &TenantId,
+    rows: &[DumpRow],
+) -> Result<(), StoreError> {
+    {
         // Column names come from the file: only the table's own columns
         // are accepted, so nothing from the file reaches SQL as text.
         let mut columns_of = std::collections::HashMap::new();
-        for (table, _, _, _) in TABLES {
+        for table in TABLES {
             let names: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT name FROM pragma_table_info('{table}')"
+                "SELECT name FROM pragma_table_info('{}')",
+                table.name
             )))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .map_err(map_sqlx)?;
-            columns_of.insert(*table, names);
+            columns_of.insert(table.name, names);
         }
         for (table, data) in rows {
-            let Some((table, tenant_column, _, generated)) =
-                TABLES.iter().find(|(t, ..)| *t == table.as_str())
-            else {
-                return Err(invalid(format!("unknown table {table:?}")));
-            };
-            if data.get(*tenant_column).and_then(Value::as_str) != Some(tenant.as_str()) {
-                return Err(invalid(format!("a {table} row of another tenant")));
-            }
-            // `table` was found in TABLES, and every TABLES entry was put
-            // in `columns_of` above, so the index cannot miss.
-            let known = &columns_of[table];
-            let mut names = Vec::new();
-            let mut values = Vec::new();
-            for (name, value) in data {
-                if Some(name.as_str()) == *generated {
-                    continue;
-                }
-                let Some(column) = known.iter().find(|k| *k == name) else {
-                    return Err(invalid(format!("unknown column {table}.{name}")));
-                };
-                names.push(column.clone());
-                values.push(value);
-            }
+            let (table, cells) = checked_row(tenant, table, data, &columns_of)?;
+            let names: Vec<&str> = cells.iter().map(|(name, _)| name.as_str()).collect();
             let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             let sql = format!(
-                "INSERT INTO {table} ({}) VALUES ({})",
+                "INSERT INTO {} ({}) VALUES ({})",
+                table.name,
                 names.join(", "),
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for value in values {
-                query = match value {
-                    Value::Null => query.bind(None::<String>),
-                    Value::Bool(b) => query.bind(i64::from(*b)),
-                    Value::Number(n) if n.is_i64() || n.is_u64() => query.bind(
-                        n.as_i64()
-                            .ok_or_else(|| invalid("integer out of range".to_owned()))?,
-                    ),
-                    Value::Number(n) => query.bind(n.as_f64().unwrap_or(0.0)),
-                    Value::String(s) => query.bind(s.clone()),
-                    Value::Object(o) => match o.get("$hex").and_then(Value::as_str) {
-                        Some(h) => {
-                            query.bind(hex::decode(h).map_err(|_| invalid("bad $hex".to_owned()))?)
-                        }
-                        None => return Err(invalid(format!("an object in {table}"))),
-                    },
-                    Value::Array(_) => return Err(invalid(format!("an array in {table}"))),
+            for (_, cell) in cells {
+                query = match cell {
+                    Cell::Null => query.bind(None::<String>),
+                    Cell::Integer(n) => query.bind(n),
+                    Cell::Real(x) => query.bind(x),
+                    Cell::Text(s) => query.bind(s),
+                    Cell::Bytes(b) => query.bind(b),
                 };
             }
-            let done = query.execute(&mut *tx).await.map_err(map_sqlx)?;
-            if *table == "records" {
+            let done = query.execute(&mut **tx).await.map_err(map_sqlx)?;
+            if table.name == "records" {
                 let record = record_of(data)?;
                 crate::records::sqlite_support::index(
-                    &mut tx,
+                    tx,
                     done.last_insert_rowid(),
                     tenant,
                     &record,
@@ -196,6 +215,6 @@ impl PortableRepo for SqliteStore {
                 .await?;
             }
         }
-        tx.commit().await.map_err(map_sqlx)
     }
+    Ok(())
 }

@@ -7,6 +7,10 @@
 //! typed by a user are therefore plain text, and can never be a syntax
 //! error or widen the query. The tenant restriction is a separate, leading
 //! term on the `tenant_key` column.
+//!
+//! PostgreSQL gets the same terms as a `tsquery` text ([`ts_query`]): each
+//! term a quoted lexeme, so nothing typed is tsquery syntax either. The
+//! tenant restriction there is an SQL predicate (and row-level security).
 
 /// Longest accepted search text, in characters.
 pub const MAX_QUERY_CHARS: usize = 1000;
@@ -24,13 +28,40 @@ pub fn tenant_token(tenant: &str) -> String {
     out
 }
 
-/// The searchable terms of `text`, lower-cased, at most [`MAX_TERMS`].
-pub fn terms(text: &str) -> Vec<String> {
+/// The words of `text` (runs of letters and digits), at most
+/// [`MAX_TERMS`], as typed.
+fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|t| !t.is_empty())
         .take(MAX_TERMS)
-        .map(str::to_lowercase)
-        .collect()
+}
+
+/// The searchable terms of `text`, lower-cased, at most [`MAX_TERMS`].
+pub fn terms(text: &str) -> Vec<String> {
+    words(text).map(str::to_lowercase).collect()
+}
+
+/// The PostgreSQL `tsquery` text for `text`, the counterpart of
+/// [`match_expression`]: every term required, the last one as a prefix
+/// (`'a' & 'b' & 'c':*`). `None` when there are no terms.
+///
+/// Terms are letters and digits only, so the quotes around each are the
+/// only syntax. They are left as typed: the `records_search` text search
+/// configuration folds case and diacritics of the query exactly as it
+/// folded the indexed text (see `migrations/postgres/0001_records.sql`).
+pub fn ts_query(text: &str) -> Option<String> {
+    let terms: Vec<&str> = words(text).collect();
+    let (last, rest) = terms.split_last()?;
+    let mut query = String::new();
+    for term in rest {
+        query.push('\'');
+        query.push_str(term);
+        query.push_str("' & ");
+    }
+    query.push('\'');
+    query.push_str(last);
+    query.push_str("':*");
+    Some(query)
 }
 
 /// The MATCH expression: the tenant's token AND every term (the last one
@@ -104,6 +135,16 @@ mod tests {
     fn nothing_searchable_is_none() {
         assert_eq!(match_expression("a", ""), None);
         assert_eq!(match_expression("a", " *** \"\" ()"), None);
+        assert_eq!(ts_query(" *** '' () :* & | !"), None);
+    }
+
+    #[test]
+    fn tsquery_metacharacters_become_plain_terms() {
+        assert_eq!(
+            ts_query("'a' | b:* & !c <-> (D) 'it''s'").as_deref(),
+            Some("'a' & 'b' & 'c' & 'D' & 'it' & 's':*")
+        );
+        assert_eq!(ts_query("Café").as_deref(), Some("'Café':*"));
     }
 
     #[test]
@@ -124,6 +165,22 @@ mod tests {
                 // Only our own quotes: every quoted term is alphanumeric.
                 let inner: Vec<&str> = e.split('"').skip(1).step_by(2).collect();
                 for term in inner {
+                    prop_assert!(term.chars().all(char::is_alphanumeric), "{term:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn tsquery_never_contains_user_syntax(text in "\\PC{0,200}") {
+            if let Some(q) = ts_query(&text) {
+                // Quoted alphanumeric terms joined by our own operators.
+                let body = q.strip_suffix(":*").expect("prefix on the last term");
+                for quoted in body.split(" & ") {
+                    let term = quoted
+                        .strip_prefix('\'')
+                        .and_then(|t| t.strip_suffix('\''))
+                        .expect("quoted");
+                    prop_assert!(!term.is_empty());
                     prop_assert!(term.chars().all(char::is_alphanumeric), "{term:?}");
                 }
             }

@@ -5,6 +5,7 @@
 mod fts;
 pub mod http;
 mod model;
+mod postgres;
 mod sqlite;
 
 /// The search indexer, for imports that write record rows directly.
@@ -12,10 +13,18 @@ pub(crate) mod sqlite_support {
     pub(crate) use super::sqlite::index;
 }
 
+/// The record upsert inside a PostgreSQL transaction, for a completed
+/// job's record (the search column needs no indexer there: it is
+/// generated from the row).
+pub(crate) mod pg_support {
+    pub(crate) use super::postgres::upsert_in_tx;
+}
+
 use async_trait::async_trait;
 
 use crate::store::{StoreError, TenantScope, TenantStore};
 
+pub(crate) use model::page_cursor;
 pub use model::{
     DEFAULT_LIMIT, MAX_LIMIT, NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage,
     SearchQuery, SearchRequest, check_limit, decode_cursor, encode_cursor,

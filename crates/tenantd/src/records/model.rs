@@ -11,6 +11,8 @@ use utoipa::ToSchema;
 
 use super::RecordsError;
 use super::fts::MAX_QUERY_CHARS;
+use crate::limits::{QuotaExceeded, QuotaLimits};
+use crate::store::StoreError;
 
 /// Default page size of lists and searches.
 pub const DEFAULT_LIMIT: u64 = 50;
@@ -313,6 +315,13 @@ pub fn encode_cursor(offset: u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
 }
 
+/// The cursor after a page of `returned` rows read at `offset`, out of
+/// `total`: `None` on the last (or an empty) page.
+pub(crate) fn page_cursor(offset: u64, returned: usize, total: u64) -> Option<String> {
+    let next = offset.saturating_add(returned as u64);
+    (returned > 0 && next < total).then(|| encode_cursor(next))
+}
+
 /// Decodes [`encode_cursor`]'s output.
 pub fn decode_cursor(cursor: Option<&str>) -> Result<u64, RecordsError> {
     let Some(cursor) = cursor.filter(|c| !c.is_empty()) else {
@@ -349,6 +358,82 @@ impl TryFrom<SearchRequest> for SearchQuery {
             offset: decode_cursor(req.cursor.as_deref())?,
         })
     }
+}
+
+/// A record row as every backend stores it (JSON and times as text),
+/// before it is checked and parsed.
+#[derive(Debug)]
+pub(crate) struct StoredRecord {
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) description: Option<String>,
+    pub(crate) tags: String,
+    pub(crate) fields: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+}
+
+impl StoredRecord {
+    /// The record, or `Internal` naming the first column that is corrupt.
+    pub(crate) fn into_record(self) -> Result<Record, StoreError> {
+        let corrupt = |what: &str| StoreError::Internal(format!("corrupt record row: {what}"));
+        Ok(Record {
+            id: self.id.parse().map_err(|_| corrupt("id"))?,
+            tenant_id: TenantId::new(&self.tenant_id).map_err(|_| corrupt("tenant_id"))?,
+            kind: self.kind,
+            name: self.name,
+            url: self.url,
+            description: self.description,
+            tags: serde_json::from_str(&self.tags).map_err(|_| corrupt("tags"))?,
+            fields: serde_json::from_str(&self.fields).map_err(|_| corrupt("fields"))?,
+            timestamp: self.created_at.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// `value` as the JSON text stored in a column.
+pub(crate) fn json_text(value: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Refuses a write that would take a tenant storing `used` (records,
+/// bytes) past `max_records` or `max_storage_mb` by adding
+/// `added_records` and `added_bytes`. Backends call it with figures read
+/// under a lock that holds until their commit.
+pub(crate) fn check_quota(
+    quotas: &QuotaLimits,
+    used: (i64, i64),
+    added_records: i64,
+    added_bytes: i64,
+) -> Result<(), StoreError> {
+    let (records, bytes) = used;
+    let over = |used: i64, added: i64, limit: u64| {
+        added > 0 && u64::try_from(used.saturating_add(added)).unwrap_or(u64::MAX) > limit
+    };
+    if let Some(limit) = quotas.max_records
+        && over(records, added_records, limit)
+    {
+        return Err(QuotaExceeded {
+            quota: "max_records",
+            limit,
+        }
+        .into());
+    }
+    if let (Some(limit), Some(max)) = (quotas.max_storage_mb, quotas.max_storage_bytes())
+        && over(bytes, added_bytes, max)
+    {
+        return Err(QuotaExceeded {
+            quota: "max_storage_mb",
+            limit,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// One search result: the record and its relevance.

@@ -13,10 +13,11 @@ use tenancy::TenantId;
 use super::RecordRepo;
 use super::fts;
 use super::model::{
-    NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, encode_cursor,
+    NewRecord, Record, RecordId, SearchHit, SearchPage, SearchQuery, StoredRecord, json_text,
+    page_cursor,
 };
 use crate::clock::now_rfc3339;
-use crate::limits::{QuotaExceeded, QuotaLimits};
+use crate::limits::QuotaLimits;
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError, TenantScope};
 use crate::usage::metric;
@@ -25,29 +26,19 @@ use crate::usage::sqlite_support::count_in_tx;
 const COLUMNS: &str = "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, r.tags, r.fields, r.created_at, r.updated_at";
 
 fn decode(row: &SqliteRow) -> Result<Record, StoreError> {
-    let corrupt = |what: &str| StoreError::Internal(format!("corrupt record row: {what}"));
-    let id: String = row.try_get(0).map_err(map_sqlx)?;
-    let tenant: String = row.try_get(1).map_err(map_sqlx)?;
-    let tags: String = row.try_get(6).map_err(map_sqlx)?;
-    let fields: String = row.try_get(7).map_err(map_sqlx)?;
-    let created_at: String = row.try_get(8).map_err(map_sqlx)?;
-    Ok(Record {
-        id: id.parse().map_err(|_| corrupt("id"))?,
-        tenant_id: TenantId::new(&tenant).map_err(|_| corrupt("tenant_id"))?,
+    StoredRecord {
+        id: row.try_get(0).map_err(map_sqlx)?,
+        tenant_id: row.try_get(1).map_err(map_sqlx)?,
         kind: row.try_get(2).map_err(map_sqlx)?,
         name: row.try_get(3).map_err(map_sqlx)?,
         url: row.try_get(4).map_err(map_sqlx)?,
         description: row.try_get(5).map_err(map_sqlx)?,
-        tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
-        fields: serde_json::from_str(&fields).map_err(|_| corrupt("fields"))?,
-        timestamp: created_at.clone(),
-        created_at,
+        tags: row.try_get(6).map_err(map_sqlx)?,
+        fields: row.try_get(7).map_err(map_sqlx)?,
+        created_at: row.try_get(8).map_err(map_sqlx)?,
         updated_at: row.try_get(9).map_err(map_sqlx)?,
-    })
-}
-
-fn json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+    .into_record()
 }
 
 /// Writes the FTS row of record `seq` (replacing any previous one).
@@ -89,39 +80,17 @@ async fn check_quota(
     added_records: i64,
     added_bytes: i64,
 ) -> Result<(), StoreError> {
-    let max_bytes = quotas.max_storage_bytes();
-    if quotas.max_records.is_none() && max_bytes.is_none() {
+    if quotas.max_records.is_none() && quotas.max_storage_bytes().is_none() {
         return Ok(());
     }
-    let (records, bytes): (i64, i64) =
+    let used: (i64, i64) =
         sqlx::query_as("SELECT records, storage_bytes FROM tenant_stats WHERE tenant_id = ?1")
             .bind(tenant.as_str())
             .fetch_optional(&mut **tx)
             .await
             .map_err(map_sqlx)?
             .unwrap_or((0, 0));
-    let over = |used: i64, added: i64, limit: u64| {
-        added > 0 && u64::try_from(used.saturating_add(added)).unwrap_or(u64::MAX) > limit
-    };
-    if let Some(limit) = quotas.max_records
-        && over(records, added_records, limit)
-    {
-        return Err(QuotaExceeded {
-            quota: "max_records",
-            limit,
-        }
-        .into());
-    }
-    if let (Some(limit), Some(max)) = (quotas.max_storage_mb, max_bytes)
-        && over(bytes, added_bytes, max)
-    {
-        return Err(QuotaExceeded {
-            quota: "max_storage_mb",
-            limit,
-        }
-        .into());
-    }
-    Ok(())
+    super::model::check_quota(quotas, used, added_records, added_bytes)
 }
 
 /// Size and existence of record `(kind, name)` (an upsert's target).
@@ -172,8 +141,8 @@ pub(crate) async fn upsert_in_tx(
     .bind(&new.name)
     .bind(&new.url)
     .bind(new.description.as_deref())
-    .bind(json(&new.tags)?)
-    .bind(json(&new.fields)?)
+    .bind(json_text(&new.tags)?)
+    .bind(json_text(&new.fields)?)
     .bind(new.size_bytes())
     .bind(&now)
     .fetch_one(&mut **tx)
@@ -222,8 +191,8 @@ impl RecordRepo for SqliteStore {
         .bind(&new.name)
         .bind(&new.url)
         .bind(new.description.as_deref())
-        .bind(json(&new.tags)?)
-        .bind(json(&new.fields)?)
+        .bind(json_text(&new.tags)?)
+        .bind(json_text(&new.fields)?)
         .bind(new.size_bytes())
         .bind(&now)
         .fetch_one(&mut *tx)
@@ -282,8 +251,8 @@ impl RecordRepo for SqliteStore {
         .bind(&new.name)
         .bind(&new.url)
         .bind(new.description.as_deref())
-        .bind(json(&new.tags)?)
-        .bind(json(&new.fields)?)
+        .bind(json_text(&new.tags)?)
+        .bind(json_text(&new.fields)?)
         .bind(new.size_bytes())
         .bind(now_rfc3339())
         .fetch_optional(&mut *tx)
@@ -421,8 +390,7 @@ impl RecordRepo for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let total = u64::try_from(total).unwrap_or(0);
-        let next = q.offset.saturating_add(results.len() as u64);
-        let next_cursor = (!results.is_empty() && next < total).then(|| encode_cursor(next));
+        let next_cursor = page_cursor(q.offset, results.len(), total);
         Ok(SearchPage {
             total,
             results,

@@ -141,6 +141,15 @@ impl std::fmt::Debug for TenantPools {
     }
 }
 
+/// Lets go of a pool taken out of the set. A request may still hold it
+/// (it took its handle just before the pool became least recently used),
+/// so it is not closed under that request: the pool closes its
+/// connections when its last handle drops (sqlx closes a pool whose last
+/// handle is gone; its maintenance task holds only a weak reference).
+fn retire(backend: Arc<dyn Backend>) {
+    drop(backend);
+}
+
 /// Locks a std mutex, recovering from poisoning (the maps stay valid: no
 /// code path panics half-way through an update).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -222,7 +231,7 @@ impl TenantPools {
         };
         for (t, backend) in evicted {
             tracing::debug!(tenant = %t.as_str(), "closing the least recently used tenant pool");
-            tokio::spawn(async move { backend.close().await });
+            retire(backend);
         }
         Ok(opened)
     }
@@ -232,8 +241,7 @@ impl TenantPools {
         let entry = open.get_mut(tenant)?;
         if entry.target != *target {
             // The binding changed (a move): this pool is stale.
-            let stale = open.remove(tenant)?;
-            tokio::spawn(async move { stale.backend.close().await });
+            retire(open.remove(tenant)?.backend);
             return None;
         }
         entry.last_used = Instant::now();
@@ -264,16 +272,17 @@ impl TenantPools {
         }
     }
 
-    /// Closes `tenant`'s pool (after a move, or when its binding changes).
-    pub async fn close_tenant(&self, tenant: &TenantId) {
+    /// Forgets `tenant`'s pool (after a move): it closes once the requests
+    /// still using it are done.
+    pub fn close_tenant(&self, tenant: &TenantId) {
         let removed = lock(&self.open).remove(tenant);
         if let Some(o) = removed {
-            o.backend.close().await;
+            retire(o.backend);
         }
     }
 
     /// Closes pools idle longer than the idle limit; returns how many.
-    pub async fn sweep_idle(&self) -> usize {
+    pub fn sweep_idle(&self) -> usize {
         let idle: Vec<Arc<dyn Backend>> = {
             let mut open = lock(&self.open);
             let now = Instant::now();
@@ -289,7 +298,7 @@ impl TenantPools {
         };
         let n = idle.len();
         for backend in idle {
-            backend.close().await;
+            retire(backend);
         }
         n
     }

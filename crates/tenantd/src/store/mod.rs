@@ -99,25 +99,16 @@ pub enum StoreError {
 #[async_trait]
 pub trait DataRows: Send + Sync {
     /// Every record row of `tenant`.
-    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<crate::portable::Row>, StoreError> {
-        let _ = tenant;
-        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
-    }
+    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<crate::portable::Row>, StoreError>;
     /// Replaces `tenant`'s record rows with `rows`, in one transaction
     /// (search index and counters rebuilt).
     async fn replace_data_rows(
         &self,
         tenant: &TenantId,
         rows: &[crate::portable::Row],
-    ) -> Result<(), StoreError> {
-        let _ = (tenant, rows);
-        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
-    }
+    ) -> Result<(), StoreError>;
     /// Deletes `tenant`'s record rows; how many.
-    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
-        let _ = tenant;
-        Err(StoreError::Internal("INTEGRATION-PENDING".to_owned()))
-    }
+    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError>;
 }
 
 /// What every storage backend provides.

@@ -209,9 +209,6 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
 }
 
 #[async_trait]
-impl super::DataRows for SqliteStore {}
-
-#[async_trait]
 impl Backend for SqliteStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.check_writable()?;

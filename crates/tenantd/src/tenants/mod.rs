@@ -13,6 +13,7 @@ pub mod cli;
 pub mod http;
 pub mod model;
 pub mod moves;
+mod postgres;
 pub mod registry;
 pub mod service;
 mod sqlite;
@@ -27,6 +28,7 @@ use crate::keys::{ApiKeyInfo, KeyInsert};
 use crate::store::StoreError;
 
 pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
+pub(crate) use postgres::pg_lock_registry;
 
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]

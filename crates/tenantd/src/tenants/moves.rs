@@ -164,18 +164,37 @@ impl Mover<'_> {
         Ok(())
     }
 
+    /// The tenant's row once no other move holds its freeze lease. A live
+    /// mover renews its lease, so waiting one lease period tells a move
+    /// under way (409) from one whose process died (its lease lapses and
+    /// this move takes over, finishing or redoing its work).
+    async fn lease_free_row(&self, id: &TenantId) -> Result<super::TenantRow, TenantsError> {
+        let give_up = Instant::now() + Duration::from_millis(MOVE_LEASE_MS.unsigned_abs() + 1000);
+        loop {
+            let row = self
+                .admin
+                .tenants()
+                .get_tenant(id)
+                .await?
+                .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+            let held_for = row.spec.moving_until_ms.map_or(0, |until| until - now_ms());
+            if held_for <= 0 {
+                return Ok(row);
+            }
+            if Instant::now() >= give_up {
+                return Err(TenantsError::Moving(id.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(held_for.unsigned_abs().min(500))).await;
+        }
+    }
+
     /// Moves `id`'s records to `request.to` (see the module docs).
     pub async fn run(
         &self,
         id: &TenantId,
         request: &MoveTenant,
     ) -> Result<MoveReport, TenantsError> {
-        let mut row = self
-            .admin
-            .tenants()
-            .get_tenant(id)
-            .await?
-            .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+        let mut row = self.lease_free_row(id).await?;
         if row.source == "config" {
             return Err(TenantsError::Invalid(vec![
                 "a static tenant (from the tenants: configuration) is bound by that configuration; \
@@ -219,7 +238,7 @@ impl Mover<'_> {
             }
         }
         // Whatever happened, this node's pool of the tenant may be stale.
-        self.store.pools().close_tenant(id).await;
+        self.store.pools().close_tenant(id);
         result
     }
 

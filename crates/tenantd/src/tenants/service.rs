@@ -10,6 +10,7 @@ use super::registry::Registry;
 use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::clock::now_rfc3339;
 use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
+use crate::store::is_postgres_url;
 use crate::store::{AdminStore, StoreError};
 
 /// Tenant administration.
@@ -95,6 +96,16 @@ impl TenantAdmin {
         };
         let name = input.name.trim().to_owned();
         problems.extend(validate("", &name, input.email.as_deref(), &plan, &spec));
+        if let Some(storage) = &spec.storage
+            && storage.isolation.as_deref() == Some("dedicated")
+            && storage.url.as_deref().is_some_and(|u| !is_postgres_url(u))
+        {
+            problems.push(
+                "storage.url: a postgres:// URL of the tenant's database (omit it for a \
+                 SQLite file under data_dir/tenants/)"
+                    .to_owned(),
+            );
+        }
         let Some(id) = id.filter(|_| problems.is_empty()) else {
             return Err(TenantsError::Invalid(problems));
         };
@@ -180,9 +191,18 @@ impl TenantAdmin {
     /// Applies a patch; every problem of the result is reported.
     pub async fn update(&self, id: &TenantId, patch: PatchTenant) -> Result<Tenant, TenantsError> {
         let mut row = self.row(id).await?;
+        let placed = placement_fields(row.spec.storage.as_ref());
         patch.apply(&mut row);
         row.name = row.name.trim().to_owned();
-        let problems = validate("", &row.name, row.email.as_deref(), &row.plan, &row.spec);
+        let mut problems = validate("", &row.name, row.email.as_deref(), &row.plan, &row.spec);
+        if placement_fields(row.spec.storage.as_ref()) != placed {
+            // Rebinding without copying would strand the tenant's records.
+            problems.push(
+                "storage: isolation, url and database change only by moving the tenant \
+                 (POST /admin/tenants/{id}/move)"
+                    .to_owned(),
+            );
+        }
         if !problems.is_empty() {
             return Err(TenantsError::Invalid(problems));
         }
@@ -319,4 +339,21 @@ impl TenantAdmin {
             key: plain.expose().to_owned(),
         })
     }
+}
+
+/// The binding fields that decide where a tenant's records live.
+fn placement_fields(
+    storage: Option<&super::model::StorageBinding>,
+) -> (bool, Option<String>, Option<String>) {
+    storage.map_or((false, None, None), |s| {
+        (
+            s.isolation.as_deref() == Some("dedicated"),
+            s.url
+                .clone()
+                .filter(|_| s.isolation.as_deref() == Some("dedicated")),
+            s.database
+                .clone()
+                .filter(|_| s.isolation.as_deref() == Some("dedicated")),
+        )
+    })
 }

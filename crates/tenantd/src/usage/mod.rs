@@ -11,6 +11,7 @@
 mod histogram;
 pub mod http;
 pub mod layer;
+mod postgres;
 mod recorder;
 pub mod report;
 mod sqlite;
@@ -25,6 +26,40 @@ pub use recorder::{RecorderTask, RouteClass, StatusClass, UsageRecorder};
 /// Counter helpers for other features' SQLite transactions.
 pub(crate) mod sqlite_support {
     pub(crate) use super::sqlite::{count_in_tx, counter_in_tx};
+}
+
+/// Counter helpers for other features' PostgreSQL transactions.
+pub(crate) mod pg_support {
+    pub(crate) use super::postgres::{count_in_tx, counter_in_tx};
+}
+
+/// A count as stored (saturating).
+pub(crate) fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored count (a negative one reads as 0).
+pub(crate) fn as_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The stored latency histogram text `stored` (none yet, or unreadable:
+/// empty) with `added` merged in, as text to store.
+pub(crate) fn merged_latency(
+    stored: Option<&str>,
+    added: &Histogram,
+) -> Result<String, StoreError> {
+    let mut latency: Histogram = stored
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    latency.merge(added);
+    serde_json::to_string(&latency).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// A stored latency histogram, read back for a report.
+pub(crate) fn parse_latency(stored: &str) -> Result<Histogram, StoreError> {
+    serde_json::from_str(stored)
+        .map_err(|_| StoreError::Internal("corrupt usage_daily latency".to_owned()))
 }
 
 /// Names of the monthly counters.

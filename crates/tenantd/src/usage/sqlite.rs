@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::{Row, Sqlite, Transaction};
 use tenancy::TenantId;
 
-use super::{DayStats, Histogram, UsageBatch, UsageRepo};
+use super::{DayStats, UsageBatch, UsageRepo, as_i64, as_u64, merged_latency, parse_latency};
 use crate::clock::{month_of_ms, now_ms};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError};
@@ -12,14 +12,6 @@ use crate::store::{SqliteStore, StoreError};
 const ADD_COUNTER: &str = "INSERT INTO usage_counters (tenant_id, month, metric, value) \
      VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, month, metric) DO UPDATE SET value = value + excluded.value";
-
-fn as_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn as_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
 
 /// Adds `by` to this month's `metric` of `tenant`, inside a write's own
 /// transaction (the figure a quota reads is the figure billed).
@@ -81,13 +73,7 @@ impl UsageRepo for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_sqlx)?;
-            let mut latency: Histogram = match old {
-                Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-                None => Histogram::default(),
-            };
-            latency.merge(&stats.latency);
-            let latency =
-                serde_json::to_string(&latency).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let latency = merged_latency(old.as_deref(), &stats.latency)?;
             sqlx::query(
                 "INSERT INTO usage_daily (tenant_id, day, requests, client_errors, server_errors, latency) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
@@ -159,9 +145,7 @@ impl UsageRepo for SqliteStore {
                     requests: as_u64(row.try_get(1).map_err(map_sqlx)?),
                     client_errors: as_u64(row.try_get(2).map_err(map_sqlx)?),
                     server_errors: as_u64(row.try_get(3).map_err(map_sqlx)?),
-                    latency: serde_json::from_str(&latency).map_err(|_| {
-                        StoreError::Internal("corrupt usage_daily latency".to_owned())
-                    })?,
+                    latency: parse_latency(&latency)?,
                 },
             ));
         }

@@ -8,9 +8,9 @@
 //! `TENANTD_TEST_POSTGRES_URL` names a superuser connection (CI sets it;
 //! `.ci/run` starts PostgreSQL when it is down).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use sqlx::Connection as _;
@@ -80,9 +80,7 @@ impl TestDb {
 /// Runs `f` on a private runtime in another thread: callable from sync
 /// code and from inside a test's runtime alike.
 fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
-    + Send
-    + 'static,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
 ) -> T {
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,242 @@
+//! Tenants bound to a database of their own.
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::{App, rows_in_file, rows_in_shared, tier_config};
+
+fn dedicated() -> Option<serde_json::Value> {
+    Some(json!({"isolation": "dedicated"}))
+}
+
+#[tokio::test]
+async fn a_dedicated_tenants_records_live_in_its_own_file_and_stay_isolated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(tier_config(dir.path(), |_| {})).await;
+    app.tenant("vault", dedicated()).await;
+    app.tenant("plain", None).await;
+    for i in 0..3 {
+        assert_eq!(
+            app.put_record("vault", &format!("v{i}")).await.status(),
+            201
+        );
+    }
+    let plain = app.put_record("plain", "p0").await;
+    assert_eq!(plain.status(), 201);
+
+    assert_eq!(rows_in_file(dir.path(), "vault").await, 3);
+    assert_eq!(
+        rows_in_shared(dir.path(), "vault").await,
+        0,
+        "nothing in the shared database"
+    );
+    assert_eq!(rows_in_shared(dir.path(), "plain").await, 1);
+    assert_eq!(app.names("vault").await, ["v0", "v1", "v2"]);
+    assert_eq!(app.names("plain").await, ["p0"]);
+
+    // Another tenant cannot read, search, change or delete them (404, as
+    // for an absent id), and the dedicated tenant cannot reach "plain".
+    let created: serde_json::Value = app
+        .put_record("vault", "secret")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id");
+    let theirs = app
+        .req(Method::GET, "plain", &format!("/records/{id}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(theirs.status(), 404);
+    let del = app
+        .req(Method::DELETE, "plain", &format!("/records/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(del.status(), 404);
+    let put = app
+        .req(Method::PUT, "plain", &format!("/records/{id}"))
+        .json(&json!({"name": "x", "kind": "k", "url": "https://x"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 404);
+    let found = app
+        .req(Method::POST, "plain", "/records/search")
+        .json(&json!({"query": "secret"}))
+        .send()
+        .await
+        .expect("search");
+    let found: serde_json::Value = found.json().await.expect("json");
+    assert_eq!(found["total"], 0);
+    assert_eq!(app.names("vault").await.len(), 4, "nothing changed");
+
+    let health = app.tenant_health().await;
+    let vault = health
+        .iter()
+        .find(|t| t["tenant_id"] == "vault")
+        .expect("vault");
+    assert_eq!(vault["isolation"], "dedicated");
+    assert_eq!(vault["status"], "ok");
+    let plain = health
+        .iter()
+        .find(|t| t["tenant_id"] == "plain")
+        .expect("plain");
+    assert_eq!(plain["isolation"], "shared");
+    assert_eq!(plain["status"], "ok");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_tenants_is_admin_only_paginated_and_reports_each_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(tier_config(dir.path(), |c| {
+        c.storage.max_open_tenant_pools = 2;
+    }))
+    .await;
+    let anonymous = app
+        .client
+        .get(format!("{}/health/tenants", app.base))
+        .send()
+        .await
+        .expect("get");
+    super::assert_error(anonymous, 401, "unauthorized").await;
+
+    for t in ["d1", "d2", "d3"] {
+        app.tenant(t, dedicated()).await;
+    }
+    // A database that cannot be reached.
+    app.tenant(
+        "broken",
+        Some(json!({"isolation": "dedicated", "url": "postgres://nobody@127.0.0.1:1/none"})),
+    )
+    .await;
+    let all = app.tenant_health().await;
+    assert_eq!(all.len(), 4);
+    assert!(
+        all.iter().all(|t| t["status"] == "not_open"),
+        "nothing opened yet: {all:?}"
+    );
+
+    for t in ["d1", "d2", "d3"] {
+        assert_eq!(app.put_record(t, "r").await.status(), 201);
+    }
+    let failed = app.put_record("broken", "r").await;
+    super::assert_error(failed, 503, "unavailable").await;
+
+    let all = app.tenant_health().await;
+    let status = |id: &str| {
+        all.iter()
+            .find(|t| t["tenant_id"] == id)
+            .map(|t| t["status"].as_str().unwrap_or_default().to_owned())
+            .expect("listed")
+    };
+    // The bound is 2: d1, the least recently used, was closed for d3.
+    assert_eq!(status("d1"), "not_open");
+    assert_eq!(status("d2"), "ok");
+    assert_eq!(status("d3"), "ok");
+    assert_eq!(status("broken"), "error");
+    let broken = all
+        .iter()
+        .find(|t| t["tenant_id"] == "broken")
+        .expect("broken");
+    assert!(!broken["reason"].as_str().unwrap_or_default().is_empty());
+    assert!(
+        !broken["storage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nobody"),
+        "no credentials shown"
+    );
+
+    // Pages of one, in id order, cover everything once.
+    let first: serde_json::Value = app
+        .admin(Method::GET, "/health/tenants?limit=1")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(first["tenants"][0]["tenant_id"], "broken");
+    assert_eq!(first["next_cursor"], "broken");
+    assert_eq!(first["max_open_pools"], 2);
+    assert!(first["open_pools"].as_u64().expect("open") <= 2);
+    let bad = app
+        .admin(Method::GET, "/health/tenants?limit=0")
+        .send()
+        .await
+        .expect("get");
+    super::assert_error(bad, 422, "validation_failed").await;
+
+    // d1 reopens on use, with its data.
+    assert_eq!(app.names("d1").await, ["r"]);
+    app.stop().await;
+}
+
+/// 10,000 dedicated tenants with at most 64 pools open: every tenant is
+/// written and read back, pools are reopened after eviction, and the
+/// bound holds throughout.
+#[tokio::test]
+async fn ten_thousand_dedicated_tenants_work_with_64_open_pools() {
+    const TENANTS: usize = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs: Vec<serde_json::Value> = (0..TENANTS)
+        .map(|i| {
+            json!({
+                "tenant_id": format!("t{i:05}"),
+                "name": format!("Tenant {i}"),
+                "mongo_uri": "sqlite:",
+                "mongo_database": format!("t{i:05}"),
+                "redis_addr": "127.0.0.1:6379",
+                "redis_db": 0
+            })
+        })
+        .collect();
+    let mut cfg = tier_config(dir.path(), |c| c.storage.max_open_tenant_pools = 64);
+    cfg.tenants =
+        serde_json::from_value(serde_json::Value::Array(configs)).expect("static tenants");
+    let app = App::start(cfg).await;
+    let app = std::sync::Arc::new(app);
+
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..TENANTS).step_by(8) {
+                let t = format!("t{i:05}");
+                let resp = app.put_record(&t, &format!("only-{t}")).await;
+                assert_eq!(resp.status(), 201, "{t}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    // Read a spread of them back (each reopens an evicted pool).
+    for i in (0..TENANTS).step_by(97) {
+        let t = format!("t{i:05}");
+        assert_eq!(app.names(&t).await, [format!("only-{t}")]);
+    }
+    let page: serde_json::Value = app
+        .admin(Method::GET, "/health/tenants?limit=1")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(page["open_pools"].as_u64().expect("open") <= 64, "{page}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tenants"))
+            .expect("dir")
+            .count(),
+        TENANTS + 1,
+        "a file per tenant plus the template"
+    );
+    match std::sync::Arc::try_unwrap(app) {
+        Ok(app) => app.stop().await,
+        Err(_) => panic!("writers still hold the app"),
+    }
+}

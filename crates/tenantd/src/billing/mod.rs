@@ -135,10 +135,12 @@ pub trait BillingRepo: Send + Sync {
     /// same event at once; the attempt's outcome replaces the lease.
     async fn due_events(&self, now_ms: i64, limit: u32) -> Result<Vec<BillingEvent>, StoreError>;
     /// Records a successful delivery.
-    async fn mark_delivered(&self, id: &str, attempts: u32) -> Result<(), StoreError>;
+    async fn mark_delivered(&self, tenant: &str, id: &str, attempts: u32)
+    -> Result<(), StoreError>;
     /// Records a failed attempt; `next_attempt_ms = None` gives up.
     async fn mark_attempt_failed(
         &self,
+        tenant: &str,
         id: &str,
         attempts: u32,
         next_attempt_ms: Option<i64>,

@@ -143,18 +143,21 @@ impl BillingRepo for PgStore {
         Ok(due)
     }
 
-    async fn mark_delivered(&self, id: &str, attempts: u32) -> Result<(), StoreError> {
-        // By id alone, as the trait gives it: no index leads with `id`
-        // (every index of a tenant table leads with tenant_id), so this
-        // scans the (tenant_id, id) index. With the tenant it would be a
-        // point lookup; the same holds for mark_attempt_failed.
+    async fn mark_delivered(
+        &self,
+        tenant: &str,
+        id: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        // With the tenant: a point lookup on (tenant_id, id).
         sqlx::query(
             "UPDATE billing_events SET status = 'delivered', attempts = $2, \
-             last_error = NULL, delivered_at = $3 WHERE id = $1",
+             last_error = NULL, delivered_at = $3 WHERE tenant_id = $4 AND id = $1",
         )
         .bind(id)
         .bind(i64::from(attempts))
         .bind(now_rfc3339())
+        .bind(tenant)
         .execute(self.admin_pool())
         .await
         .map(|_| ())
@@ -163,6 +166,7 @@ impl BillingRepo for PgStore {
 
     async fn mark_attempt_failed(
         &self,
+        tenant: &str,
         id: &str,
         attempts: u32,
         next_attempt_ms: Option<i64>,
@@ -171,13 +175,14 @@ impl BillingRepo for PgStore {
         sqlx::query(
             "UPDATE billing_events SET status = $2, attempts = $3, \
              next_attempt_ms = COALESCE($4, next_attempt_ms), last_error = $5 \
-             WHERE id = $1 AND status = 'pending'",
+             WHERE tenant_id = $6 AND id = $1 AND status = 'pending'",
         )
         .bind(id)
         .bind(status_after_failure(next_attempt_ms).as_str())
         .bind(i64::from(attempts))
         .bind(next_attempt_ms)
         .bind(error)
+        .bind(tenant)
         .execute(self.admin_pool())
         .await
         .map(|_| ())

@@ -79,15 +79,21 @@ impl BillingRepo for SqliteStore {
         rows.iter().map(event).collect()
     }
 
-    async fn mark_delivered(&self, id: &str, attempts: u32) -> Result<(), StoreError> {
+    async fn mark_delivered(
+        &self,
+        tenant: &str,
+        id: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE billing_events SET status = 'delivered', attempts = ?2, \
-             last_error = NULL, delivered_at = ?3 WHERE id = ?1",
+             last_error = NULL, delivered_at = ?3 WHERE tenant_id = ?4 AND id = ?1",
         )
         .bind(id)
         .bind(i64::from(attempts))
         .bind(now_rfc3339())
+        .bind(tenant)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
@@ -96,6 +102,7 @@ impl BillingRepo for SqliteStore {
 
     async fn mark_attempt_failed(
         &self,
+        tenant: &str,
         id: &str,
         attempts: u32,
         next_attempt_ms: Option<i64>,
@@ -105,13 +112,14 @@ impl BillingRepo for SqliteStore {
         let status = status_after_failure(next_attempt_ms);
         sqlx::query(
             "UPDATE billing_events SET status = ?2, attempts = ?3, \
-             next_attempt_ms = COALESCE(?4, next_attempt_ms), last_error = ?5 WHERE id = ?1",
+             next_attempt_ms = COALESCE(?4, next_attempt_ms), last_error = ?5 WHERE tenant_id = ?6 AND id = ?1",
         )
         .bind(id)
         .bind(status.as_str())
         .bind(i64::from(attempts))
         .bind(next_attempt_ms)
         .bind(error)
+        .bind(tenant)
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;

@@ -283,7 +283,7 @@ impl BillingWorker {
                 tracing::info!(event = %event.id, tenant = %event.tenant_id, month = %event.month, attempts, "billing event delivered");
                 self.store
                     .billing()
-                    .mark_delivered(&event.id, attempts)
+                    .mark_delivered(event.tenant_id.as_str(), &event.id, attempts)
                     .await
             }
             Err(error) => {
@@ -292,7 +292,13 @@ impl BillingWorker {
                 tracing::warn!(event = %event.id, attempts, gave_up = next.is_none(), %error, "billing delivery failed");
                 self.store
                     .billing()
-                    .mark_attempt_failed(&event.id, attempts, next, &error)
+                    .mark_attempt_failed(
+                        event.tenant_id.as_str(),
+                        &event.id,
+                        attempts,
+                        next,
+                        &error,
+                    )
                     .await
             }
         }

@@ -11,29 +11,37 @@
 //!
 //! **Scheduling.** `job_turns` holds, per tenant, its last turn and its
 //! pending and running counts, which a trigger on `detection_jobs` keeps
-//! exact (see `migrations/postgres/0002_jobs.sql`). A claim takes the
-//! tenant whose turn is oldest among those with a claimable job and fewer
-//! running jobs than the cap, locking that tenant's `job_turns` row
-//! `FOR UPDATE SKIP LOCKED`: concurrent workers take different tenants (the
-//! round-robin holds across them), and claims of one tenant are serialised,
-//! so the running count they check stays exact and the cap holds. When
-//! every candidate is locked (a submission or a completion of that tenant
-//! is committing), the claim waits for the first one rather than report an
-//! empty queue. Within the tenant, the job (highest priority, then oldest)
-//! is taken `FOR UPDATE SKIP LOCKED`, so a job a cancel is changing is
-//! passed over rather than waited for.
+//! exact (see `migrations/postgres/0002_jobs.sql`); the cross-tenant
+//! statements read that small table, never an index not led by
+//! `tenant_id`. A claim takes the tenant whose turn is oldest among those
+//! with a claimable job and fewer running jobs than the cap, and locks
+//! that tenant's `job_turns` row: claims of one tenant are serialised, so
+//! the running count they check stays exact and the cap holds. It locks
+//! `FOR UPDATE SKIP LOCKED`, so concurrent workers take different tenants
+//! (the round-robin holds across them). Within the tenant, the job
+//! (highest priority, then oldest) is taken `FOR UPDATE SKIP LOCKED` too,
+//! so a job a cancel is changing is passed over rather than waited for.
+//! When every candidate is locked (that tenant is being claimed, submitted
+//! to or completed right now), the claim does not report an empty queue:
+//! it starts a second transaction and waits for the first candidate's row,
+//! then checks it again.
 //!
 //! **Locking.** Every transition guards on the job's status and lease
 //! owner, as on SQLite, so two workers can never both complete a job and a
-//! cancelled job is never completed. Lock order: a claim holds a
-//! `job_turns` row and only ever skips locked job rows; everything else
-//! locks the job row before the tenant's `job_turns` row (through the
-//! trigger). A completion locks its job row, writes the record (stats row,
-//! usage counter, record: the records lock order) and changes the job's
-//! status last, so it holds the tenant's `job_turns` row only for the end
-//! of its transaction. Reapers of several nodes are serialised by an
-//! advisory lock (a reaper that finds it taken skips this round), since
-//! each updates many tenants' `job_turns` rows in no fixed order.
+//! cancelled job is never completed. No transaction waits for a lock while
+//! holding another one that could close a cycle:
+//! - the skipping claim transaction never waits (rows it locked and then
+//!   found no longer qualifying stay locked until it ends); the waiting
+//!   one waits for one `job_turns` row while holding nothing, then only
+//!   skips;
+//! - everything else locks the job row before the tenant's `job_turns` row
+//!   (through the trigger). A completion locks its job row, writes the
+//!   record (stats row, usage counter, record: the records lock order) and
+//!   changes the job's status last, so it holds the tenant's `job_turns`
+//!   row only at the end of its transaction;
+//! - reapers of several nodes are serialised by an advisory lock (a reaper
+//!   that finds it taken skips this round), since each updates many
+//!   tenants' `job_turns` rows in no fixed order.
 
 use std::time::Duration;
 
@@ -497,17 +505,19 @@ impl JobQueue for PgStore {
             tx.rollback().await.map_err(map_pg)?;
             return Ok(0);
         }
-        // Tenants with running jobs (the trigger-kept count), then their
-        // expired leases through the tenant-leading index. Rows a worker is
+        // Tenants with running jobs (the trigger-kept count), then, tenant
+        // by tenant (LATERAL), their expired leases through the
+        // (tenant_id, status, …) index. Rows a worker is
         // completing or renewing right now are skipped, not waited for.
         // Out of attempts: failed (keeping an earlier error); otherwise
         // pending again after the backoff.
         let reaped = sqlx::query(
             "WITH expired AS ( \
-                 SELECT d.tenant_id, d.id FROM job_turns t \
-                 JOIN detection_jobs d ON d.tenant_id = t.tenant_id \
-                 WHERE t.running > 0 AND d.status = 'running' AND d.lease_expires_ms < $1 \
-                 FOR UPDATE OF d SKIP LOCKED) \
+                 SELECT d.tenant_id, d.id FROM job_turns t CROSS JOIN LATERAL \
+                     (SELECT tenant_id, id FROM detection_jobs \
+                      WHERE tenant_id = t.tenant_id AND status = 'running' \
+                      AND lease_expires_ms < $1 FOR UPDATE SKIP LOCKED) d \
+                 WHERE t.running > 0) \
              UPDATE detection_jobs j SET \
                  status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending' END, \
                  lease_owner = NULL, lease_expires_ms = NULL, \

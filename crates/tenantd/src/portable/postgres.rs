@@ -23,8 +23,8 @@ use sqlx::{PgConnection, Postgres, Row};
 use tenancy::TenantId;
 
 use super::{
-    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row, data_tables,
-    invalid,
+    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row,
+    data_tables, invalid,
 };
 use crate::store::pg_support::map_pg;
 use crate::store::{DataRows, PgStore, StoreError};
@@ -305,8 +305,15 @@ impl DataRows for PgStore {
         self.read_tables(tenant, data_tables()).await
     }
 
-    async fn replace_data_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
-        if let Some((table, _)) = rows.iter().find(|(t, _)| !DATA_TABLES.contains(&t.as_str())) {
+    async fn replace_data_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &[DumpRow],
+    ) -> Result<(), StoreError> {
+        if let Some((table, _)) = rows
+            .iter()
+            .find(|(t, _)| !DATA_TABLES.contains(&t.as_str()))
+        {
             return Err(invalid(format!("{table} rows do not move between tiers")));
         }
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;

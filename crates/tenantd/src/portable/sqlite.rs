@@ -8,8 +8,8 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use tenancy::TenantId;
 
 use super::{
-    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row, data_tables,
-    invalid,
+    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row,
+    data_tables, invalid,
 };
 use crate::records::NewRecord;
 use crate::store::sqlite_support::map_sqlx;
@@ -95,8 +95,15 @@ impl DataRows for SqliteStore {
         self.read_tables(tenant, data_tables()).await
     }
 
-    async fn replace_data_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
-        if let Some((table, _)) = rows.iter().find(|(t, _)| !DATA_TABLES.contains(&t.as_str())) {
+    async fn replace_data_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &[DumpRow],
+    ) -> Result<(), StoreError> {
+        if let Some((table, _)) = rows
+            .iter()
+            .find(|(t, _)| !DATA_TABLES.contains(&t.as_str()))
+        {
             return Err(invalid(format!("{table} rows do not move between tiers")));
         }
         let mut tx = self.write_tx().await?;
@@ -118,11 +125,13 @@ async fn delete_data(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     tenant: &TenantId,
 ) -> Result<u64, StoreError> {
-    sqlx::query("DELETE FROM records_fts WHERE rowid IN (SELECT seq FROM records WHERE tenant_id = ?1)")
-        .bind(tenant.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(map_sqlx)?;
+    sqlx::query(
+        "DELETE FROM records_fts WHERE rowid IN (SELECT seq FROM records WHERE tenant_id = ?1)",
+    )
+    .bind(tenant.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_sqlx)?;
     let done = sqlx::query("DELETE FROM records WHERE tenant_id = ?1")
         .bind(tenant.as_str())
         .execute(&mut **tx)
@@ -160,7 +169,6 @@ impl SqliteStore {
         tx.commit().await.map_err(map_sqlx)?;
         Ok(rows)
     }
-
 }
 
 /// Writes checked dump rows of `tenant` (search index included) in `tx`.

@@ -265,9 +265,7 @@ impl TenantPools {
                     rls_check: RlsCheck::Refuse,
                     single_role: true,
                 };
-                // INTEGRATION-PENDING: Arc::new(open_postgres(..)) once PgStore is a Backend.
-                let _store = open_postgres(&options).await?;
-                anyhow::bail!("postgres backend not wired yet")
+                Ok(Arc::new(open_postgres(&options).await?))
             }
         }
     }

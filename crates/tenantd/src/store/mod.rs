@@ -201,11 +201,7 @@ impl Store {
                     rls_check: config.rls_check,
                     single_role: false,
                 };
-                {
-                    // INTEGRATION-PENDING: replaced once PgStore implements Backend.
-                    let _store = open_postgres(&options).await?;
-                    anyhow::bail!("postgres backend not wired yet")
-                }
+                Arc::new(open_postgres(&options).await?)
             }
         };
         let pools = Arc::new(TenantPools::new(

@@ -372,8 +372,6 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
     }
 }
 
-// Enabled once every feature repository has its PostgreSQL implementation.
-#[cfg(any())]
 #[async_trait]
 impl Backend for PgStore {
     async fn ready(&self) -> Result<(), StoreError> {

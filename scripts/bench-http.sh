@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # HTTP benchmark: the cost of multi-tenancy, measured in one run.
+# (`--backend postgres` runs scripts/bench-storage.sh instead.)
 #
 # Seeds one fixture data directory (tenants default, t1..t9; RECORDS per
 # tenant), then starts the release server on it twice, back to back:
@@ -22,6 +23,16 @@
 #      KEEP (1 keeps the temp dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# --backend postgres: the storage benchmark (RLS on/off, search latency
+# with a million records on both backends).
+if [[ "${1:-}" == "--backend" ]]; then
+  case "${2:-}" in
+    postgres) exec scripts/bench-storage.sh ;;
+    sqlite) ;;
+    *) echo "usage: $0 [--backend sqlite|postgres]" >&2; exit 2 ;;
+  esac
+fi
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}

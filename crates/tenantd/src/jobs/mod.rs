@@ -134,6 +134,10 @@ pub trait JobQueue: Send + Sync {
         job: &ClaimedJob,
         record: NewRecord,
     ) -> Result<Option<RecordId>, StoreError>;
+    /// Marks the job completed with a record already written in its
+    /// tenant's dedicated database. `false` (and nothing changed) when the
+    /// job is no longer this worker's.
+    async fn complete_with(&self, job: &ClaimedJob, record: &RecordId) -> Result<bool, StoreError>;
     /// Records a failed attempt: back to pending after `retry_after` when
     /// given and attempts remain, otherwise failed with `error`.
     async fn fail(

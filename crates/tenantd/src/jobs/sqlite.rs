@@ -335,6 +335,27 @@ impl JobQueue for SqliteStore {
         Ok(Some(written.id))
     }
 
+    async fn complete_with(&self, job: &ClaimedJob, record: &RecordId) -> Result<bool, StoreError> {
+        let now = now_rfc3339();
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE detection_jobs SET status = 'completed', lease_owner = NULL, lease_expires_ms = NULL, \
+             error = NULL, record_id = ?4, updated_at = ?5, finished_at = ?5 \
+             WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND lease_owner = ?3",
+        )
+        .bind(job.tenant.as_str())
+        .bind(job.id.as_str())
+        .bind(&job.owner)
+        .bind(record.as_str())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(done == 1)
+    }
+
     async fn fail(
         &self,
         job: &ClaimedJob,

@@ -253,7 +253,10 @@ impl TenantPools {
     pub(crate) async fn open_target(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
         match target {
             Target::Sqlite(path) => {
-                let template = self.data_dir.join("tenants").join(".template.db");
+                let template = self
+                    .data_dir
+                    .join("tenants")
+                    .join(format!(".template-v{}.db", super::SCHEMA_VERSION));
                 Ok(Arc::new(open_sqlite_file(path, &template, 2).await?))
             }
             Target::Postgres(url) => {

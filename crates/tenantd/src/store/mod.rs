@@ -265,21 +265,10 @@ impl Store {
     /// not confined to a tenant, named so it cannot be mistaken for one:
     /// it hands out jobs with the tenant of their row.
     pub fn system_job_queue(&self) -> Arc<dyn JobQueue> {
-        self.backend.clone().as_job_queue()
-    }
-
-    /// The records backend of `tenant` for a system path that holds the
-    /// tenant from a row (a claimed job), with its placement.
-    pub(crate) async fn records_backend_of(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(Placement, Arc<dyn Backend>), StoreError> {
-        let placement = self.placement.placement(tenant);
-        let backend = match &placement.dedicated {
-            None => self.backend.clone(),
-            Some(target) => self.pools.get(tenant, target).await?,
-        };
-        Ok((placement, backend))
+        Arc::new(RoutedQueue {
+            shared: self.backend.clone().as_job_queue(),
+            store: self.clone(),
+        })
     }
 
     /// The shared backend, for moves between tiers (administrative).
@@ -305,6 +294,91 @@ impl Store {
     pub async fn close(&self) {
         self.pools.close_all().await;
         self.backend.close().await;
+    }
+}
+
+/// The job queue lives in the shared database (it is the platform's
+/// schedule, polled across tenants); a job's result record goes to its
+/// tenant's records database, which for a dedicated tenant is its own.
+struct RoutedQueue {
+    shared: Arc<dyn JobQueue>,
+    store: Store,
+}
+
+#[async_trait]
+impl JobQueue for RoutedQueue {
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        per_tenant_cap: i64,
+    ) -> Result<Option<crate::jobs::ClaimedJob>, StoreError> {
+        self.shared.claim(owner, lease, per_tenant_cap).await
+    }
+
+    async fn heartbeat(
+        &self,
+        job: &crate::jobs::ClaimedJob,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.shared.heartbeat(job, lease).await
+    }
+
+    async fn complete(
+        &self,
+        job: &crate::jobs::ClaimedJob,
+        record: crate::records::NewRecord,
+    ) -> Result<Option<crate::records::RecordId>, StoreError> {
+        let placement = self.store.placement.placement(&job.tenant);
+        check_not_moving(&job.tenant, &placement)?;
+        let Some(target) = &placement.dedicated else {
+            // Job and record in one database: one transaction.
+            return self.shared.complete(job, record).await;
+        };
+        // Two databases: the record first (an idempotent upsert by kind
+        // and name), then the job. A crash between them leaves the job
+        // running until its lease expires; the retry upserts the same
+        // record again.
+        let backend = self.store.pools.get(&job.tenant, target).await?;
+        let scope = TenantScope {
+            tenant: job.tenant.clone(),
+            quotas: job.quotas.clone(),
+        };
+        let written = backend.upsert_record(&scope, record).await?;
+        Ok(self
+            .shared
+            .complete_with(job, &written.id)
+            .await?
+            .then_some(written.id))
+    }
+
+    async fn complete_with(
+        &self,
+        job: &crate::jobs::ClaimedJob,
+        record: &crate::records::RecordId,
+    ) -> Result<bool, StoreError> {
+        self.shared.complete_with(job, record).await
+    }
+
+    async fn fail(
+        &self,
+        job: &crate::jobs::ClaimedJob,
+        error: &str,
+        retry_after: Option<std::time::Duration>,
+    ) -> Result<(), StoreError> {
+        self.shared.fail(job, error, retry_after).await
+    }
+
+    async fn release(&self, job: &crate::jobs::ClaimedJob) -> Result<(), StoreError> {
+        self.shared.release(job).await
+    }
+
+    async fn reap_expired(&self, backoff: std::time::Duration) -> Result<u64, StoreError> {
+        self.shared.reap_expired(backoff).await
+    }
+
+    async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        self.shared.depth().await
     }
 }
 

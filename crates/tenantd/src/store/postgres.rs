@@ -352,11 +352,17 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // 08 connection exception, 53 insufficient resources,
-            // 57P01-03 shutdown / cannot connect now, 40001 serialization
-            // failure, 40P01 deadlock: retryable, nothing was committed.
+            // 55 object not in prerequisite state (a database that does
+            // not allow connections, a lock not available), 57P01-03
+            // shutdown / cannot connect now, 3D000 no such database,
+            // 28 authorization, 40001 serialization failure, 40P01
+            // deadlock: retryable, nothing was committed.
             if code.starts_with("08")
                 || code.starts_with("53")
+                || code.starts_with("55")
                 || code.starts_with("57P")
+                || code.starts_with("28")
+                || code == "3D000"
                 || code == "40001"
                 || code == "40P01"
             {

@@ -77,17 +77,24 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Resul
         data_dir.display()
     );
     let db_path = data_dir.join(DB_FILE);
-    connect(&db_path, max_connections).await.with_context(|| {
-        format!(
-            "storage.data_dir {}: cannot open {} (is the directory writable?)",
-            data_dir.display(),
-            DB_FILE
-        )
-    })
+    connect(&db_path, max_connections, true)
+        .await
+        .with_context(|| {
+            format!(
+                "storage.data_dir {}: cannot open {} (is the directory writable?)",
+                data_dir.display(),
+                DB_FILE
+            )
+        })
 }
 
-/// Opens the SQLite file at `db_path` (WAL, foreign keys) and migrates it.
-async fn connect(db_path: &Path, max_connections: u32) -> anyhow::Result<SqliteStore> {
+/// Opens the SQLite file at `db_path` (WAL, foreign keys) and, when
+/// `migrate`, brings its schema up to date.
+async fn connect(
+    db_path: &Path,
+    max_connections: u32,
+    migrate: bool,
+) -> anyhow::Result<SqliteStore> {
     use anyhow::Context as _;
     let options = SqliteConnectOptions::from_str("sqlite://")
         .context("sqlite options")?
@@ -105,10 +112,12 @@ async fn connect(db_path: &Path, max_connections: u32) -> anyhow::Result<SqliteS
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open {}", db_path.display()))?;
-    migrator()
-        .run(&pool)
-        .await
-        .with_context(|| format!("storage: migrating {} failed", db_path.display()))?;
+    if migrate {
+        migrator()
+            .run(&pool)
+            .await
+            .with_context(|| format!("storage: migrating {} failed", db_path.display()))?;
+    }
     Ok(SqliteStore {
         pool,
         db_path: db_path.to_path_buf(),
@@ -116,23 +125,26 @@ async fn connect(db_path: &Path, max_connections: u32) -> anyhow::Result<SqliteS
 }
 
 /// Opens a dedicated tenant's file, creating it from `template` (a migrated,
-/// empty database, itself created on first need) when it does not exist:
-/// a copy and a rename, so a crash never leaves a half-made file in place.
+/// empty database, itself created on first need; its name carries the
+/// schema version, so a newer build makes a new one) when it does not
+/// exist: a copy and a rename, so a crash never leaves a half-made file in
+/// place.
 pub async fn open_sqlite_file(
     path: &Path,
     template: &Path,
     max_connections: u32,
 ) -> anyhow::Result<SqliteStore> {
     use anyhow::Context as _;
-    if !path.exists() {
+    let fresh = !path.exists();
+    if fresh {
         let dir = path
             .parent()
             .context("a dedicated database path has a directory")?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         if !template.exists() {
-            let fresh = template.with_extension("new");
-            let _ = std::fs::remove_file(&fresh);
-            let store = connect(&fresh, 1).await?;
+            let building = template.with_extension("new");
+            let _ = std::fs::remove_file(&building);
+            let store = connect(&building, 1, true).await?;
             // One self-contained file: no WAL beside it to copy.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&store.pool)
@@ -143,7 +155,7 @@ pub async fn open_sqlite_file(
                 .await
                 .context("template journal mode")?;
             store.pool.close().await;
-            std::fs::rename(&fresh, template)
+            std::fs::rename(&building, template)
                 .with_context(|| format!("cannot create {}", template.display()))?;
         }
         let partial = path.with_extension("db.partial");
@@ -152,7 +164,9 @@ pub async fn open_sqlite_file(
         std::fs::rename(&partial, path)
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
-    connect(path, max_connections).await
+    // A copy of this build's template is current; an older file is
+    // migrated on open.
+    connect(path, max_connections, !fresh).await
 }
 
 impl SqliteStore {

@@ -260,6 +260,23 @@ fn verify(dir: &Path, extra: &[&str]) -> (bool, String, String) {
 }
 
 async fn tamper(dir: &Path, statements: &[&str]) {
+    if crate::support::on_postgres() {
+        // A superuser can switch the append-only trigger off.
+        let db = crate::support::postgres::db_for(dir);
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.superuser_url())
+            .await
+            .expect("connect");
+        for sql in ["ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"]
+            .iter()
+            .chain(statements)
+        {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .expect(sql);
+        }
+        return;
+    }
     let url = format!("sqlite://{}", dir.join("tenantd.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
     // An attacker with file access can drop the append-only triggers.

@@ -337,7 +337,28 @@ async fn a_deleted_data_directory_is_503_not_a_silent_loss() {
     let dir = data.path().join("d");
     let app = App::start(config(&dir, |_| {})).await;
     app.create("acme", "before", "x").await;
-    std::fs::remove_dir_all(&dir).expect("rm");
+    if crate::support::on_postgres() {
+        // The database goes away under the server: no new connections,
+        // and every open one is killed.
+        let db = crate::support::postgres::db_for(&dir);
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.base)
+            .await
+            .expect("superuser");
+        for sql in [
+            format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                db.name
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("kill the database");
+        }
+    } else {
+        std::fs::remove_dir_all(&dir).expect("rm");
+    }
     let resp = app
         .req(Method::POST, "acme", "/records")
         .json(&json!({"name": "after", "kind": "k", "url": "https://x"}))

@@ -240,3 +240,50 @@ async fn ten_thousand_dedicated_tenants_work_with_64_open_pools() {
         Err(_) => panic!("writers still hold the app"),
     }
 }
+
+/// `storage.eager: true` opens every dedicated tenant's pool at startup
+/// and says so per tenant, as seed 002's platform does.
+#[tokio::test]
+async fn eager_startup_opens_each_dedicated_pool_and_logs_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs = serde_json::json!([
+        {"tenant_id": "acme_corp", "name": "Acme", "mongo_uri": "mongodb://acme-mongo:27017",
+         "mongo_database": "acme_corp_db", "redis_addr": "acme-redis:6379", "redis_db": 0},
+        {"tenant_id": "globex", "name": "Globex", "mongo_uri": "mongodb://globex-mongo:27017",
+         "mongo_database": "globex_db", "redis_addr": "globex-redis:6379", "redis_db": 1},
+        {"tenant_id": "shared_one", "name": "Shared"}
+    ])
+    .to_string();
+    let proc = super::support::Proc::start(
+        dir.path(),
+        &[
+            ("TENANTD_TENANT_CONFIGS", configs.as_str()),
+            ("TENANTD_STORAGE_EAGER", "true"),
+            ("TENANTD_TENANT_ENABLED", "true"),
+        ],
+        &[],
+    )
+    .await;
+    let (ok, log) = proc.stop();
+    assert!(ok, "{log}");
+    for tenant in ["acme_corp", "globex"] {
+        assert!(
+            log.contains(&format!("Initializing tenant: {tenant}")),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("Storage pool created for tenant: {tenant}")),
+            "{log}"
+        );
+        assert!(
+            dir.path()
+                .join("tenants")
+                .join(format!("{tenant}.db"))
+                .exists()
+        );
+    }
+    assert!(
+        !log.contains("Storage pool created for tenant: shared_one"),
+        "a shared tenant has no pool of its own"
+    );
+}

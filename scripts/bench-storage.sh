@@ -35,6 +35,7 @@ PG=${TENANTD_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
 source scripts/bench-lib.sh
 bench_setup tenantd-storage
+cargo build --release -p tenantd --example bench_seed_sqlite --quiet
 
 DB="tenantd_bench_$$"
 pg_for() { python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p._replace(netloc=sys.argv[2]+"@"+p.hostname+(":"+str(p.port) if p.port else ""), path="/"+sys.argv[3]).geturl())' "$PG" "$1" "$2"; }
@@ -57,12 +58,12 @@ launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"; stop_server
 launch "$DATA/sqlite" "${COMMON[@]}"; stop_server
 echo "== loading $((TENANTS * PER_TENANT)) records over $TENANTS tenants into each"
 python3 scripts/bench_storage_seed.py postgres "$SUPER_DB" "$TENANTS" "$PER_TENANT" "$WORK/ids.txt"
-python3 scripts/bench_storage_seed.py sqlite "$DATA/sqlite/tenantd.db" "$TENANTS" "$PER_TENANT" "$WORK/ids_sqlite.txt"
+target/release/examples/bench_seed_sqlite "$DATA/sqlite/tenantd.db" "$TENANTS" "$PER_TENANT" "$WORK/ids_sqlite.txt"
 
 cat > "$WORK/get.lua" <<LUA
 local ids, n = {}, 0
 function init(args)
-  local f = io.open(args[1])
+  local f = io.open(os.getenv("IDS"))
   for line in f:lines() do
     local t, id = line:match("(%S+) (%S+)")
     n = n + 1; ids[n] = {t, id}
@@ -96,10 +97,10 @@ launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: PostgreSQL, RLS on then off"
   rls on
-  run_wrk "pg_get_rls_$round" "$BASE" -s "$WORK/get.lua" -- "$WORK/ids.txt"
+  IDS="$WORK/ids.txt" run_wrk "pg_get_rls_$round" "$BASE" -s "$WORK/get.lua"
   run_wrk "pg_search_rls_$round" "$BASE" -s "$WORK/search.lua"
   rls off
-  run_wrk "pg_get_norls_$round" "$BASE" -s "$WORK/get.lua" -- "$WORK/ids.txt"
+  IDS="$WORK/ids.txt" run_wrk "pg_get_norls_$round" "$BASE" -s "$WORK/get.lua"
   run_wrk "pg_search_norls_$round" "$BASE" -s "$WORK/search.lua"
   rls on
 done
@@ -107,7 +108,7 @@ stop_server
 launch "$DATA/sqlite" "${COMMON[@]}"
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: SQLite"
-  run_wrk "sqlite_get_$round" "$BASE" -s "$WORK/get.lua" -- "$WORK/ids_sqlite.txt"
+  IDS="$WORK/ids_sqlite.txt" run_wrk "sqlite_get_$round" "$BASE" -s "$WORK/get.lua"
   run_wrk "sqlite_search_$round" "$BASE" -s "$WORK/search.lua"
 done
 stop_server

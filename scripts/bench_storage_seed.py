@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Bulk-load records for the storage benchmark (scripts/bench-storage.sh):
 far faster than a million API calls, and written exactly as tenantd writes
-them (the same columns, ULID ids, SQLite's FTS row per record; PostgreSQL
-computes its search vector and tenant_stats itself).
+them (the same columns, ULID ids; PostgreSQL computes the search vector
+and tenant_stats itself).
 
 Usage:
-  bench_storage_seed.py sqlite DB_FILE TENANTS PER_TENANT IDS_OUT
   bench_storage_seed.py postgres SUPERUSER_DB_URL TENANTS PER_TENANT IDS_OUT
+
+(SQLite is loaded by the bench_seed_sqlite example: Python's SQLite lacks
+the FTS5 options the schema uses.)
 
 Tenants are t00000.. ; IDS_OUT gets "<tenant> <record id>" for every
 tenant (the id a GET benchmark reads). The schema must exist (start the
@@ -52,39 +54,6 @@ def rows(tenants, per_tenant):
             yield (tenant, "rec_" + ulid(n), "service", name, url, desc, tags, fields, size)
 
 
-def seed_sqlite(db, tenants, per_tenant, out):
-    import sqlite3
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=OFF")
-    first = {}
-    batch = []
-    seq = con.execute("SELECT coalesce(max(seq), 0) FROM records").fetchone()[0]
-
-    def flush():
-        with con:
-            con.executemany(
-                "INSERT INTO records (seq, tenant_id, id, kind, name, url, description, tags, fields, "
-                "size_bytes, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(s, *r, NOW, NOW) for s, r in batch])
-            con.executemany(
-                "INSERT INTO records_fts (rowid, tenant_key, name, description, url, tags, fields) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [(s, "t" + r[0].encode().hex(), r[3], r[5], r[4], " ".join(json.loads(r[6])),
-                  " ".join(str(v) for v in json.loads(r[7]).values())) for s, r in batch])
-        batch.clear()
-
-    for r in rows(tenants, per_tenant):
-        seq += 1
-        batch.append((seq, r))
-        first.setdefault(r[0], r[1])
-        if len(batch) >= 20000:
-            flush()
-    flush()
-    con.close()
-    write_ids(out, first)
-
-
 def seed_postgres(url, tenants, per_tenant, out):
     # COPY through psql: the superuser bypasses row-level security, the
     # triggers keep tenant_stats, the generated column the search vector.
@@ -117,7 +86,9 @@ def write_ids(out, first):
 def main():
     kind, target, tenants, per_tenant, out = sys.argv[1:6]
     t0 = time.time()
-    (seed_sqlite if kind == "sqlite" else seed_postgres)(target, int(tenants), int(per_tenant), out)
+    if kind != "postgres":
+        sys.exit("only postgres (SQLite: the bench_seed_sqlite example)")
+    seed_postgres(target, int(tenants), int(per_tenant), out)
     print(f"seeded {int(tenants) * int(per_tenant)} records over {tenants} tenants "
           f"({kind}) in {time.time() - t0:.0f} s", file=sys.stderr)
 

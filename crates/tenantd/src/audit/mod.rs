@@ -15,6 +15,7 @@ pub mod http;
 pub mod layer;
 mod postgres;
 mod redact;
+pub use redact::without_userinfo;
 mod rows;
 mod sqlite;
 mod writer;

@@ -28,6 +28,15 @@ fn looks_like_credential(s: &str) -> bool {
     s.contains("_sk_") || (bearer.starts_with("eyJ") && bearer.matches('.').count() == 2)
 }
 
+/// `url` with its userinfo (user and password) replaced by `***`, for
+/// showing a connection URL (a tenant's dedicated database) anywhere.
+pub fn without_userinfo(url: &str) -> String {
+    match url_userinfo(url) {
+        Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+        None => url.to_owned(),
+    }
+}
+
 /// `(scheme, rest after '@')` of a URL that carries userinfo.
 fn url_userinfo(s: &str) -> Option<(String, String)> {
     let (scheme, rest) = s.split_once("://")?;

@@ -36,6 +36,9 @@ pub fn load_or_create(data_dir: &Path, configured: Option<&str>) -> anyhow::Resu
                 .with_context(|| format!("{}: cannot read the key pepper", path.display()));
         }
     }
+    // With PostgreSQL nothing else creates the data directory.
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("{}: cannot create the data directory", data_dir.display()))?;
     let pepper = tenancy::random_base62(GENERATED_LEN);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

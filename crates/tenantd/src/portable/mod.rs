@@ -272,9 +272,21 @@ pub async fn export(
     out: &mut impl Write,
 ) -> Result<BTreeMap<String, u64>, PortableError> {
     let repo = store.portable();
-    let rows = repo.export_rows(tenant).await?;
-    if !rows.iter().any(|(table, _)| table == "tenants") {
+    let mut rows = repo.export_rows(tenant).await?;
+    let Some((_, tenant_row)) = rows.iter().find(|(table, _)| table == "tenants") else {
         return Err(PortableError::NotFound(tenant.to_string()));
+    };
+    // A dedicated tenant's records are in its own database.
+    if let Some(target) = dedicated_target(store, tenant, tenant_row) {
+        let own = store
+            .pools()
+            .open_target(&target)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e:#}", target.describe())))?;
+        let data = own.data_rows(tenant).await;
+        own.close().await;
+        rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
+        rows.extend(data?);
     }
     let mut hasher = Sha256::new();
     let mut counts = BTreeMap::new();
@@ -452,8 +464,45 @@ fn verify_audit(tenant: &TenantId, rows: &[Row]) -> Result<(), PortableError> {
 }
 
 /// Writes a checked dump into `store`; the tenant must not exist there.
+/// The dedicated database a `tenants` row binds its tenant to, if any.
+fn dedicated_target(
+    store: &AdminStore,
+    tenant: &TenantId,
+    tenant_row: &Map<String, Value>,
+) -> Option<crate::store::Target> {
+    let spec: crate::tenants::model::TenantSpec =
+        serde_json::from_str(text(tenant_row, "spec")?).ok()?;
+    crate::store::Target::of(store.pools().data_dir(), tenant, spec.storage.as_ref())
+}
+
+/// Writes `dump` into the shared database. A tenant that was dedicated
+/// where it was exported lands in the shared tier here (its old database
+/// means nothing on this deployment); `tenantd tenants move` puts it in a
+/// database of its own again.
 pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError> {
-    match store.portable().import_rows(&dump.tenant, &dump.rows).await {
+    let mut rows = dump.rows.clone();
+    for (table, data) in &mut rows {
+        if table != "tenants" {
+            continue;
+        }
+        let Some(Ok(mut spec)) =
+            text(data, "spec").map(serde_json::from_str::<crate::tenants::model::TenantSpec>)
+        else {
+            continue;
+        };
+        if let Some(storage) = spec.storage.as_mut()
+            && storage.isolation.as_deref() == Some("dedicated")
+        {
+            storage.isolation = Some("shared".to_owned());
+            storage.url = None;
+            storage.database = None;
+            spec.moving_until_ms = None;
+            let text =
+                serde_json::to_string(&spec).map_err(|e| PortableError::Invalid(e.to_string()))?;
+            data.insert("spec".to_owned(), Value::String(text));
+        }
+    }
+    match store.portable().import_rows(&dump.tenant, &rows).await {
         Err(StoreError::Conflict(_)) => Err(PortableError::Exists(dump.tenant.to_string())),
         other => Ok(other?),
     }

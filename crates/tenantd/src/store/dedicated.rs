@@ -72,13 +72,7 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Sqlite(path) => path.display().to_string(),
-            Target::Postgres(url) => match url.split_once('@') {
-                Some((scheme_user, rest)) => {
-                    let scheme = scheme_user.split("://").next().unwrap_or("postgres");
-                    format!("{scheme}://***@{rest}")
-                }
-                None => url.clone(),
-            },
+            Target::Postgres(url) => crate::audit::without_userinfo(url),
         }
     }
 }

@@ -282,6 +282,12 @@ impl Store {
     pub fn admin(&self) -> AdminStore {
         AdminStore {
             backend: self.backend.clone(),
+            pools: self.pools.clone(),
+            usage: Arc::new(RoutedUsage {
+                shared: self.backend.clone(),
+                placement: self.placement.clone(),
+                pools: self.pools.clone(),
+            }),
         }
     }
 
@@ -382,6 +388,76 @@ impl JobQueue for RoutedQueue {
     }
 }
 
+/// Usage lives in the shared database, except what a record write counts
+/// in its own transaction (`records_written`) and the stored size
+/// (`tenant_stats`): for a dedicated tenant those are in its database, so
+/// reads of one tenant add them in.
+struct RoutedUsage {
+    shared: Arc<dyn Backend>,
+    placement: Arc<dyn PlacementSource>,
+    pools: Arc<TenantPools>,
+}
+
+impl RoutedUsage {
+    async fn dedicated(&self, tenant: &TenantId) -> Result<Option<Arc<dyn Backend>>, StoreError> {
+        match self.placement.placement(tenant).dedicated {
+            None => Ok(None),
+            Some(target) => Ok(Some(self.pools.get(tenant, &target).await?)),
+        }
+    }
+}
+
+/// Counters of two databases summed by metric (sorted by metric).
+pub(crate) fn merge_counters(a: Vec<(String, u64)>, b: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let mut merged: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (metric, value) in a.into_iter().chain(b) {
+        *merged.entry(metric).or_default() += value;
+    }
+    merged.into_iter().collect()
+}
+
+#[async_trait]
+impl UsageRepo for RoutedUsage {
+    async fn add_usage(&self, batch: &crate::usage::UsageBatch) -> Result<(), StoreError> {
+        self.shared.add_usage(batch).await
+    }
+
+    async fn month_counters(
+        &self,
+        tenant: &TenantId,
+        month: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let shared = self.shared.month_counters(tenant, month).await?;
+        match self.dedicated(tenant).await? {
+            None => Ok(shared),
+            Some(own) => Ok(merge_counters(
+                shared,
+                own.month_counters(tenant, month).await?,
+            )),
+        }
+    }
+
+    async fn current_size(&self, tenant: &TenantId) -> Result<(u64, u64), StoreError> {
+        match self.dedicated(tenant).await? {
+            None => self.shared.current_size(tenant).await,
+            Some(own) => own.current_size(tenant).await,
+        }
+    }
+
+    async fn daily(
+        &self,
+        tenant: &TenantId,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, crate::usage::DayStats)>, StoreError> {
+        self.shared.daily(tenant, start, end).await
+    }
+
+    async fn tenants_with_usage(&self, month: &str) -> Result<Vec<TenantId>, StoreError> {
+        self.shared.tenants_with_usage(month).await
+    }
+}
+
 /// One tenant's view of storage. Every method is confined to
 /// [`TenantStore::tenant`].
 #[derive(Clone)]
@@ -416,6 +492,11 @@ impl TenantStore {
         Ok((&self.scope, backend))
     }
 
+    /// Whether the tenant's records are in a database of its own.
+    pub(crate) fn is_dedicated(&self) -> bool {
+        self.placement.dedicated.is_some()
+    }
+
     /// Refuses a write while the tenant's data is being switched to other
     /// storage (see [`Placement::moving_until_ms`]).
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
@@ -443,6 +524,8 @@ pub(crate) fn check_not_moving(tenant: &TenantId, placement: &Placement) -> Resu
 #[derive(Clone)]
 pub struct AdminStore {
     backend: Arc<dyn Backend>,
+    pools: Arc<TenantPools>,
+    usage: Arc<RoutedUsage>,
 }
 
 impl std::fmt::Debug for AdminStore {
@@ -465,7 +548,7 @@ impl AdminStore {
     /// Usage counters of every tenant (the batched recorder, admin
     /// reports, billing).
     pub fn usage(&self) -> &dyn UsageRepo {
-        self.backend.as_ref()
+        self.usage.as_ref()
     }
 
     /// The audit log of every tenant (the appender, admin reads, verify).
@@ -478,8 +561,13 @@ impl AdminStore {
         self.backend.as_ref()
     }
 
-    /// Whole-tenant dumps (export/import).
+    /// Whole-tenant dumps (export/import) of the shared database.
     pub fn portable(&self) -> &dyn PortableRepo {
         self.backend.as_ref()
+    }
+
+    /// The dedicated tenants' pools (and the data directory).
+    pub fn pools(&self) -> &Arc<TenantPools> {
+        &self.pools
     }
 }

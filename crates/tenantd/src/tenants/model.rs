@@ -284,7 +284,11 @@ impl From<TenantRow> for Tenant {
             security: row.spec.security,
             frontend_url: row.spec.frontend_url,
             oidc: row.spec.oidc.as_ref().map(OidcView::from),
-            storage: row.spec.storage,
+            // A dedicated database's URL may carry a password: never shown.
+            storage: row.spec.storage.map(|mut s| {
+                s.url = s.url.as_deref().map(crate::audit::without_userinfo);
+                s
+            }),
             source: row.source,
             created_at: row.created_at,
             updated_at: row.updated_at,

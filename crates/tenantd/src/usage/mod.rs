@@ -134,13 +134,20 @@ pub trait UsageRepo: Send + Sync {
 impl TenantStore {
     /// This tenant's counters for `month`.
     pub async fn month_counters(&self, month: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let (scope, backend) = self.parts();
-        backend.month_counters(scope.tenant(), month).await
+        let (scope, shared) = self.parts();
+        let counters = shared.month_counters(scope.tenant(), month).await?;
+        // A dedicated tenant's record writes are counted in its database.
+        if !self.is_dedicated() {
+            return Ok(counters);
+        }
+        let (scope, own) = self.records_parts().await?;
+        let own = own.month_counters(scope.tenant(), month).await?;
+        Ok(crate::store::merge_counters(counters, own))
     }
 
-    /// This tenant's stored records and bytes.
+    /// This tenant's stored records and bytes (where its records are).
     pub async fn current_size(&self) -> Result<(u64, u64), StoreError> {
-        let (scope, backend) = self.parts();
+        let (scope, backend) = self.records_parts().await?;
         backend.current_size(scope.tenant()).await
     }
 }

@@ -109,7 +109,7 @@ async fn health_tenants_is_admin_only_paginated_and_reports_each_state() {
     // A database that cannot be reached.
     app.tenant(
         "broken",
-        Some(json!({"isolation": "dedicated", "url": "postgres://nobody@127.0.0.1:1/none"})),
+        Some(json!({"isolation": "dedicated", "url": "postgres://nobody:s3cret@127.0.0.1:1/none"})),
     )
     .await;
     let all = app.tenant_health().await;
@@ -146,8 +146,20 @@ async fn health_tenants_is_admin_only_paginated_and_reports_each_state() {
         !broken["storage"]
             .as_str()
             .unwrap_or_default()
-            .contains("nobody"),
+            .contains("s3cret"),
         "no credentials shown"
+    );
+    let shown = app
+        .admin(Method::GET, "/admin/tenants/broken")
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("***@127.0.0.1:1"),
+        "{shown}"
     );
 
     // Pages of one, in id order, cover everything once.
@@ -233,7 +245,11 @@ async fn ten_thousand_dedicated_tenants_work_with_64_open_pools() {
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
         .count();
-    assert_eq!(files, TENANTS + 1, "a database file per tenant plus the template");
+    assert_eq!(
+        files,
+        TENANTS + 1,
+        "a database file per tenant plus the template"
+    );
     match std::sync::Arc::try_unwrap(app) {
         Ok(app) => app.stop().await,
         Err(_) => panic!("writers still hold the app"),
@@ -285,4 +301,54 @@ async fn eager_startup_opens_each_dedicated_pool_and_logs_it() {
         !log.contains("Storage pool created for tenant: shared_one"),
         "a shared tenant has no pool of its own"
     );
+}
+
+/// An export of a dedicated tenant carries the records of its own
+/// database; the import lands it, whole, in the importing deployment's
+/// shared tier.
+#[tokio::test]
+async fn export_of_a_dedicated_tenant_carries_its_records_and_imports_shared() {
+    let from = tempfile::tempdir().expect("tempdir");
+    let to = tempfile::tempdir().expect("tempdir");
+    let app = App::start(tier_config(from.path(), |_| {})).await;
+    app.tenant("vault", dedicated()).await;
+    for i in 0..5 {
+        assert_eq!(
+            app.put_record("vault", &format!("v{i}")).await.status(),
+            201
+        );
+    }
+    app.stop().await;
+    let dump = from.path().join("vault.ndjson");
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("TENANTD_CONFIG")
+            .envs(super::support::backend_env(dir))
+            .output()
+            .expect("run tenantd");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let dump_text = dump.to_str().expect("utf-8 path");
+    run(
+        from.path(),
+        &["tenants", "export", "vault", "--output", dump_text],
+    );
+    let text = std::fs::read_to_string(&dump).expect("dump");
+    assert_eq!(
+        text.matches("\"table\":\"records\"").count(),
+        5,
+        "the dedicated records"
+    );
+    run(to.path(), &["tenants", "import", dump_text]);
+    let app = App::start(tier_config(to.path(), |_| {})).await;
+    assert_eq!(app.names("vault").await, ["v0", "v1", "v2", "v3", "v4"]);
+    assert_eq!(super::rows_in_shared(to.path(), "vault").await, 5);
+    app.stop().await;
 }

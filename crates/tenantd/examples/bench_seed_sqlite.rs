@@ -1,0 +1,122 @@
+//! Bulk-loads records into a stopped tenantd SQLite data directory for
+//! `scripts/bench-storage.sh` (a million API calls would take longer than
+//! the benchmark). Rows are written as tenantd writes them: ULID ids, the
+//! FTS row per record (through this build's bundled SQLite, which has the
+//! FTS5 options the schema uses), `tenant_stats` by its triggers.
+//!
+//! Usage: `bench_seed_sqlite DB_FILE TENANTS PER_TENANT IDS_OUT`
+//! (tenants `t00000`…; IDS_OUT gets "<tenant> <record id>" per tenant).
+
+use std::io::Write as _;
+
+use sqlx::Connection as _;
+
+const WORDS: [&str; 20] = [
+    "payments",
+    "billing",
+    "search",
+    "gateway",
+    "ledger",
+    "auth",
+    "inventory",
+    "shipping",
+    "catalog",
+    "checkout",
+    "pricing",
+    "orders",
+    "invoices",
+    "refunds",
+    "fraud",
+    "identity",
+    "profile",
+    "reports",
+    "metrics",
+    "alerts",
+];
+const NOW: &str = "2026-01-01T00:00:00.000000Z";
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 5,
+        "usage: bench_seed_sqlite DB_FILE TENANTS PER_TENANT IDS_OUT"
+    );
+    let (db, tenants, per_tenant): (&str, u32, u32) =
+        (&args[1], args[2].parse()?, args[3].parse()?);
+    let mut ids = std::io::BufWriter::new(std::fs::File::create(&args[4])?);
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{db}")).await?;
+    sqlx::query("PRAGMA synchronous = OFF")
+        .execute(&mut conn)
+        .await?;
+    let mut seq: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM records")
+        .fetch_one(&mut conn)
+        .await?;
+    let mut state: u64 = 7;
+    let mut next = move |n: usize| {
+        // xorshift: deterministic word choice without another dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let started = std::time::Instant::now();
+    for t in 0..tenants {
+        let tenant = format!("t{t:05}");
+        let key = format!("t{}", hex::encode(tenant.as_bytes()));
+        let mut tx = conn.begin().await?;
+        for i in 0..per_tenant {
+            seq += 1;
+            let (word, other) = (WORDS[next(WORDS.len())], WORDS[next(WORDS.len())]);
+            let id = format!("rec_{}", ulid::Ulid::new());
+            if i == 0 {
+                writeln!(ids, "{tenant} {id}")?;
+            }
+            let name = format!("{word}-service-{i}");
+            let url = format!("https://git.example.test/{tenant}/{word}-{i}");
+            let description = format!("The {word} service number {i}, talks to {other}");
+            let stage = if i % 2 == 1 { "prod" } else { "staging" };
+            let tags = format!("[\"{word}\",\"{stage}\"]");
+            let fields = format!("{{\"lang\":\"rust\",\"owner\":\"team-{}\"}}", i % 17);
+            let size =
+                (name.len() + url.len() + description.len() + tags.len() + fields.len() + 7) as i64;
+            sqlx::query(
+                "INSERT INTO records (seq, tenant_id, id, kind, name, url, description, tags, fields, \
+                 size_bytes, created_at, updated_at) VALUES (?1, ?2, ?3, 'service', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            )
+            .bind(seq)
+            .bind(&tenant)
+            .bind(&id)
+            .bind(&name)
+            .bind(&url)
+            .bind(&description)
+            .bind(&tags)
+            .bind(&fields)
+            .bind(size)
+            .bind(NOW)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO records_fts (rowid, tenant_key, name, description, url, tags, fields) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(seq)
+            .bind(&key)
+            .bind(&name)
+            .bind(&description)
+            .bind(&url)
+            .bind(format!("{word} {stage}"))
+            .bind(format!("rust team-{}", i % 17))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    ids.flush()?;
+    eprintln!(
+        "seeded {} records over {tenants} tenants (sqlite) in {:.0} s",
+        u64::from(tenants) * u64::from(per_tenant),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -348,7 +348,7 @@ impl JobQueue for RoutedQueue {
         let backend = self.store.pools.get(&job.tenant, target).await?;
         let scope = TenantScope {
             tenant: job.tenant.clone(),
-            quotas: job.quotas.clone(),
+            quotas: job.quotas,
         };
         let written = backend.upsert_record(&scope, record).await?;
         Ok(self

@@ -352,3 +352,56 @@ async fn export_of_a_dedicated_tenant_carries_its_records_and_imports_shared() {
     assert_eq!(super::rows_in_shared(to.path(), "vault").await, 5);
     app.stop().await;
 }
+
+/// A tenant bound to a PostgreSQL database of its own: tenantd migrates
+/// it, the tenant's records live there (still written under forced RLS
+/// with the tenant set), and a move brings them back to the shared tier.
+#[tokio::test]
+async fn a_tenant_with_its_own_postgresql_database() {
+    if super::support::postgres::superuser_url().is_none() {
+        eprintln!(
+            "SKIPPED tiers::a_tenant_with_its_own_postgresql_database: {} is not set (CI always sets it)",
+            super::support::postgres::URL_VAR
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A second database, the tenant's own, owned by its one role.
+    let own_dir = dir.path().join("own");
+    let own = super::support::postgres::db_for(&own_dir);
+    let app = App::start(tier_config(dir.path(), |_| {})).await;
+    app.tenant(
+        "solo",
+        Some(json!({"isolation": "dedicated", "url": own.owner_url()})),
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(app.put_record("solo", &format!("s{i}")).await.status(), 201);
+    }
+    assert_eq!(app.names("solo").await, ["s0", "s1", "s2"]);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&own.superuser_url())
+        .await
+        .expect("connect");
+    let there: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE tenant_id = 'solo'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(there, 3);
+    assert_eq!(rows_in_shared(dir.path(), "solo").await, 0);
+
+    let resp = app
+        .admin(Method::POST, "/admin/tenants/solo/move")
+        .json(&json!({"to": "shared"}))
+        .send()
+        .await
+        .expect("move");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(rows_in_shared(dir.path(), "solo").await, 3);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM records WHERE tenant_id = 'solo'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+    assert_eq!(app.names("solo").await, ["s0", "s1", "s2"]);
+    app.stop().await;
+}

@@ -85,7 +85,7 @@ async fn a_move_there_and_back_keeps_every_record_and_leaves_no_copy_behind() {
     let (status, back) = move_to(&app, "acme", json!({"to": "shared"})).await;
     assert_eq!(status, 200, "{back}");
     assert_eq!(back["records"], 26);
-    assert_eq!(back["sha256"] != report["sha256"], true);
+    assert_ne!(back["sha256"], report["sha256"], "26 records, not 25");
     assert_eq!(rows_in_shared(dir.path(), "acme").await, 26);
     assert_eq!(rows_in_file(dir.path(), "acme").await, 0);
     assert_eq!(app.names("acme").await.len(), 26);

@@ -6,14 +6,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tenancy::TenantId;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
-use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::store::PoolHealth;
-use crate::tenants::http::Admin;
+use crate::tenants::http::{Admin, tenant_page};
 
 /// `/health`, `/health/ready` and `/health/tenants`.
 pub fn routes() -> Router<AppState> {
@@ -91,18 +89,7 @@ pub(crate) async fn tenants(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<HealthTenantsParams>,
 ) -> Result<Json<TenantStorageHealthPage>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(format!(
-            "limit: must be 1 to {MAX_LIMIT}"
-        )));
-    }
-    let after = match params.cursor {
-        None => None,
-        Some(c) => Some(
-            TenantId::new(&c).map_err(|_| ApiError::Validation("cursor: invalid".to_owned()))?,
-        ),
-    };
+    let (limit, after) = tenant_page(params.limit, params.cursor)?;
     let registry = state.admin.registry();
     // usize holds 1..=1000.
     let mut page = registry.placements_page(after.as_ref(), limit as usize + 1);

@@ -108,11 +108,14 @@ async fn startup_refuses_a_new_tenant_table_without_a_policy() {
         .await
         .expect("migrates");
     // A later table that forgot the pattern is caught by its tenant_id.
-    as_superuser(
-        &db,
-        "CREATE TABLE notes (tenant_id TEXT NOT NULL, body TEXT, PRIMARY KEY (tenant_id, body))",
-    )
-    .await;
+    // Created by the owner, as a later migration would be.
+    let mut owner = sqlx::PgConnection::connect(&db.owner_url())
+        .await
+        .expect("owner");
+    owner
+        .execute("CREATE TABLE notes (tenant_id TEXT NOT NULL, body TEXT, PRIMARY KEY (tenant_id, body))")
+        .await
+        .expect("create");
     let why = refused(&options(&db, RlsCheck::Refuse)).await;
     assert!(
         why.contains("notes: row-level security is not enabled"),

@@ -150,18 +150,7 @@ pub(crate) async fn list_tenants(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListTenantsParams>,
 ) -> Result<Json<TenantPage>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::Validation(format!(
-            "limit: must be 1 to {MAX_LIMIT}"
-        )));
-    }
-    let after = match params.cursor {
-        None => None,
-        Some(c) => Some(
-            TenantId::new(&c).map_err(|_| ApiError::Validation("cursor: invalid".to_owned()))?,
-        ),
-    };
+    let (limit, after) = tenant_page(params.limit, params.cursor)?;
     let filter = TenantFilter {
         status: params.status,
         plan: params.plan,
@@ -169,6 +158,27 @@ pub(crate) async fn list_tenants(
         limit,
     };
     Ok(Json(state.admin.list(filter).await?))
+}
+
+/// A page over tenants in id order: the size (1 to 1000, default 50) and
+/// the tenant after which it starts (the previous page's `next_cursor`).
+pub(crate) fn tenant_page(
+    limit: Option<u64>,
+    cursor: Option<String>,
+) -> Result<(u64, Option<TenantId>), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::Validation(format!(
+            "limit: must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let after = match cursor {
+        None => None,
+        Some(c) => Some(
+            TenantId::new(&c).map_err(|_| ApiError::Validation("cursor: invalid".to_owned()))?,
+        ),
+    };
+    Ok((limit, after))
 }
 
 /// Current use of a tenant. The key count is known here; the usage

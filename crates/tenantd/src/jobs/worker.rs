@@ -259,6 +259,13 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
                         // Retrying cannot help until the tenant frees space.
                         finish_failed(shared, &job, &quota.to_string(), None).await;
                     }
+                    Err(StoreError::Moving { .. }) => {
+                        // The tenant's records are switching databases for a
+                        // moment: give the job back, this attempt not counted.
+                        if let Err(e) = shared.queue.release(&job).await {
+                            tracing::warn!(error = %e, "releasing a job during a move failed");
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "storing the detection failed");
                         finish_failed(

@@ -31,9 +31,10 @@ use crate::tenants::model::StorageBinding;
 pub enum Target {
     /// A SQLite file.
     Sqlite(PathBuf),
-    /// A PostgreSQL database URL. tenantd migrates it with this role, and
-    /// tenant statements still run with `app.tenant_id` set under FORCE'd
-    /// row-level security, so the same code serves both tiers.
+    /// A PostgreSQL database URL. tenantd migrates it with this role, which
+    /// owns the tenant's database and reads it without row-level security
+    /// (the database holds this tenant only); the same code serves both
+    /// tiers.
     Postgres(String),
 }
 

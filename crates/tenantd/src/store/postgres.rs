@@ -87,9 +87,10 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// What a failed isolation check does.
     pub rls_check: RlsCheck,
-    /// One role for everything (a dedicated tenant's own database): the
-    /// role checks (ownership, BYPASSRLS) do not apply; the table checks
-    /// still do, and tenant statements still run under forced RLS.
+    /// One role for everything (a dedicated tenant's own database, which
+    /// holds that tenant only): the role owns the tables and they are not
+    /// FORCE'd, so the cross-tenant paths (a move, usage reads) see the
+    /// rows; the other table checks still apply.
     pub single_role: bool,
 }
 
@@ -161,9 +162,23 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
         "storage: the PostgreSQL schema is at version {version:?}, this build needs \
          {SCHEMA_VERSION} (set storage.migrate_url to migrate it)"
     );
-    let problems = check_isolation(&app)
+    let mut problems = check_isolation(&app)
         .await
         .context("storage: isolation check")?;
+    if options.single_role {
+        // A dedicated tenant's own database: one role owns it by design and
+        // serves every path, the cross-tenant ones included (a move reads
+        // and deletes the tenant's rows, usage reads its counters), so its
+        // tables are not FORCE'd: the owner reads them as the database
+        // holds nothing but this tenant's rows.
+        unforce(&app)
+            .await
+            .context("storage: a dedicated database's tables")?;
+        problems = check_isolation(&app)
+            .await
+            .context("storage: isolation check")?;
+        problems.retain(|p| p.starts_with("tenant table") && !p.ends_with("is not forced"));
+    }
     if !problems.is_empty() {
         match options.rls_check {
             RlsCheck::Refuse => anyhow::bail!(
@@ -215,6 +230,22 @@ async fn grant(owner: &PgPool, app: &str, admin: &str) -> Result<(), sqlx::Error
         tx.execute(sqlx::AssertSqlSafe(statement)).await?;
     }
     tx.commit().await
+}
+
+/// `NO FORCE ROW LEVEL SECURITY` on every tenant table (a dedicated,
+/// single-role database; see [`PgOptions::single_role`]).
+async fn unforce(owner: &PgPool) -> Result<(), sqlx::Error> {
+    let forced: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relforcerowsecurity",
+    )
+    .fetch_all(owner)
+    .await?;
+    for table in forced {
+        let sql = format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", ident(&table));
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(owner).await?;
+    }
+    Ok(())
 }
 
 /// Every way the schema or the app role could let one tenant see

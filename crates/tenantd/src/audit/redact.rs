@@ -28,9 +28,13 @@ fn looks_like_credential(s: &str) -> bool {
     s.contains("_sk_") || (bearer.starts_with("eyJ") && bearer.matches('.').count() == 2)
 }
 
-/// `url` with its userinfo (user and password) replaced by `***`, for
+/// `url` with its userinfo (user and password) replaced by `***` and its
+/// query string dropped, for
 /// showing a connection URL (a tenant's dedicated database) anywhere.
 pub fn without_userinfo(url: &str) -> String {
+    // Connection URLs may carry a password as a query parameter too
+    // (`?password=…`): the query string is dropped as well.
+    let url = url.split_once('?').map_or(url, |(base, _)| base);
     match url_userinfo(url) {
         Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
         None => url.to_owned(),
@@ -147,6 +151,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("https://example.com/x@y"), "{text}");
+    }
+
+    #[test]
+    fn connection_urls_lose_userinfo_and_query_passwords() {
+        assert_eq!(
+            without_userinfo("postgres://vault:s3cret@db-2:5432/vault"),
+            "postgres://***@db-2:5432/vault"
+        );
+        assert_eq!(
+            without_userinfo("postgres://db-2/vault?user=vault&password=s3cret"),
+            "postgres://db-2/vault"
+        );
+        assert_eq!(
+            without_userinfo("postgres://db-2/vault"),
+            "postgres://db-2/vault"
+        );
     }
 
     #[test]

@@ -288,6 +288,24 @@ pub async fn export(
         rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
         rows.extend(data?);
     }
+    // A dedicated database's URL may carry its password; the dump never
+    // does (an import lands the tenant shared anyway).
+    for (table, data) in &mut rows {
+        if table != "tenants" {
+            continue;
+        }
+        let Some(Ok(mut spec)) =
+            text(data, "spec").map(serde_json::from_str::<crate::tenants::model::TenantSpec>)
+        else {
+            continue;
+        };
+        if let Some(url) = spec.storage.as_mut().and_then(|s| s.url.as_mut()) {
+            *url = crate::audit::without_userinfo(url);
+            let text =
+                serde_json::to_string(&spec).map_err(|e| PortableError::Invalid(e.to_string()))?;
+            data.insert("spec".to_owned(), Value::String(text));
+        }
+    }
     let mut hasher = Sha256::new();
     let mut counts = BTreeMap::new();
     let mut write = |line: &Line, hasher: &mut Sha256| -> Result<(), PortableError> {

@@ -144,9 +144,13 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
             .fetch_one(&admin)
             .await
             .context("storage.admin_url: reading the role")?;
-        grant(&owner, &app_role, &admin_role)
-            .await
-            .context("storage: granting the app and admin roles")?;
+        if !options.single_role {
+            // One role owns a dedicated database: nothing to grant, and
+            // revoking from itself would stop its next migration.
+            grant(&owner, &app_role, &admin_role)
+                .await
+                .context("storage: granting the app and admin roles")?;
+        }
         owner.close().await;
     }
     let version: Option<i64> = sqlx::query_scalar(
@@ -171,6 +175,18 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
         // and deletes the tenant's rows, usage reads its counters), so its
         // tables are not FORCE'd: the owner reads them as the database
         // holds nothing but this tenant's rows.
+        // A database with a tenant registry is a shared tenantd database:
+        // turning its RLS down, or moving records into it as if it were
+        // the tenant's own, would be a disaster.
+        let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&app)
+            .await
+            .context("storage: reading the dedicated database")?;
+        anyhow::ensure!(
+            registered == 0,
+            "this database holds a tenant registry ({registered} tenants): it is a shared \
+             tenantd database, not a tenant's own"
+        );
         unforce(&app)
             .await
             .context("storage: a dedicated database's tables")?;

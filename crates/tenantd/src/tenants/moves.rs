@@ -86,6 +86,36 @@ pub struct MoveReport {
     pub already_there: bool,
 }
 
+/// Tenants with a move running in this process.
+static MOVING: std::sync::Mutex<Vec<TenantId>> = std::sync::Mutex::new(Vec::new());
+
+/// This process's claim on moving one tenant (two concurrent moves of a
+/// tenant would each copy and delete); released on drop. Across processes
+/// the lease and the binding check before the switch decide.
+struct MoveGuard(TenantId);
+
+impl MoveGuard {
+    fn take(id: &TenantId) -> Result<Self, TenantsError> {
+        let mut moving = MOVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if moving.contains(id) {
+            return Err(TenantsError::Moving(id.to_string()));
+        }
+        moving.push(id.clone());
+        Ok(Self(id.clone()))
+    }
+}
+
+impl Drop for MoveGuard {
+    fn drop(&mut self) {
+        let mut moving = MOVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        moving.retain(|t| *t != self.0);
+    }
+}
+
 /// Runs moves (one per tenant at a time, enforced by the lease).
 pub struct Mover<'a> {
     /// Tenant rows.
@@ -194,6 +224,7 @@ impl Mover<'_> {
         id: &TenantId,
         request: &MoveTenant,
     ) -> Result<MoveReport, TenantsError> {
+        let _one_at_a_time = MoveGuard::take(id)?;
         let mut row = self.lease_free_row(id).await?;
         if row.source == "config" {
             return Err(TenantsError::Invalid(vec![
@@ -297,7 +328,12 @@ impl Mover<'_> {
         let frozen = Instant::now();
         self.set_lease(id, Some(now_ms() + MOVE_LEASE_MS)).await?;
         crash_point("frozen");
-        tokio::time::sleep(self.settle).await;
+        // Bounded well inside the lease, which must outlast the wait.
+        tokio::time::sleep(
+            self.settle
+                .min(Duration::from_millis(MOVE_LEASE_MS.unsigned_abs() / 3)),
+        )
+        .await;
 
         let verified = self.verify(id, &first, source, target).await;
         let (records, sha256) = match verified {
@@ -319,6 +355,19 @@ impl Mover<'_> {
             .get_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+        // Still ours to switch? Another move (another process) may have
+        // rebound the tenant meanwhile, or our freeze may have lapsed and
+        // let writes reach the source after the final read: then nothing is
+        // switched or deleted, the source stays authoritative.
+        let data_dir = self.store.pools().data_dir().to_path_buf();
+        let bound = Target::of(&data_dir, id, current.spec.storage.as_ref());
+        let lease_left = current
+            .spec
+            .moving_until_ms
+            .map_or(0, |until| until - now_ms());
+        if bound != Target::of(&data_dir, id, row.spec.storage.as_ref()) || lease_left < 1000 {
+            return Err(TenantsError::Moving(id.to_string()));
+        }
         current.spec.storage = Some(binding);
         current.spec.moving_until_ms = None;
         current.updated_at = crate::clock::now_rfc3339();
@@ -344,13 +393,15 @@ impl Mover<'_> {
         source: &dyn Backend,
         target: &dyn Backend,
     ) -> Result<(u64, String), TenantsError> {
+        // Renew the lease before the final read: it must still hold when
+        // the binding switches, or writes resumed on the source would be
+        // deleted with it.
+        self.set_lease(id, Some(now_ms() + MOVE_LEASE_MS)).await?;
         let now = source.data_rows(id).await?;
         let expected = digest(&now);
         if expected != digest(first) {
             target.replace_data_rows(id, &now).await?;
         }
-        // Renew the lease before the (possibly long) read-back.
-        self.set_lease(id, Some(now_ms() + MOVE_LEASE_MS)).await?;
         let copied = digest(&target.data_rows(id).await?);
         if copied != expected {
             return Err(TenantsError::Store(StoreError::Internal(format!(

@@ -233,12 +233,25 @@ impl TenantAdmin {
 
     /// Removes the tenant and all its data.
     pub async fn delete(&self, id: &TenantId) -> Result<DeletedCounts, TenantsError> {
-        let counts = self
+        // A dedicated tenant's records are in its own database: removed
+        // first, so a failure there leaves the tenant (and a retry) intact.
+        let row = self.row(id).await?;
+        let pools = self.store.pools();
+        let mut dedicated_records = 0;
+        if let Some(target) =
+            crate::store::Target::of(pools.data_dir(), id, row.spec.storage.as_ref())
+        {
+            let own = pools.get(id, &target).await?;
+            dedicated_records = own.delete_data_rows(id).await?;
+            pools.close_tenant(id);
+        }
+        let mut counts = self
             .store
             .tenants()
             .delete_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
+        counts.records += dedicated_records;
         self.refresh(id).await?;
         tracing::info!(tenant = %id, records = counts.records, jobs = counts.detection_jobs,
                        api_keys = counts.api_keys, "tenant deleted with all its data");

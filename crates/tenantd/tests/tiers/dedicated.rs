@@ -85,6 +85,18 @@ async fn a_dedicated_tenants_records_live_in_its_own_file_and_stay_isolated() {
         .expect("plain");
     assert_eq!(plain["isolation"], "shared");
     assert_eq!(plain["status"], "ok");
+
+    // Deleting the tenant deletes the records in its own database too.
+    let deleted: serde_json::Value = app
+        .admin(Method::DELETE, "/admin/tenants/vault")
+        .send()
+        .await
+        .expect("delete")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(deleted["removed"]["records"], 4, "{deleted}");
+    assert_eq!(rows_in_file(dir.path(), "vault").await, 0);
     app.stop().await;
 }
 

@@ -172,11 +172,13 @@ impl Mover<'_> {
     async fn open(&self, target: Option<&Target>) -> Result<Arc<dyn Backend>, TenantsError> {
         match target {
             None => Ok(self.store.shared_backend()),
+            // A target that cannot be reached is a storage failure (503),
+            // not a bad request: the same move may work in a moment.
             Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
-                TenantsError::Invalid(vec![format!(
+                TenantsError::Store(StoreError::Unavailable(format!(
                     "the target database {} cannot be opened: {e:#}",
                     t.describe()
-                )])
+                )))
             }),
         }
     }

@@ -9,10 +9,11 @@
 
 mod accounting;
 mod env;
+mod storage;
 mod yaml;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::Serialized;
@@ -27,6 +28,7 @@ pub use accounting::{
     Prices, UsageConfig,
 };
 pub use env::ENV_PREFIX;
+pub use storage::{Backend, RlsCheck, StorageConfig};
 
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -220,82 +222,6 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             trusted_proxies: Vec::new(),
-        }
-    }
-}
-
-/// Storage backend selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Embedded SQLite under `data_dir` (the default: no server needed).
-    #[default]
-    Sqlite,
-    /// PostgreSQL, shared schema with row-level security (`storage.url`).
-    Postgres,
-}
-
-/// What tenantd does when its PostgreSQL isolation check finds a problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RlsCheck {
-    /// Refuse to start (the default: isolation is not optional).
-    #[default]
-    Refuse,
-    /// Start, logging each problem as a warning.
-    Warn,
-}
-
-/// Storage settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Which backend holds the data.
-    pub backend: Backend,
-    /// Directory of the SQLite database (created if missing).
-    pub data_dir: PathBuf,
-    /// Connections in the pool. SQLite serialises writers, so more than a
-    /// few helps only concurrent readers.
-    pub max_connections: u32,
-    /// PostgreSQL: the application role's URL (`TENANTD_STORAGE_URL`).
-    /// The role must not own the tables nor bypass row-level security;
-    /// every tenant request runs through it.
-    pub url: Option<String>,
-    /// PostgreSQL: the administrative role's URL
-    /// (`TENANTD_STORAGE_ADMIN_URL`), used only by the explicitly
-    /// cross-tenant paths (registry, admin API, job scheduler, usage
-    /// writer, billing). It needs `BYPASSRLS`, not ownership.
-    pub admin_url: Option<String>,
-    /// PostgreSQL: the owner role's URL (`TENANTD_STORAGE_MIGRATE_URL`).
-    /// When set, tenantd migrates the schema with it at startup and grants
-    /// the app and admin roles what they need; when unset, the schema must
-    /// already be migrated.
-    pub migrate_url: Option<String>,
-    /// PostgreSQL: the startup isolation check's verdict on a problem.
-    pub rls_check: RlsCheck,
-    /// Dedicated tenants: at most this many of their pools open at once
-    /// (least recently used closed first).
-    pub max_open_tenant_pools: usize,
-    /// Dedicated tenants: a pool unused this long is closed.
-    pub tenant_pool_idle_secs: u64,
-    /// Dedicated tenants: open every pool at startup (seed 002's
-    /// behaviour, one log line per tenant) instead of on first use.
-    pub eager: bool,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            backend: Backend::Sqlite,
-            data_dir: PathBuf::from("./data"),
-            max_connections: 8,
-            url: None,
-            admin_url: None,
-            migrate_url: None,
-            rls_check: RlsCheck::Refuse,
-            max_open_tenant_pools: 64,
-            tenant_pool_idle_secs: 300,
-            eager: false,
         }
     }
 }
@@ -513,27 +439,7 @@ impl Config {
                 problems.push(format!("{key}: must be greater than 0"));
             }
         }
-        if self.storage.backend == Backend::Postgres {
-            for (key, url) in [
-                ("storage.url", &self.storage.url),
-                ("storage.admin_url", &self.storage.admin_url),
-            ] {
-                match url.as_deref() {
-                    None | Some("") => {
-                        problems.push(format!("{key}: required with storage.backend postgres"));
-                    }
-                    Some(u)
-                        if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) =>
-                    {
-                        problems.push(format!("{key}: must be a postgres:// URL"));
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        if self.storage.max_open_tenant_pools == 0 {
-            problems.push("storage.max_open_tenant_pools: must be greater than 0".to_owned());
-        }
+        problems.extend(self.storage.problems());
         if self.storage.max_connections == 0 {
             problems.push("storage.max_connections: must be greater than 0".to_owned());
         }

@@ -1,5 +1,6 @@
 use super::*;
 use std::io::Write;
+use std::path::PathBuf;
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -1,0 +1,20 @@
+//! Regression tests for the classes of holes an outside attack found
+//! (a tenant's valid credentials in the attacker's hands). Each module is
+//! one class; every test runs on both backends (`scripts/test`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+pub(crate) use support::{ADMIN_KEY, App, assert_error, config};
+
+/// A test config with the admin API on.
+pub(crate) fn admin_config(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut tenantd::Config),
+) -> tenantd::Config {
+    config(dir, |c| {
+        c.admin.key = Some(ADMIN_KEY.to_owned());
+        c.auth.last_used_flush_secs = 3600;
+        tweak(c);
+    })
+}

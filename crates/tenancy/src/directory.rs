@@ -21,6 +21,11 @@ pub enum TenantStatus {
     Active {
         /// CIDR allow-list; empty means any address.
         allowed_ips: Arc<[IpNet]>,
+        /// The tenant holds credentials (API keys, an identity provider):
+        /// a request that names it without presenting one is refused, since
+        /// anyone can write a header. Directories set it `false` only for
+        /// tenants without credentials, or that opted into header access.
+        credential_required: bool,
     },
     /// It exists but is suspended: every request is 403.
     Suspended,
@@ -31,12 +36,23 @@ impl TenantStatus {
     /// only passes when there is no allow-list).
     pub fn admits(&self, ip: Option<IpAddr>) -> bool {
         match self {
-            Self::Active { allowed_ips } => {
+            Self::Active { allowed_ips, .. } => {
                 allowed_ips.is_empty()
                     || ip.is_some_and(|ip| allowed_ips.iter().any(|net| net.contains(&ip)))
             }
             Self::Unknown | Self::Suspended => false,
         }
+    }
+
+    /// Whether a request must carry a credential to act for this tenant.
+    pub fn requires_credential(&self) -> bool {
+        matches!(
+            self,
+            Self::Active {
+                credential_required: true,
+                ..
+            }
+        )
     }
 }
 

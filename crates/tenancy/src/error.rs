@@ -66,6 +66,10 @@ pub enum TenancyError {
         /// The (valid) tenant id.
         tenant: String,
     },
+    /// The `X-Forwarded-For` chain written by trusted proxies has an entry
+    /// that is not an address: the client cannot be told from the proxy.
+    #[error("Unreadable X-Forwarded-For: every entry a trusted proxy added must be an IP address")]
+    InvalidForwardedFor,
     /// The tenancy layer was not installed in front of a handler that asked
     /// for a tenant: a wiring bug in the service, not a client error.
     #[error("tenant resolution is not configured for this route")]
@@ -84,9 +88,10 @@ impl TenancyError {
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Required { .. } | Self::InvalidTenantId { .. } | Self::Conflict { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Required { .. }
+            | Self::InvalidTenantId { .. }
+            | Self::Conflict { .. }
+            | Self::InvalidForwardedFor => StatusCode::BAD_REQUEST,
             Self::NotAllowed { .. }
             | Self::Mismatch
             | Self::Suspended { .. }
@@ -109,6 +114,7 @@ impl TenancyError {
             Self::UnknownTenant { .. } => "tenant_not_found",
             Self::Suspended { .. } => "tenant_suspended",
             Self::IpNotAllowed { .. } => "ip_not_allowed",
+            Self::InvalidForwardedFor => "invalid_forwarded_for",
             Self::NotConfigured => "internal",
         }
     }

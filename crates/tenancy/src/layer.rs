@@ -1,18 +1,21 @@
-//! [`TenancyLayer`]: the tower layer that resolves each request's tenant,
+//! [`TenancyLayer`]: the tower layer that decides each request's tenant,
 //! and the [`Tenant`] extractor that hands it to handlers.
 //!
-//! The layer runs the installed [`TenantResolver`] over the request head and
-//! applies the [`Policy`]. A refusal is answered right there as the JSON
-//! error of DESIGN.md section 3, never turned into a 500 (seed 000's
-//! middleware did that). A request that names no tenant in its head is not
-//! refused yet: its JSON body may still carry `tenant_id`, so the decision
-//! is left to the extractor ([`Tenant`] for head-only endpoints,
-//! [`resolve_with_body`] for endpoints whose body has the field).
+//! The tenant is decided once, here, before anything that runs as the
+//! tenant (limits, metering, audit, handlers): from a verified credential,
+//! the header, the query, the JSON body's `tenant_id` on routes declared
+//! to take one ([`TenancyLayerBuilder::body_tenant_routes`]), or the
+//! policy's default tenant. Nothing later resolves again, so no source can
+//! reach a tenant without being limited and counted as it.
+//!
+//! A refusal is answered right there as the JSON error of DESIGN.md
+//! section 3, never turned into a 500.
 //!
 //! With an [`Authenticator`] installed, a credential is verified first and
 //! its tenant wins (a different requested tenant is 403 `tenant_mismatch`);
-//! with a [`TenantDirectory`], the decided tenant must exist, be active, and
-//! admit the client's address (DESIGN.md section 2, steps 2, 4 and 6).
+//! with a [`TenantDirectory`], the decided tenant must exist, be active,
+//! admit the client's address, and, when it holds credentials, have been
+//! reached with one (DESIGN.md section 2, steps 2, 4 and 6).
 //!
 //! Once decided, the tenant is recorded as `tenant_id` on the current
 //! tracing span, so the request span must declare that field
@@ -26,8 +29,11 @@ use std::task::{Context, Poll};
 
 use axum_core::extract::FromRequestParts;
 use axum_core::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::Request;
 use http::request::Parts;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt as _;
 use tower::{Layer, Service};
 
 use axum::extract::ConnectInfo;
@@ -40,6 +46,12 @@ use crate::error::TenancyError;
 use crate::policy::{Policy, PolicyError, TenantPolicy};
 use crate::resolve::{Candidate, ChainResolver, ResolveInput, TenantResolver, TenantSource};
 
+/// Decides whether a route takes its tenant from the JSON body too.
+type BodyTenantRoutes = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// Largest body the layer reads for a body tenant unless told otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Paths that need no tenant by default (`*` at the end means a prefix).
 pub const DEFAULT_EXEMPT_PATHS: &[&str] = &["/health*", "/openapi.json", "/docs*", "/metrics"];
 
@@ -51,6 +63,8 @@ struct Shared {
     auth_required: bool,
     directory: Option<Arc<dyn TenantDirectory>>,
     trusted_proxies: Vec<IpNet>,
+    body_tenant: Option<BodyTenantRoutes>,
+    body_limit: usize,
 }
 
 enum ExemptPath {
@@ -97,9 +111,32 @@ pub struct TenancyLayerBuilder {
     auth_required: bool,
     directory: Option<Arc<dyn TenantDirectory>>,
     trusted_proxies: Vec<IpNet>,
+    body_tenant: Option<BodyTenantRoutes>,
+    body_limit: usize,
 }
 
 impl TenancyLayerBuilder {
+    /// Routes for which `declared` answers true take their tenant from the
+    /// JSON body's `tenant_id` too: the layer reads the body (up to
+    /// [`TenancyLayerBuilder::body_limit`]) before it decides, so limits,
+    /// metering and audit see the tenant the body named. Every other
+    /// route's body is never read. Run the layer inside a timeout so a slow
+    /// body cannot hold it.
+    pub fn body_tenant_routes(
+        mut self,
+        declared: impl Fn(&Parts) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.body_tenant = Some(Arc::new(declared));
+        self
+    }
+
+    /// The largest body read for a body tenant (413 above it; default
+    /// [`DEFAULT_BODY_LIMIT`]).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
     /// Installs the process's resolver, replacing the standard chain
     /// (header, then query, then body).
     pub fn resolver(mut self, resolver: impl TenantResolver) -> Self {
@@ -163,6 +200,8 @@ impl TenancyLayerBuilder {
                 auth_required: self.auth_required,
                 directory: self.directory,
                 trusted_proxies: self.trusted_proxies,
+                body_tenant: self.body_tenant,
+                body_limit: self.body_limit,
             }),
         })
     }
@@ -182,6 +221,8 @@ impl TenancyLayer {
             auth_required: false,
             directory: None,
             trusted_proxies: Vec::new(),
+            body_tenant: None,
+            body_limit: DEFAULT_BODY_LIMIT,
         }
     }
 
@@ -200,39 +241,31 @@ impl TenancyLayer {
         self.shared.exempt.iter().any(|e| e.matches(path))
     }
 
-    /// Resolves a request head: `Ok(Some)` when decided, `Ok(None)` when
-    /// the head names no tenant (the body may still), `Err` when refused.
-    pub async fn resolve_parts(
-        &self,
-        parts: &Parts,
-    ) -> Result<Option<TenantContext>, TenancyError> {
-        resolve_head(&self.shared, parts).await
+    /// Decides the tenant of a request from its head alone (no body
+    /// tenant): what the layer does for routes that take none.
+    pub async fn resolve_parts(&self, parts: &Parts) -> Result<TenantContext, TenancyError> {
+        decide(&self.shared, parts, None).await
     }
 }
 
-async fn resolve_head(
+async fn decide(
     shared: &Shared,
     parts: &Parts,
-) -> Result<Option<TenantContext>, TenancyError> {
+    body_tenant: Option<&str>,
+) -> Result<TenantContext, TenancyError> {
     if !shared.policy.enabled() {
-        return Ok(Some(shared.policy.default_context()));
+        return Ok(shared.policy.default_context());
     }
     let principal = authenticate(shared, parts).await?;
-    let input = ResolveInput {
-        parts,
-        body_tenant: None,
-    };
+    let input = ResolveInput { parts, body_tenant };
     let candidate = shared.resolver.resolve(&input).await?;
     let ctx = match principal {
         Some(principal) => reconcile(shared, principal, candidate.as_ref())?,
         None if shared.auth_required => return Err(AuthError::Missing.into()),
-        None => match candidate {
-            None => return Ok(None),
-            Some(candidate) => shared.policy.decide(Some(candidate))?,
-        },
+        None => shared.policy.decide(candidate)?,
     };
     admit(shared, parts, &ctx)?;
-    Ok(Some(ctx))
+    Ok(ctx)
 }
 
 /// Step 2: verifies the request's credential, if an authenticator is
@@ -262,8 +295,10 @@ fn reconcile(
     Ok(shared.policy.decide(Some(own))?.with_principal(principal))
 }
 
-/// Step 6: the registry must know the tenant, it must be active, and the
-/// client's address must be in its allow-list (if it has one).
+/// Step 6: the registry must know the tenant, it must be active, the
+/// client's address must be in its allow-list (if it has one), and a tenant
+/// that holds credentials is reached only with one (a header naming it is
+/// not proof of anything).
 fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), TenancyError> {
     let Some(directory) = &shared.directory else {
         return Ok(());
@@ -285,7 +320,10 @@ fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), Tena
             tenant: tenant.to_string(),
         }),
         status => {
-            if status.admits(client_ip(&shared.trusted_proxies, parts)) {
+            if status.requires_credential() && ctx.principal().is_none() {
+                return Err(AuthError::Missing.into());
+            }
+            if status.admits(client_ip(&shared.trusted_proxies, parts)?) {
                 Ok(())
             } else {
                 Err(TenancyError::IpNotAllowed {
@@ -298,37 +336,41 @@ fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), Tena
 
 /// The client's address: the TCP peer, or, when the peer is a trusted
 /// proxy, the right-most `X-Forwarded-For` entry that is not itself a
-/// trusted proxy (entries further left are client-controlled).
-pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Option<IpAddr> {
-    let peer = parts
+/// trusted proxy. Entries left of it are client-controlled and ignored;
+/// an unreadable entry right of it (in the part of the chain the trusted
+/// proxies wrote) is a refusal: falling back to the peer would let a client
+/// that prepends junk be taken for the proxy.
+pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Result<Option<IpAddr>, TenancyError> {
+    let Some(peer) = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())?;
+        .map(|ConnectInfo(addr)| addr.ip())
+    else {
+        return Ok(None);
+    };
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {
-        return Some(peer);
+        return Ok(Some(peer));
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    let mut hops: Vec<&str> = Vec::new();
     for value in parts.headers.get_all("x-forwarded-for") {
-        let Ok(text) = value.to_str() else {
-            return Some(peer);
-        };
-        for hop in text.split(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                // A garbled chain is not evidence of anything.
-                Err(_) => return Some(peer),
-            }
-        }
+        let text = value
+            .to_str()
+            .map_err(|_| TenancyError::InvalidForwardedFor)?;
+        hops.extend(text.split(',').map(str::trim));
     }
-    Some(
-        hops.iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer),
-    )
+    let mut leftmost = peer;
+    for hop in hops.iter().rev() {
+        let ip = hop
+            .parse::<IpAddr>()
+            .map_err(|_| TenancyError::InvalidForwardedFor)?;
+        if !trusted(&ip) {
+            return Ok(Some(ip));
+        }
+        leftmost = ip;
+    }
+    // Every hop is a trusted proxy: the first one is as far as we can see.
+    Ok(Some(leftmost))
 }
 
 fn record_on_span(ctx: &TenantContext) {
@@ -353,16 +395,19 @@ pub struct TenancyService<S> {
     shared: Arc<Shared>,
 }
 
-/// Handle stored in request extensions so extractors reach the policy and
-/// resolver of the layer that saw the request.
-#[derive(Clone)]
-struct Installed(Arc<Shared>);
+/// Marks a request whose JSON body the layer read for its `tenant_id`
+/// (the route was declared to take a body tenant). A body extractor that
+/// finds a `tenant_id` without this mark is on a route that was not
+/// declared: the tenant was decided without the body, so it must refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTenantRead;
 
 impl<S, B> Service<Request<B>> for TenancyService<S>
 where
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -382,75 +427,112 @@ where
                 return inner.call(req).await;
             }
             let (mut parts, body) = req.into_parts();
-            match resolve_head(&shared, &parts).await {
+            let reads_body = shared
+                .body_tenant
+                .as_ref()
+                .is_some_and(|declared| declared(&parts));
+            let (body, body_tenant) = if reads_body {
+                parts.extensions.insert(BodyTenantRead);
+                match read_body_tenant(&shared, &parts, body).await {
+                    Ok(read) => read,
+                    Err(refusal) => return Ok(refusal),
+                }
+            } else {
+                (body, None)
+            };
+            match decide(&shared, &parts, body_tenant.as_deref()).await {
                 Err(refusal) => {
                     tracing::debug!(code = refusal.code(), "tenant refused");
-                    return Ok(refusal.into_response());
+                    Ok(refusal.into_response())
                 }
-                Ok(Some(ctx)) => {
+                Ok(ctx) => {
                     record_on_span(&ctx);
                     parts.extensions.insert(ctx);
+                    inner.call(Request::from_parts(parts, body)).await
                 }
-                Ok(None) => {}
             }
-            parts.extensions.insert(Installed(shared));
-            inner.call(Request::from_parts(parts, body)).await
         })
     }
 }
 
-/// Decides the tenant of a request whose JSON body carried `body_tenant`
-/// (trimmed; blank counts as absent). The body is resolved by the same
-/// resolver and judged by the same policy as the head, so a body cannot
-/// bypass the allow-list, and a body that disagrees with the header is a
-/// 400 `tenant_conflict`.
-pub async fn resolve_with_body(
+/// Reads a JSON body (within the layer's body limit; the caller's timeout
+/// bounds the time) and takes its top-level `tenant_id`. The bytes are
+/// handed on unchanged. A body that is not JSON names no tenant here: the
+/// handler's own parser reports it.
+async fn read_body_tenant<B>(
+    shared: &Shared,
     parts: &Parts,
-    body_tenant: Option<&str>,
-) -> Result<TenantContext, TenancyError> {
-    let Some(Installed(shared)) = parts.extensions.get::<Installed>().cloned() else {
-        return parts
-            .extensions
-            .get::<TenantContext>()
-            .cloned()
-            .ok_or(TenancyError::NotConfigured);
-    };
-    let body_tenant = body_tenant.filter(|b| !b.trim().is_empty());
-    if !shared.policy.enabled() || body_tenant.is_none() {
-        return head_decision(&shared, parts);
+    body: B,
+) -> Result<(B, Option<String>), Response>
+where
+    B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let is_json = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")
+        });
+    if !shared.policy.enabled() || !is_json {
+        return Ok((body, None));
     }
-    if let Some(ctx) = parts.extensions.get::<TenantContext>()
-        && ctx.principal().is_some()
+    let bytes = match http_body_util::Limited::new(body, shared.body_limit)
+        .collect()
+        .await
     {
-        // The credential decided; the body may only agree with it.
-        let input = ResolveInput { parts, body_tenant };
-        let requested = shared.resolver.resolve(&input).await?;
-        if requested.is_some_and(|c| c.value() != ctx.tenant_id().as_str()) {
-            return Err(TenancyError::Mismatch);
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(crate::error::error_response(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body is larger than the configured limit",
+            ));
         }
-        return Ok(ctx.clone());
-    }
-    let input = ResolveInput { parts, body_tenant };
-    let candidate = shared.resolver.resolve(&input).await?;
-    let ctx = shared.policy.decide(candidate)?;
-    admit(&shared, parts, &ctx)?;
-    record_on_span(&ctx);
-    Ok(ctx)
+        Err(_) => {
+            return Err(crate::error::error_response(
+                http::StatusCode::BAD_REQUEST,
+                "bad_request",
+                "The request body could not be read",
+            ));
+        }
+    };
+    let tenant = match peek_tenant(&bytes) {
+        Ok(tenant) => tenant,
+        Err(refusal) => return Err(refusal.into_response()),
+    };
+    Ok((B::from(bytes), tenant))
 }
 
-fn head_decision(shared: &Shared, parts: &Parts) -> Result<TenantContext, TenancyError> {
-    if let Some(ctx) = parts.extensions.get::<TenantContext>() {
-        return Ok(ctx.clone());
+/// The top-level `tenant_id` of a JSON object; `None` when absent, null or
+/// when the body is not a JSON object (its handler refuses it). A
+/// `tenant_id` that is not a string is refused here.
+fn peek_tenant(bytes: &[u8]) -> Result<Option<String>, TenancyError> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        tenant_id: Option<serde_json::Value>,
     }
-    let ctx = shared.policy.decide(None)?;
-    admit(shared, parts, &ctx)?;
-    record_on_span(&ctx);
-    Ok(ctx)
+    match serde_json::from_slice::<Peek>(bytes) {
+        Ok(Peek { tenant_id: None }) | Err(_) => Ok(None),
+        Ok(Peek {
+            tenant_id: Some(serde_json::Value::Null),
+        }) => Ok(None),
+        Ok(Peek {
+            tenant_id: Some(serde_json::Value::String(s)),
+        }) => Ok(Some(s)),
+        Ok(Peek { tenant_id: Some(_) }) => Err(TenancyError::InvalidTenantId {
+            from: TenantSource::Body,
+        }),
+    }
 }
 
-/// Extractor for the request's tenant, for endpoints whose body does not
-/// name one. Refuses with the policy's error when no tenant was given and
-/// one is required.
+/// Extractor for the request's tenant, as the [`TenancyLayer`] decided it
+/// (from the credential, header, query, a declared route's body, or the
+/// default tenant). Without the layer it refuses with a 500: a route that
+/// asks for a tenant must sit behind it.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantContext);
 
@@ -458,15 +540,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = TenancyError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
-            return Ok(Tenant(ctx.clone()));
-        }
-        let Some(Installed(shared)) = parts.extensions.get::<Installed>() else {
-            return Err(TenancyError::NotConfigured);
-        };
-        let ctx = head_decision(shared, parts)?;
-        parts.extensions.insert(ctx.clone());
-        Ok(Tenant(ctx))
+        parts
+            .extensions
+            .get::<TenantContext>()
+            .cloned()
+            .map(Tenant)
+            .ok_or(TenancyError::NotConfigured)
     }
 }
 

@@ -49,8 +49,8 @@ pub use keys::{
     KEY_MARKER, KeyHash, KeyHasher, PlainKey, SECRET_LEN, random_base62, secrets_match,
 };
 pub use layer::{
-    DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder, TenancyService, Tenant, client_ip,
-    resolve_with_body,
+    BodyTenantRead, DEFAULT_BODY_LIMIT, DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder,
+    TenancyService, Tenant, client_ip,
 };
 pub use policy::{DEFAULT_TENANT, Policy, PolicyError, TenantPolicy};
 pub use resolve::{

@@ -2,9 +2,10 @@
 //!
 //! Order of the stack, outermost first (DESIGN.md section 2):
 //! request id → trace span (with `request_id`, later `tenant_id`) → panic
-//! catcher → JSON-error normaliser → body limit → observer (metrics, audit)
-//! → panic catcher → timeout → routes, where the tenant routes sit behind
-//! the [`TenancyLayer`], the usage accounting and the rate limiter.
+//! catcher → JSON-error normaliser → body limit → route facts → observer
+//! (metrics, audit) → panic catcher → timeout → routes, where the tenant
+//! routes sit behind the [`TenancyLayer`], the usage accounting, the rate
+//! limiter and the scope check.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::auth::CredentialVerifier;
 use crate::metrics::Metrics;
+use crate::routes::{RouteFacts, Routes};
 use crate::store::{Store, StoreError};
+use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
 use crate::usage::UsageRecorder;
@@ -59,6 +62,8 @@ pub struct AppState {
     /// `server.trusted_proxies`, parsed once (the observer reads it on
     /// every audited request).
     pub trusted_proxies: Arc<[tenancy::IpNet]>,
+    /// Failed admin authentications per client address (lockout).
+    pub admin_auth: Arc<AuthFailures>,
 }
 
 impl AppState {
@@ -190,18 +195,47 @@ pub fn tenancy_layer(
         .authenticator(verifier)
         .require_credentials(config.auth.required)
         .directory(registry)
-        .trusted_proxies(config.trusted_proxies());
+        .trusted_proxies(config.trusted_proxies())
+        .body_limit(config.server.max_body_bytes)
+        .body_tenant_routes(|parts| {
+            parts
+                .extensions
+                .get::<RouteFacts>()
+                .is_some_and(|facts| facts.body_tenant)
+        });
     if let Some(resolver) = resolver {
         builder = builder.resolver(resolver);
     }
     Ok(builder.build()?)
 }
 
+/// Every route with its facts: tenant routes (behind the tenancy layer)
+/// and the rest.
+fn all_routes(state: &AppState) -> (Routes, Routes) {
+    let tenant = records::http::routes()
+        .merge(jobs::http::routes())
+        .merge(limits::http::routes())
+        .merge(audit::http::tenant_routes());
+    let mut other = health::routes()
+        .merge(openapi::routes())
+        .merge(tenants::http::routes())
+        .merge(keys::http::routes())
+        .merge(usage::http::routes())
+        .merge(billing::http::routes())
+        .merge(audit::http::admin_routes());
+    if state.config.metrics.enabled {
+        other = other.merge(crate::metrics::routes());
+    }
+    (tenant, other)
+}
+
 /// The whole HTTP application. `ratelimit` is `None` when limits are off.
 ///
-/// Tenant routes, outermost first: tenancy (resolve and authenticate) →
-/// accounting (usage; sees refused requests too) → rate limit → handler.
-/// Around every route: the observer (metrics, audit).
+/// Tenant routes, outermost first: tenancy (decide the tenant, from the
+/// body too on routes declared so, and authenticate) → accounting (usage;
+/// sees refused requests too) → rate limit → scope check → handler.
+/// Around every route, outermost first: route facts → observer (metrics,
+/// audit) → timeout (bodies are read inside it) → routes.
 pub fn router(
     state: AppState,
     tenancy: TenancyLayer,
@@ -209,10 +243,13 @@ pub fn router(
 ) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
-    let mut tenant_routes = records::http::routes()
-        .merge(jobs::http::routes())
-        .merge(limits::http::routes())
-        .merge(audit::http::tenant_routes());
+    let (tenant_routes, other_routes) = all_routes(&state);
+    let (tenant_routes, mut table) = tenant_routes.into_parts();
+    let (other_routes, other_table) = other_routes.into_parts();
+    table.extend(other_table);
+    let table = Arc::new(table);
+    let mut tenant_routes =
+        tenant_routes.route_layer(axum::middleware::from_fn(crate::routes::require_scope));
     if let Some(ratelimit) = ratelimit {
         tenant_routes = tenant_routes.route_layer(ratelimit);
     }
@@ -222,21 +259,12 @@ pub fn router(
             usage::layer::account,
         ))
         .route_layer(tenancy);
-    let mut app = Router::new()
-        .merge(health::routes())
-        .merge(openapi::routes())
-        .merge(tenant_routes)
-        .merge(tenants::http::routes())
-        .merge(keys::http::routes())
-        .merge(usage::http::routes())
-        .merge(billing::http::routes())
-        .merge(audit::http::admin_routes());
-    if state.config.metrics.enabled {
-        app = app.merge(crate::metrics::routes());
-    }
+    let app = other_routes.merge(tenant_routes);
     app.fallback(not_found)
         // Inside the observer, so a timed-out or panicking request is still
-        // counted, metered and audited with the status it got.
+        // counted, metered and audited with the status it got; around every
+        // body read (the tenancy layer's and the handlers'), so a slow body
+        // is bounded too.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -246,6 +274,9 @@ pub fn router(
             state.clone(),
             audit::layer::observe,
         ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            crate::routes::tag_request(table.clone(), request, next)
+        }))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
         .layer(

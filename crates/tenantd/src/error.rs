@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 use crate::jobs::JobsError;
 use crate::limits::QuotaExceeded;
 use crate::records::RecordsError;
+use crate::routes::Scope;
 use crate::store::StoreError;
 use crate::tenants::TenantsError;
 
@@ -72,6 +73,19 @@ pub enum ApiError {
         /// Seconds (the `Retry-After` header).
         retry_after_secs: u64,
     },
+    /// 403 `insufficient_scope`: the credential is restricted to scopes
+    /// that do not include the route's (named, when the route has one).
+    #[error("{}", insufficient_scope_detail(*.0))]
+    InsufficientScope(Option<Scope>),
+    /// 429 `too_many_auth_failures`: too many wrong admin keys from this
+    /// address; every admin request from it waits out the minute.
+    #[error(
+        "Too many failed admin authentications from this address; retry in {retry_after_secs} s"
+    )]
+    TooManyAuthFailures {
+        /// Seconds (the `Retry-After` header).
+        retry_after_secs: u64,
+    },
     /// 500: a bug. The text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -93,8 +107,19 @@ impl ApiError {
             Self::Quota(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Moving { .. } => (StatusCode::SERVICE_UNAVAILABLE, "tenant_moving"),
+            Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            Self::TooManyAuthFailures { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
+    }
+}
+
+fn insufficient_scope_detail(needed: Option<Scope>) -> String {
+    match needed {
+        Some(scope) => format!("This credential lacks the scope '{scope}' this route needs"),
+        None => "This credential is restricted to scopes and this route grants none".to_owned(),
     }
 }
 
@@ -115,7 +140,8 @@ impl IntoResponse for ApiError {
         let mut response = tenancy::error_response(status, code, &detail);
         if let Self::Moving {
             retry_after_secs, ..
-        } = &self
+        }
+        | Self::TooManyAuthFailures { retry_after_secs } = &self
         {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
@@ -278,9 +304,12 @@ pub trait BodyTenant {
     fn body_tenant(&self) -> Option<&str>;
 }
 
-/// A JSON body together with the request's tenant, decided from the head
-/// *and* the body's `tenant_id` under the same policy (a body cannot skip
-/// the allow-list, and a body that disagrees with the header is a 400).
+/// A JSON body together with the request's tenant. The tenancy layer
+/// decided the tenant before anything ran, from the head *and* this body's
+/// `tenant_id` (on routes declared with `RouteFacts::body_tenant`); this
+/// extractor only parses the body and takes that decision. A body naming a
+/// tenant on a route the layer did not read is a wiring bug, refused
+/// rather than served in a tenant the body did not ask for.
 #[derive(Debug)]
 pub struct TenantJson<T>(pub TenantContext, pub T);
 
@@ -288,11 +317,16 @@ impl<S: Send + Sync, T: DeserializeOwned + BodyTenant + Send> FromRequest<S> for
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let head = parts.clone();
-        let ApiJson(value) =
-            ApiJson::<T>::from_request(Request::from_parts(parts, body), state).await?;
-        let ctx = tenancy::resolve_with_body(&head, value.body_tenant()).await?;
+        let ctx = req.extensions().get::<TenantContext>().cloned();
+        let read_by_layer = req.extensions().get::<tenancy::BodyTenantRead>().is_some();
+        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+        let ctx = ctx.ok_or(TenancyError::NotConfigured)?;
+        let named = value.body_tenant().is_some_and(|t| !t.trim().is_empty());
+        if named && !read_by_layer {
+            return Err(ApiError::Internal(
+                "a body named a tenant on a route not declared with body_tenant".to_owned(),
+            ));
+        }
         Ok(Self(ctx, value))
     }
 }

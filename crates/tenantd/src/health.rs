@@ -1,24 +1,24 @@
 //! Liveness and readiness probes (no tenant needed), and the per-tenant
 //! storage check (admin).
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::routes::{RouteFacts, Routes};
 use crate::store::PoolHealth;
 use crate::tenants::http::{Admin, tenant_page};
 
 /// `/health`, `/health/ready` and `/health/tenants`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/ready", get(ready))
-        .route("/health/tenants", get(tenants))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/health", RouteFacts::public(), health)
+        .get("/health/ready", RouteFacts::public(), ready)
+        .get("/health/tenants", RouteFacts::admin(), tenants)
 }
 
 /// Liveness: the process answers.

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod portable;
 pub mod records;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -285,8 +285,8 @@ impl Metrics {
 
 /// `GET /metrics` (admin key required: the series name the busiest
 /// tenants, which no tenant may learn about another).
-pub fn routes() -> axum::Router<crate::app::AppState> {
-    axum::Router::new().route("/metrics", axum::routing::get(scrape))
+pub fn routes() -> crate::routes::Routes {
+    crate::routes::Routes::new().get("/metrics", crate::routes::RouteFacts::admin(), scrape)
 }
 
 async fn scrape(

@@ -1,14 +1,12 @@
 //! `GET /openapi.json`: the description of every route.
 
-use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use utoipa::OpenApi;
 
-use crate::app::AppState;
 use crate::error::ErrorBody;
 use crate::records;
+use crate::routes::{RouteFacts, Routes};
 
 /// The OpenAPI document, assembled from the handlers' annotations.
 #[derive(OpenApi)]
@@ -96,15 +94,12 @@ use crate::records;
 pub struct ApiDoc;
 
 /// `/openapi.json`.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     let document = ApiDoc::openapi()
         .to_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    Router::new().route(
-        "/openapi.json",
-        get(move || {
-            let document = document.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
-        }),
-    )
+    Routes::new().get("/openapi.json", RouteFacts::public(), move || {
+        let document = document.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
+    })
 }

@@ -28,6 +28,7 @@ use crate::limits::PlanBook;
 use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::{Maintenance, Registry};
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
@@ -167,6 +168,7 @@ impl Server {
         );
         let state = AppState {
             trusted_proxies: config.trusted_proxies().into(),
+            admin_auth: Arc::new(AuthFailures::new(config.admin.max_auth_failures_per_minute)),
             store,
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
@@ -213,11 +215,8 @@ impl Server {
             data_dir = %config.storage.data_dir.display(),
             "tenantd listening"
         );
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+        let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
+        let served = serve(self.listener, self.router, header_timeout, shutdown)
             .await
             .context("server error");
         // HTTP is drained; now let running detections finish (or go back
@@ -235,6 +234,68 @@ impl Server {
         tracing::info!("tenantd stopped");
         Ok(())
     }
+}
+
+/// Accepts connections until `shutdown`, then lets the open ones finish
+/// their requests. Unlike `axum::serve`, each HTTP/1 connection must send a
+/// whole request head within `header_timeout` (hyper's timer is installed),
+/// so clients that trickle headers do not hold connections forever; bodies
+/// are bounded by the request timeout inside the router.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, the
+                    // connections already open keep being served.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Completes on ctrl-c or SIGTERM.

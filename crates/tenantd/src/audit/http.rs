@@ -2,12 +2,11 @@
 //! JSON pages by default; `Accept: application/x-ndjson` streams every
 //! matching event, one JSON object per line.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tenancy::{Tenant, TenantId};
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +15,7 @@ use super::{AuditEvent, AuditFilter, SYSTEM_CHAIN};
 use crate::app::AppState;
 use crate::clock::parse_ms;
 use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::routes::{RouteFacts, Routes, Scope};
 use crate::store::{AdminStore, StoreError, TenantStore};
 use crate::tenants::http::Admin;
 
@@ -26,13 +26,13 @@ pub const MAX_LIMIT: u64 = 1_000;
 const NDJSON: &str = "application/x-ndjson";
 
 /// `GET /audit` (tenant route).
-pub fn tenant_routes() -> Router<AppState> {
-    Router::new().route("/audit", get(tenant_audit))
+pub fn tenant_routes() -> Routes {
+    Routes::new().get("/audit", RouteFacts::tenant(Scope::AuditRead), tenant_audit)
 }
 
 /// `GET /admin/audit`.
-pub fn admin_routes() -> Router<AppState> {
-    Router::new().route("/admin/audit", get(admin_audit))
+pub fn admin_routes() -> Routes {
+    Routes::new().get("/admin/audit", RouteFacts::admin(), admin_audit)
 }
 
 /// Filters and paging.

@@ -3,18 +3,28 @@
 //!
 //! # What is audited
 //!
-//! - every mutating tenant request (`POST`, `PUT`, `PATCH`, `DELETE`)
-//!   except `POST /records/search`, which only reads, once its tenant is
-//!   known (a request refused before resolution acted on no tenant, and
-//!   letting anonymous traffic write audit chains would let it flood them);
-//! - every admin request (`/admin/…`) that carries the admin key, reads
-//!   included: who looked at a tenant's keys or usage matters as much as
-//!   who changed them. Requests without the key acted on nothing and are
-//!   not written (they are in the request log and the metrics), so
-//!   anonymous traffic can neither forge "admin" events into a tenant's
-//!   chain nor grow the log.
-//! - a request refused by the rate limiter is not written either: a
-//!   tenant flooding over its limit must not load the audit writer.
+//! What a route is comes from its declared [`RouteFacts`], never from its
+//! path:
+//!
+//! - every tenant request on a route that changes something (a `:write`
+//!   scope), once its tenant is decided, in that tenant's chain (a request
+//!   refused before a tenant was decided acted on no tenant, and letting
+//!   anonymous traffic write audit chains would let it flood them);
+//! - every operator request (admin routes) that carries the admin key,
+//!   reads included: who looked at a tenant's keys or usage matters as much
+//!   as who changed them. A success goes to the chain of the tenant acted
+//!   on; a refusal (any 4xx/5xx) to the operator's chain only, so a tenant
+//!   never reads what someone else tried against it (a duplicate create's
+//!   rejected body, say);
+//! - every failed admin authentication (401 on an admin route), in the
+//!   operator's chain as `admin.auth_failed`. The admin-key lockout bounds
+//!   how many one address can cause.
+//! - a request refused by the rate limiter is not written: a tenant
+//!   flooding over its limit must not load the audit writer.
+//!
+//! The request body is never read here: the handler (or the tenancy layer)
+//! reads it inside the request timeout, and the observer keeps a bounded
+//! copy of what was read for the event's redacted parameters.
 //!
 //! The event is appended before the response leaves (group-committed with
 //! concurrent requests), so a client that saw its answer can rely on the
@@ -22,38 +32,29 @@
 
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tenancy::ratelimit::RateLimitOutcome;
 use tenancy::{ErrorCode, TenantId};
 
-use super::{NewEvent, SYSTEM_CHAIN, redact_params};
+use super::{NewEvent, SYSTEM_CHAIN, capture, redact_params};
 use crate::app::AppState;
 use crate::clock::{now_ms, rfc3339_from_ms};
-use crate::error::ApiError;
 use crate::metrics::Observation;
+use crate::routes::{Access, RouteFacts};
+use crate::tenants::admin_key::presents_admin_key;
 use crate::usage::layer::Accounted;
 
 /// Route label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
-fn mutating(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    )
-}
-
-/// Whether a request to `template` with `method` is audited.
-pub fn audited(method: &Method, template: &str) -> bool {
-    if template.starts_with("/admin/") || template == "/admin" {
-        return true;
-    }
-    template != UNMATCHED && template != "/records/search" && mutating(method)
-}
+/// The tenant an operator request acted on, when a handler names it in
+/// its response (a create, whose id is in the body, not the path).
+#[derive(Debug, Clone)]
+pub struct AuditTenant(pub TenantId);
 
 /// The action name of a route: `<resource>.<verb>`, e.g. `records.create`,
 /// `api_keys.rotate`, `usage.read`.
@@ -109,17 +110,18 @@ fn path_param(template: &str, path: &str, name: &str) -> Option<String> {
         .map(|(_, p)| p.to_owned())
 }
 
-/// The chain of an admin event: the tenant acted on, when the request names
-/// one that is a valid id; else the system chain.
-fn admin_chain(template: &str, path: &str, body: &[u8]) -> String {
-    let named = path_param(template, path, "id").or_else(|| {
-        (template == "/admin/tenants")
-            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
-            .flatten()
-            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
-    });
-    named
-        .and_then(|id| TenantId::new(&id).ok())
+/// The chain of an operator event: the tenant acted on when the request
+/// succeeded (named by the handler, or the `{id}` of the path), else the
+/// operator's own chain.
+fn admin_chain(template: &str, path: &str, response: &Response) -> String {
+    if response.status().is_client_error() || response.status().is_server_error() {
+        return SYSTEM_CHAIN.to_owned();
+    }
+    response
+        .extensions()
+        .get::<AuditTenant>()
+        .map(|t| t.0.clone())
+        .or_else(|| path_param(template, path, "id").and_then(|id| TenantId::new(&id).ok()))
         .map_or_else(|| SYSTEM_CHAIN.to_owned(), |id| id.as_str().to_owned())
 }
 
@@ -144,59 +146,58 @@ pub async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| UNMATCHED.to_owned(), |p| p.as_str().to_owned());
-    if !audited(&method, &template) {
+    let facts = request.extensions().get::<RouteFacts>().copied();
+    let Some(facts) = facts.filter(RouteFacts::audited) else {
         let response = next.run(request).await;
         observe_metrics(&state, &method, &template, &response, started);
         return response;
-    }
+    };
 
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let request_id = header_text(&request, "x-request-id");
     let user_agent = header_text(&request, header::USER_AGENT.as_str());
     let (parts, body) = request.into_parts();
-    let ip = tenancy::client_ip(&state.trusted_proxies, &parts).map(|ip| ip.to_string());
-    // The body limit applies here as it would in the handler; the bytes are
-    // handed on unchanged.
-    let bytes: Bytes = match axum::body::to_bytes(body, state.config.server.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            let response = ApiError::PayloadTooLarge(format!(
-                "Request body is larger than {} bytes",
-                state.config.server.max_body_bytes
-            ))
-            .into_response();
-            observe_metrics(&state, &method, &template, &response, started);
-            return response;
-        }
-    };
-    let params = redact_params(query.as_deref(), &bytes);
-    let admin_chain = (template.starts_with("/admin")
-        && crate::tenants::http::presents_admin_key(&parts.headers, &state.config))
-    .then(|| admin_chain(&template, &path, &bytes));
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let ip = tenancy::client_ip(&state.trusted_proxies, &parts)
+        .ok()
+        .flatten()
+        .map(|ip| ip.to_string());
+    let operator = facts.access == Access::Admin;
+    let admin_key = operator && presents_admin_key(&parts.headers, &state.config);
+    let (body, seen) = capture::tee(body, state.config.server.max_body_bytes);
+    let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status().as_u16();
 
     let limited =
         response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
-    let (chain, actor) = match (response.extensions().get::<Accounted>(), admin_chain) {
-        (Some(accounted), _) if !limited => {
-            (accounted.tenant().as_str().to_owned(), accounted.actor())
-        }
-        (None, Some(chain)) => (chain, "admin".to_owned()),
+    let (chain, actor, action) = match response.extensions().get::<Accounted>() {
+        Some(accounted) if !operator && !limited => (
+            accounted.tenant().as_str().to_owned(),
+            accounted.actor(),
+            action(&method, &template),
+        ),
+        _ if admin_key => (
+            admin_chain(&template, &path, &response),
+            "admin".to_owned(),
+            action(&method, &template),
+        ),
+        _ if operator && status == 401 => (
+            SYSTEM_CHAIN.to_owned(),
+            "anonymous".to_owned(),
+            "admin.auth_failed".to_owned(),
+        ),
         _ => {
             observe_metrics(&state, &method, &template, &response, started);
             return response;
         }
     };
+    let params = redact_params(query.as_deref(), &seen.bytes());
     let event = NewEvent {
         tenant: chain,
         at: rfc3339_from_ms(at_ms),
         at_ms,
         actor,
-        action: action(&method, &template),
+        action,
         target: Some(path),
         request_id,
         ip,
@@ -278,34 +279,32 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_search_of_tenants_are_not_audited_admin_reads_are() {
-        assert!(!audited(&Method::GET, "/records/{id}"));
-        assert!(!audited(&Method::POST, "/records/search"));
-        assert!(audited(&Method::POST, "/records"));
-        assert!(audited(&Method::GET, "/admin/tenants"));
-        assert!(!audited(&Method::POST, UNMATCHED));
-    }
-
-    #[test]
-    fn admin_events_go_to_the_chain_of_the_tenant_acted_on() {
+    fn operator_refusals_go_to_the_operator_chain() {
+        let ok = Response::new(Body::empty());
         assert_eq!(
             admin_chain(
                 "/admin/tenants/{id}/api-keys",
                 "/admin/tenants/acme/api-keys",
-                b""
+                &ok
             ),
             "acme"
         );
+        let mut created = Response::new(Body::empty());
+        created
+            .extensions_mut()
+            .insert(AuditTenant(TenantId::new("beta").expect("valid")));
         assert_eq!(
-            admin_chain("/admin/tenants", "/admin/tenants", br#"{"id":"beta"}"#),
+            admin_chain("/admin/tenants", "/admin/tenants", &created),
             "beta"
         );
+        let mut refused = Response::new(Body::empty());
+        *refused.status_mut() = axum::http::StatusCode::CONFLICT;
         assert_eq!(
-            admin_chain("/admin/tenants", "/admin/tenants", br#"{"id":"../x"}"#),
+            admin_chain("/admin/tenants/{id}", "/admin/tenants/acme", &refused),
             SYSTEM_CHAIN
         );
         assert_eq!(
-            admin_chain("/admin/billing/close", "/admin/billing/close", b""),
+            admin_chain("/admin/billing/close", "/admin/billing/close", &ok),
             SYSTEM_CHAIN
         );
     }

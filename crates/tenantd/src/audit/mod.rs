@@ -10,6 +10,7 @@
 //! Events are written before the response leaves (a group commit: the
 //! events of concurrent requests share one transaction).
 
+mod capture;
 pub mod cli;
 pub mod http;
 pub mod layer;

@@ -1,8 +1,7 @@
 //! Admin routes: close a month, read the outbox.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -10,14 +9,15 @@ use super::{BillingEvent, CloseReport};
 use crate::app::AppState;
 use crate::clock::{month_of_ms, now_ms};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::Admin;
 use crate::usage::http::month_arg;
 
 /// Admin billing routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/billing/close", post(close))
-        .route("/admin/billing/events", get(events))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/admin/billing/close", RouteFacts::admin(), close)
+        .get("/admin/billing/events", RouteFacts::admin(), events)
 }
 
 /// Query of a close.

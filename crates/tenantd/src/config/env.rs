@@ -75,6 +75,11 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
         Kind::Text,
     ),
     ("TENANTD_BIND", &["server", "bind"], Kind::Text),
+    (
+        "TENANTD_JOBS_ALLOW_LOCAL_PATHS",
+        &["jobs", "allow_local_paths"],
+        Kind::Bool,
+    ),
     ("TENANTD_DATA_DIR", &["storage", "data_dir"], Kind::Text),
     (
         "TENANTD_STORAGE_BACKEND",

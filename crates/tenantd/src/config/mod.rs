@@ -65,12 +65,25 @@ pub struct Config {
 }
 
 /// The admin API (`/admin/*`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// The admin key (`TENANTD_ADMIN_KEY`), sent as `Authorization: Bearer`
     /// or `x-admin-key`. Unset: the admin API answers 401 to everyone.
     pub key: Option<String>,
+    /// Failed admin authentications one client address may make per
+    /// minute; past it every admin request from there is 429 until the
+    /// minute ends. 0 turns the lockout off.
+    pub max_auth_failures_per_minute: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            max_auth_failures_per_minute: 10,
+        }
+    }
 }
 
 /// Credentials.
@@ -168,8 +181,9 @@ pub struct JobsConfig {
     pub max_repo_bytes: u64,
     /// Most files a detection examines.
     pub max_files: u64,
-    /// Accept local paths and `file://` URLs. Turn off when tenants are
-    /// untrusted: a path lets a tenant inspect any repository on the host.
+    /// Accept local paths and `file://` URLs. Off by default: a path lets a
+    /// tenant inspect any repository on the host, so turn it on only when
+    /// every tenant is trusted (a single-team deployment, the README tour).
     pub allow_local_paths: bool,
 }
 
@@ -186,7 +200,7 @@ impl Default for JobsConfig {
             timeout_secs: 300,
             max_repo_bytes: 512 * 1024 * 1024,
             max_files: 200_000,
-            allow_local_paths: true,
+            allow_local_paths: false,
         }
     }
 }
@@ -208,8 +222,12 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_body_bytes: usize,
-    /// A request still running after this many seconds is answered 503.
+    /// A request still running after this many seconds is answered 503;
+    /// the time spent receiving its body counts.
     pub request_timeout_secs: u64,
+    /// A connection that has not sent a whole request head within this
+    /// many seconds is closed (slow-header clients).
+    pub header_read_timeout_secs: u64,
     /// Proxies (CIDR) whose `X-Forwarded-For` is believed for tenants' IP
     /// allow-lists. Empty: the TCP peer address always counts.
     pub trusted_proxies: Vec<String>,
@@ -221,6 +239,7 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
             trusted_proxies: Vec::new(),
         }
     }
@@ -379,6 +398,9 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            problems.push("server.header_read_timeout_secs: must be greater than 0".to_owned());
         }
         if self.server.request_timeout_secs == 0 {
             problems.push("server.request_timeout_secs: must be greater than 0".to_owned());

@@ -1,9 +1,8 @@
 //! HTTP routes of detection jobs (seed 000's paths).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use tenancy::Tenant;
 use utoipa::IntoParams;
@@ -13,14 +12,17 @@ use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJo
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
 use crate::records::check_limit;
+use crate::routes::{RouteFacts, Routes, Scope};
 
 /// Routes under `/detect`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/detect/submit", post(submit))
-        .route("/detect", get(list))
-        .route("/detect/{id}/status", get(status))
-        .route("/detect/{id}/cancel", post(cancel))
+pub fn routes() -> Routes {
+    let read = RouteFacts::tenant(Scope::DetectionsRead);
+    let write = RouteFacts::tenant(Scope::DetectionsWrite);
+    Routes::new()
+        .post("/detect/submit", write.body_tenant(), submit)
+        .get("/detect", read, list)
+        .get("/detect/{id}/status", read, status)
+        .post("/detect/{id}/cancel", write, cancel)
 }
 
 impl BodyTenant for SubmitInput {

@@ -1,27 +1,26 @@
 //! Admin routes for API keys (`/admin/tenants/{id}/api-keys`).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 
 use super::{ApiKeyInfo, IssueKey, IssuedKey, RotateKey};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
+use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
 
 /// Routes under `/admin/tenants/{id}/api-keys`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/tenants/{id}/api-keys",
-            get(list_keys).post(issue_key),
-        )
-        .route("/admin/tenants/{id}/api-keys/{key_id}", delete(revoke_key))
-        .route(
+pub fn routes() -> Routes {
+    let admin = RouteFacts::admin();
+    Routes::new()
+        .get("/admin/tenants/{id}/api-keys", admin, list_keys)
+        .post("/admin/tenants/{id}/api-keys", admin, issue_key)
+        .delete("/admin/tenants/{id}/api-keys/{key_id}", admin, revoke_key)
+        .post(
             "/admin/tenants/{id}/api-keys/{key_id}/rotate",
-            post(rotate_key),
+            admin,
+            rotate_key,
         )
 }
 

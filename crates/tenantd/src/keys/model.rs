@@ -129,13 +129,12 @@ impl IssueKey {
             return Err("scopes: at most 32".to_owned());
         }
         for scope in &self.scopes {
-            let ok = !scope.is_empty()
-                && scope.len() <= 64
-                && scope
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.'));
-            if !ok {
-                return Err("scopes: each 1 to 64 of letters, digits, ':', '_', '-', '.'".into());
+            if crate::routes::Scope::parse(scope).is_none() {
+                return Err(format!(
+                    "scopes: '{}' is not a scope; use {}",
+                    crate::error::truncate_for_echo(scope),
+                    crate::routes::Scope::vocabulary()
+                ));
             }
         }
         Ok(NewKey {

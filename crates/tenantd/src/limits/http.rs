@@ -1,9 +1,8 @@
 //! `GET /tenant`: the caller's own plan, limits, quotas and use. A tenant
 //! sees only itself: the id comes from its authenticated context.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use tenancy::Tenant;
 use tenancy::ratelimit::Window;
@@ -12,12 +11,13 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::clock::{month_of_ms, now_ms};
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::{RouteFacts, Routes, Scope};
 use crate::usage::metric;
 use crate::usage::report::UsageReport;
 
 /// Tenant routes of the limits feature.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/tenant", get(me))
+pub fn routes() -> Routes {
+    Routes::new().get("/tenant", RouteFacts::tenant(Scope::TenantRead), me)
 }
 
 /// One quota with its current use.

@@ -1,10 +1,8 @@
 //! HTTP routes of the records feature (seed 000's paths).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use tenancy::Tenant;
 use utoipa::IntoParams;
@@ -13,16 +11,19 @@ use super::model::{RecordInput, SearchRequest, check_limit};
 use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
+use crate::routes::{RouteFacts, Routes, Scope};
 
 /// Routes under `/records`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/records", post(create_record).get(list_records))
-        .route("/records/search", post(search_records))
-        .route(
-            "/records/{id}",
-            get(get_record).put(replace_record).delete(delete_record),
-        )
+pub fn routes() -> Routes {
+    let read = RouteFacts::tenant(Scope::RecordsRead);
+    let write = RouteFacts::tenant(Scope::RecordsWrite);
+    Routes::new()
+        .post("/records", write.body_tenant(), create_record)
+        .get("/records", read, list_records)
+        .post("/records/search", read.body_tenant(), search_records)
+        .get("/records/{id}", read, get_record)
+        .put("/records/{id}", write.body_tenant(), replace_record)
+        .delete("/records/{id}", write, delete_record)
 }
 
 impl BodyTenant for RecordInput {

@@ -1,33 +1,35 @@
 //! Admin routes for tenants (`/admin/tenants`), behind the admin key.
 
+use axum::Extension;
 use axum::Json;
-use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tenancy::TenantId;
 use utoipa::{IntoParams, ToSchema};
 
+pub use super::admin_key::Admin;
 use super::model::{CreateTenant, PatchTenant};
 use super::moves::{MoveReport, MoveTenant, Mover};
 use super::service::TenantPage;
 use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::app::AppState;
+use crate::audit::layer::AuditTenant;
 use crate::error::{ApiError, ApiJson, ApiQuery, ErrorBody, truncate_for_echo};
 use crate::keys::IssuedKey;
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::routes::{RouteFacts, Routes};
 
 /// Routes under `/admin/tenants` (keys are in [`crate::keys::http`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/tenants", post(create_tenant).get(list_tenants))
-        .route(
-            "/admin/tenants/{id}",
-            get(get_tenant).patch(update_tenant).delete(delete_tenant),
-        )
-        .route("/admin/tenants/{id}/move", post(move_tenant))
+pub fn routes() -> Routes {
+    let admin = RouteFacts::admin();
+    Routes::new()
+        .post("/admin/tenants", admin, create_tenant)
+        .get("/admin/tenants", admin, list_tenants)
+        .get("/admin/tenants/{id}", admin, get_tenant)
+        .patch("/admin/tenants/{id}", admin, update_tenant)
+        .delete("/admin/tenants/{id}", admin, delete_tenant)
+        .post("/admin/tenants/{id}/move", admin, move_tenant)
 }
 
 /// Move a tenant's records to the shared database or a database of its
@@ -57,45 +59,6 @@ pub(crate) async fn move_tenant(
     Ok(Json(mover.run(&id, &body).await?))
 }
 
-/// Proof that the request carried the admin key (`Authorization: Bearer`
-/// or `x-admin-key`), compared in constant time. Handlers that take it
-/// cannot run without it.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.config.admin.key.is_none() {
-            return Err(ApiError::Unauthorized(
-                "The admin API is disabled: set TENANTD_ADMIN_KEY".to_owned(),
-            ));
-        }
-        if presents_admin_key(&parts.headers, &state.config) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized(
-                "Invalid or missing admin key".to_owned(),
-            ))
-        }
-    }
-}
-
-/// Whether `headers` carry the configured admin key (`x-admin-key`, or
-/// `Authorization: Bearer`), compared in constant time. A malformed
-/// Authorization header counts as no key.
-pub(crate) fn presents_admin_key(headers: &axum::http::HeaderMap, config: &crate::Config) -> bool {
-    let Some(expected) = config.admin.key.as_deref() else {
-        return false;
-    };
-    let presented = match headers.get("x-admin-key") {
-        Some(v) => v.to_str().ok().map(str::trim),
-        None => tenancy::bearer_token(headers).ok().flatten(),
-    };
-    presented.is_some_and(|key| tenancy::secrets_match(key, expected))
-}
-
 /// A tenant id from the path; one that cannot exist is a tenant that
 /// does not exist.
 pub(crate) fn path_tenant(raw: &str) -> Result<TenantId, TenantsError> {
@@ -122,9 +85,13 @@ pub(crate) async fn create_tenant(
     _: Admin,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<CreateTenant>,
-) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditTenant>, Json<CreatedTenant>), ApiError> {
     let (tenant, api_key) = state.admin.create(input).await?;
-    Ok((StatusCode::CREATED, Json(CreatedTenant { tenant, api_key })))
+    Ok((
+        StatusCode::CREATED,
+        Extension(AuditTenant(tenant.id.clone())),
+        Json(CreatedTenant { tenant, api_key }),
+    ))
 }
 
 /// Query of `GET /admin/tenants`.

@@ -9,6 +9,7 @@
 //!   CLI perform;
 //! - [`statics`]: tenants from `tenants:` / `TENANTD_TENANT_CONFIGS`.
 
+pub mod admin_key;
 pub mod cli;
 pub mod http;
 pub mod model;
@@ -115,6 +116,9 @@ pub struct DirectoryRow {
     pub storage: Option<model::StorageBinding>,
     /// A move's write freeze, until (unix ms).
     pub moving_until_ms: Option<i64>,
+    /// The operator let a header alone reach this tenant although it holds
+    /// credentials (`security.header_access`).
+    pub header_access: bool,
 }
 
 /// Tenant storage. Administrative by nature (a tenant is not inside

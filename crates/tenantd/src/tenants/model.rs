@@ -92,6 +92,12 @@ pub struct Security {
     #[serde(default)]
     #[schema(value_type = Vec<String>, example = json!(["203.0.113.0/24"]))]
     pub allowed_ips: Vec<String>,
+    /// Let requests that only name the tenant (header, query, body) reach
+    /// it although it holds credentials (API keys, OIDC). Off by default:
+    /// anyone can write a header, so a tenant with credentials is reached
+    /// only with one. For deployments behind a gateway that authenticates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub header_access: bool,
 }
 
 impl Security {

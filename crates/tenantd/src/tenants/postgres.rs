@@ -284,7 +284,8 @@ impl TenantRepo for PgStore {
              nullif(spec::jsonb -> 'limits', 'null'::jsonb)::text, \
              nullif(spec::jsonb -> 'quotas', 'null'::jsonb)::text, \
              nullif(spec::jsonb -> 'storage', 'null'::jsonb)::text, \
-             (spec::jsonb ->> 'moving_until_ms')::bigint FROM tenants \
+             (spec::jsonb ->> 'moving_until_ms')::bigint, \
+             coalesce((spec::jsonb #>> '{security,header_access}')::boolean, false) FROM tenants \
              WHERE ($1::text IS NULL OR id = $1)",
         )
         .bind(id.map(TenantId::as_str))
@@ -311,6 +312,7 @@ impl TenantRepo for PgStore {
                     None => None,
                 },
                 moving_until_ms: row.try_get(9).map_err(map_pg)?,
+                header_access: row.try_get(10).map_err(map_pg)?,
                 id: TenantId::new(&id).map_err(|_| corrupt("id"))?,
                 status: TenantState::parse(&status).ok_or_else(|| corrupt("status"))?,
                 allowed_ips,

@@ -96,9 +96,9 @@ impl Registry {
         }
     }
 
-    fn cached_tenant(&self, row: &DirectoryRow) -> CachedTenant {
+    fn cached_tenant(&self, row: &DirectoryRow, keyed: bool) -> CachedTenant {
         CachedTenant {
-            status: self.status_of(row),
+            status: self.status_of(row, keyed),
             settings: self.plans.settings(&row.plan, &row.limits, &row.quotas),
             placement: self.placement_of(row),
         }
@@ -170,11 +170,16 @@ impl Registry {
         ))
     }
 
-    fn status_of(&self, row: &DirectoryRow) -> TenantStatus {
+    /// `keyed`: the tenant has an API key that is not revoked. With it, or
+    /// with an identity provider, the tenant holds credentials and a bare
+    /// header no longer reaches it (unless `security.header_access`).
+    fn status_of(&self, row: &DirectoryRow, keyed: bool) -> TenantStatus {
+        let credential_required = (keyed || row.oidc.is_some()) && !row.header_access;
         match row.status {
             TenantState::Suspended => TenantStatus::Suspended,
             TenantState::Active if row.allowed_ips.is_empty() => TenantStatus::Active {
                 allowed_ips: self.no_ips.clone(),
+                credential_required,
             },
             TenantState::Active => TenantStatus::Active {
                 allowed_ips: row
@@ -182,8 +187,17 @@ impl Registry {
                     .iter()
                     .filter_map(|s| parse_net(s))
                     .collect(),
+                credential_required,
             },
         }
+    }
+
+    /// Tenants with at least one key that is not revoked.
+    fn keyed_tenants(keys: &[KeyRow]) -> std::collections::HashSet<TenantId> {
+        keys.iter()
+            .filter(|k| k.revoked_ms.is_none())
+            .map(|k| k.tenant_id.clone())
+            .collect()
     }
 
     fn cached(row: KeyRow) -> (KeyHash, CachedKey) {
@@ -208,9 +222,13 @@ impl Registry {
         let version = store.tenants().registry_version().await?;
         let rows = store.tenants().load_directory(None).await?;
         let keys = store.keys().load_keys(None).await?;
+        let keyed = Self::keyed_tenants(&keys);
         let tenants: HashMap<TenantId, CachedTenant> = rows
             .iter()
-            .map(|row| (row.id.clone(), self.cached_tenant(row)))
+            .map(|row| {
+                let cached = self.cached_tenant(row, keyed.contains(&row.id));
+                (row.id.clone(), cached)
+            })
             .collect();
         let key_windows: HashMap<_, _> = keys.iter().filter_map(Self::key_window_entry).collect();
         let keys: HashMap<KeyHash, CachedKey> = keys.into_iter().map(Self::cached).collect();
@@ -243,7 +261,8 @@ impl Registry {
             let mut tenants = write(&self.tenants);
             match rows.first() {
                 Some(row) => {
-                    tenants.insert(id.clone(), self.cached_tenant(row));
+                    let keyed = !Self::keyed_tenants(&keys).is_empty();
+                    tenants.insert(id.clone(), self.cached_tenant(row, keyed));
                 }
                 None => {
                     tenants.remove(id);

@@ -228,7 +228,8 @@ impl TenantRepo for SqliteStore {
             "SELECT id, status, json_extract(spec, '$.security.allowed_ips'), \
              json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id'), plan, \
              json_extract(spec, '$.limits'), json_extract(spec, '$.quotas'), \
-             json_extract(spec, '$.storage'), json_extract(spec, '$.moving_until_ms') FROM tenants \
+             json_extract(spec, '$.storage'), json_extract(spec, '$.moving_until_ms'), \
+             coalesce(json_extract(spec, '$.security.header_access'), 0) FROM tenants \
              WHERE (?1 IS NULL OR id = ?1)",
         )
         .bind(id.map(TenantId::as_str))
@@ -255,6 +256,7 @@ impl TenantRepo for SqliteStore {
                     None => None,
                 },
                 moving_until_ms: row.try_get(9).map_err(map_sqlx)?,
+                header_access: row.try_get::<i64, _>(10).map_err(map_sqlx)? != 0,
                 id: TenantId::new(&id).map_err(|_| corrupt("id"))?,
                 status: TenantState::parse(&status).ok_or_else(|| corrupt("status"))?,
                 allowed_ips,

@@ -95,6 +95,7 @@ impl StaticTenant {
             features: self.features.clone(),
             security: Security {
                 allowed_ips: self.allowed_ips.clone(),
+                ..Security::default()
             },
             frontend_url: present(self.frontend_url.as_ref()),
             oidc,

@@ -1,8 +1,7 @@
 //! Admin routes: a tenant's monthly usage report and daily metrics.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -10,13 +9,14 @@ use super::report::{MetricsReport, UsageReport};
 use crate::app::AppState;
 use crate::clock::{day_of_ms, month_of_ms, now_ms, parse_day, parse_month};
 use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
 
 /// Admin usage routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/tenants/{id}/usage", get(usage))
-        .route("/admin/tenants/{id}/metrics", get(metrics))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/admin/tenants/{id}/usage", RouteFacts::admin(), usage)
+        .get("/admin/tenants/{id}/metrics", RouteFacts::admin(), metrics)
 }
 
 /// Query of the usage report.

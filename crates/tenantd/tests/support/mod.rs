@@ -83,6 +83,8 @@ pub fn config(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
     c.jobs.retry_backoff_secs = 0;
     c.jobs.lease_secs = 5;
     c.jobs.shutdown_grace_secs = 5;
+    // The job fixtures are local repositories (off by default).
+    c.jobs.allow_local_paths = true;
     tweak(&mut c);
     c
 }

@@ -5,7 +5,8 @@
 # Seeds one fixture data directory (tenants default, t1..t9; RECORDS per
 # tenant), then starts the release server on it twice, back to back:
 #   (a) multi-tenancy disabled: every request runs in "default";
-#   (b) multi-tenancy enabled, requests carry X-Tenant-ID: t1.
+#   (b) multi-tenancy enabled, requests carry X-Tenant-ID: t2 (a tenant
+#       without keys: one with keys is reached only with one).
 #   (c) enabled, requests carry t1's API key (x-api-key) instead;
 #   (d) and (e): (b) and (c) on a copy of the data with BIG_TENANTS more
 #       tenants (each with a key) in the registry.
@@ -58,6 +59,9 @@ python3 scripts/bench_seed.py "$BASE" "default,t1,t2,t3,t4,t5,t6,t7,t8,t9" "$REC
 stop_server
 ID_DEFAULT=$(awk '$1=="default"{print $2}' "$WORK/ids.txt")
 ID_T1=$(awk '$1=="t1"{print $2}' "$WORK/ids.txt")
+# A tenant that holds an API key is reached only with it, so the header
+# runs use t2 (same size, no key) and the key runs t1.
+ID_T2=$(awk '$1=="t2"{print $2}' "$WORK/ids.txt")
 
 echo "== registering the 10 tenants; an API key for t1"
 for t in default t1 t2 t3 t4 t5 t6 t7 t8 t9; do
@@ -84,17 +88,17 @@ for round in $(seq 1 "$ROUNDS"); do
   run_wrk "get_disabled_$round" "$BASE/records/$ID_DEFAULT"
   run_wrk "search_disabled_$round" "$BASE/records/search" -s "$WORK/search.lua"
   stop_server
-  echo "== round $round: enabled (X-Tenant-ID: t1), then API key"
+  echo "== round $round: enabled (X-Tenant-ID: t2), then API key (t1)"
   start_server true
   echo "$START_MS $(rss_kib)" >"$WORK/small_start_$round"
-  run_wrk "get_enabled_$round" "$BASE/records/$ID_T1" -H "X-Tenant-ID: t1"
-  run_wrk "search_enabled_$round" "$BASE/records/search" -s "$WORK/search.lua" -H "X-Tenant-ID: t1"
+  run_wrk "get_enabled_$round" "$BASE/records/$ID_T2" -H "X-Tenant-ID: t2"
+  run_wrk "search_enabled_$round" "$BASE/records/search" -s "$WORK/search.lua" -H "X-Tenant-ID: t2"
   run_wrk "get_apikey_$round" "$BASE/records/$ID_T1" -H "x-api-key: $KEY_T1"
   stop_server
   echo "== round $round: $BIG_TENANTS more tenants: header, then API key"
   start_server true "$BIG"
   echo "$START_MS $(rss_kib)" >"$WORK/big_start_$round"
-  run_wrk "get_bigheader_$round" "$BASE/records/$ID_T1" -H "X-Tenant-ID: t1"
+  run_wrk "get_bigheader_$round" "$BASE/records/$ID_T2" -H "X-Tenant-ID: t2"
   run_wrk "get_bigapikey_$round" "$BASE/records/$ID_T1" -H "x-api-key: $KEY_T1"
   stop_server
 done

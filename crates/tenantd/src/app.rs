@@ -217,7 +217,6 @@ fn all_routes(state: &AppState) -> (Routes, Routes) {
         .merge(limits::http::routes())
         .merge(audit::http::tenant_routes());
     let mut other = health::routes()
-        .merge(openapi::routes())
         .merge(tenants::http::routes())
         .merge(keys::http::routes())
         .merge(usage::http::routes())
@@ -247,6 +246,11 @@ pub fn router(
     let (tenant_routes, mut table) = tenant_routes.into_parts();
     let (other_routes, other_table) = other_routes.into_parts();
     table.extend(other_table);
+    // The API description is made from every route's facts, its own
+    // included.
+    let (docs_route, docs_table) = openapi::routes(&table).into_parts();
+    table.extend(docs_table);
+    let other_routes = other_routes.merge(docs_route);
     let table = Arc::new(table);
     let mut tenant_routes =
         tenant_routes.route_layer(axum::middleware::from_fn(crate::routes::require_scope));

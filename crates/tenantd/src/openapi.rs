@@ -6,7 +6,9 @@ use utoipa::OpenApi;
 
 use crate::error::ErrorBody;
 use crate::records;
-use crate::routes::{RouteFacts, Routes};
+use serde_json::json;
+
+use crate::routes::{Access, RouteFacts, RouteTable, Routes, Scope};
 
 /// The OpenAPI document, assembled from the handlers' annotations.
 #[derive(OpenApi)]
@@ -93,11 +95,60 @@ use crate::routes::{RouteFacts, Routes};
 )]
 pub struct ApiDoc;
 
-/// `/openapi.json`.
-pub fn routes() -> Routes {
-    let document = ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+/// The document with each operation's access from the route table: a
+/// tenant route names the scope a restricted key needs
+/// (`x-required-scope`, and an `apiKey` security requirement), an
+/// operator route the admin key. The facts are read from the table, so the
+/// document cannot disagree with what the server enforces.
+pub fn document(table: &RouteTable) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for (method, path, facts) in table.iter() {
+        let method = method.as_str().to_ascii_lowercase();
+        let Some(operation) = doc
+            .pointer_mut(&format!("/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1")))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        match facts.access {
+            Access::Tenant(scope) => {
+                operation.insert("x-required-scope".into(), scope.as_str().into());
+                operation.insert(
+                    "security".into(),
+                    json!([{"api_key": [scope.as_str()]}, {"bearer": [scope.as_str()]}, {}]),
+                );
+            }
+            Access::Admin => {
+                operation.insert("security".into(), json!([{"admin_key": []}]));
+            }
+            Access::Public => {}
+        }
+    }
+    if let Some(root) = doc.as_object_mut() {
+        let components = root
+            .entry("components")
+            .or_insert_with(|| json!({}))
+            .as_object_mut();
+        if let Some(components) = components {
+            components.insert(
+                "securitySchemes".into(),
+                json!({
+                    "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                        "description": format!("A tenant API key. A key with scopes may call only the routes whose scope it holds ({}); `<resource>:write` includes `<resource>:read`; a key without scopes is unrestricted.", Scope::vocabulary())},
+                    "bearer": {"type": "http", "scheme": "bearer",
+                        "description": "A tenant API key or a JWT of the tenant's identity provider (held to the tenantd scopes in its `scope` claim, if it carries any)."},
+                    "admin_key": {"type": "http", "scheme": "bearer",
+                        "description": "The operator's admin key (also accepted as `x-admin-key`)."}
+                }),
+            );
+        }
+    }
+    doc
+}
+
+/// `/openapi.json`, described from `table` (every route's facts).
+pub fn routes(table: &RouteTable) -> Routes {
+    let document = document(table).to_string();
     Routes::new().get("/openapi.json", RouteFacts::public(), move || {
         let document = document.clone();
         async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }

@@ -553,6 +553,7 @@ mod tests {
         let spec = TenantSpec {
             security: Security {
                 allowed_ips: vec!["10.0.0.0/8".into(), "10.0.0.0/99".into(), "1.2.3.4".into()],
+                ..Security::default()
             },
             oidc: Some(Oidc {
                 issuer: "https://login.example.com".into(),

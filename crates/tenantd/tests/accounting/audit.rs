@@ -71,8 +71,9 @@ async fn mutations_and_admin_actions_are_recorded_with_actor_and_secrets_redacte
         .expect("post");
     assert_eq!(resp.status(), 422);
 
-    // Without the admin key nothing is written: no forged "admin" events,
-    // no log growth from anonymous traffic.
+    // Without the admin key nothing is written in a tenant's chain: no
+    // forged "admin" events. A wrong key is a failed authentication, written
+    // to the operator's chain (and bounded by the lockout).
     let resp = app
         .client
         .put(format!("{}/admin/tenants/acme", app.base))
@@ -124,9 +125,16 @@ async fn mutations_and_admin_actions_are_recorded_with_actor_and_secrets_redacte
 
     let system = app.admin_json("/admin/audit").await;
     let system = list(&system);
-    assert_eq!(system.len(), 1, "only the admin's own read: {system:?}");
-    assert_eq!(system[0]["action"], "audit.read");
-    assert_eq!(system[0]["actor"], "admin");
+    assert_eq!(
+        system.len(),
+        2,
+        "the failed authentication and the admin's own read: {system:?}"
+    );
+    assert_eq!(system[0]["action"], "admin.auth_failed");
+    assert_eq!(system[0]["actor"], "anonymous");
+    assert_eq!(system[0]["status"], 401);
+    assert_eq!(system[1]["action"], "audit.read");
+    assert_eq!(system[1]["actor"], "admin");
 
     let text = page.to_string();
     for secret in ["hunter2", "tok-secret-value", &first_key, &second_key] {

@@ -18,3 +18,10 @@ pub(crate) fn admin_config(
         tweak(c);
     })
 }
+
+mod body_tenant;
+mod forwarded;
+mod header_access;
+mod operator_log;
+mod scopes;
+mod timeouts;

@@ -1,0 +1,117 @@
+//! Slow clients: a body sent a byte at a time, on any route, is cut off by
+//! the request timeout; a request head sent a byte at a time, by the
+//! header-read timeout.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{ADMIN_KEY, App, admin_config};
+
+/// Sends the head of a POST with `Content-Length: 200`, then a byte a
+/// second; returns the status line and when it came, or `None` if the
+/// server said nothing within `give_up`.
+async fn trickle_body(base: &str, path: &str, extra: &str, give_up: Duration) -> Option<(String, Duration)> {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: 200\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    while started.elapsed() < give_up {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = read.unwrap_or(0);
+                if n == 0 {
+                    return Some(("closed".to_owned(), started.elapsed()));
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                return Some((line, started.elapsed()));
+            }
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                // One more byte of a body that never ends in time.
+                if stream.write_all(b" ").await.is_err() {
+                    return Some(("closed".to_owned(), started.elapsed()));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_slow_body_is_bounded_by_the_request_timeout_on_every_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |c| {
+        c.server.request_timeout_secs = 2;
+    }))
+    .await;
+    app.create_tenant(json!({"id": "acme", "name": "Acme", "issue_key": false}))
+        .await;
+    let admin = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+    let cases = [
+        ("/records", "X-Tenant-ID: acme\r\n"),
+        ("/records", ""),
+        ("/records/search", ""),
+        ("/admin/tenants", admin.as_str()),
+    ];
+    for (path, extra) in cases {
+        let (line, after) = trickle_body(&app.base, path, extra, Duration::from_secs(12))
+            .await
+            .unwrap_or_else(|| panic!("{path}: no answer within 12 s"));
+        // The timeout is 2 s; the margin is generous (a loaded machine).
+        assert!(after < Duration::from_secs(8), "{path}: answered after {after:?}");
+        assert!(line.contains("503"), "{path} {extra:?}: {line}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |c| {
+        c.server.header_read_timeout_secs = 1;
+    }))
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("partial head");
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                // EOF, a reset, or hyper's 408: the connection is done.
+                let _ = read;
+                closed = true;
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(300)) => {
+                if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(closed, "a trickled head held the connection for 10 s");
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    // The server still serves others.
+    let resp = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(resp.status(), 200);
+    app.stop().await;
+}

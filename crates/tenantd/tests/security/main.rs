@@ -18,3 +18,4 @@ pub(crate) fn admin_config(
         tweak(c);
     })
 }
+mod dumps;

@@ -103,7 +103,8 @@ pub fn read(input: impl BufRead, schema: u32, trust: Trust<'_>) -> Result<Dump, 
                 ));
             };
             if !verify(mac, &tag) {
-                let named = key_id.map_or_else(String::new, |k| format!(" (the dump names key {k})"));
+                let named =
+                    key_id.map_or_else(String::new, |k| format!(" (the dump names key {k})"));
                 return Err(PortableError::Unauthenticated(format!(
                     "its HMAC does not verify under dump key {}{named}: the file was changed \
                      after it was signed, or signed with another key",
@@ -135,10 +136,7 @@ pub fn read(input: impl BufRead, schema: u32, trust: Trust<'_>) -> Result<Dump, 
 }
 
 /// The tenant of the header (first line) and the rows after it.
-fn content(
-    lines: Vec<(usize, Line)>,
-    schema: u32,
-) -> Result<(TenantId, Vec<Row>), PortableError> {
+fn content(lines: Vec<(usize, Line)>, schema: u32) -> Result<(TenantId, Vec<Row>), PortableError> {
     let mut tenant: Option<TenantId> = None;
     let mut rows = Vec::with_capacity(lines.len());
     for (number, line) in lines {

@@ -255,7 +255,10 @@ pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Re
                 }
             };
             match &key {
-                Some(key) => eprintln!("exported tenant {id}, signed with dump key {}: {counts:?}", key.id()),
+                Some(key) => eprintln!(
+                    "exported tenant {id}, signed with dump key {}: {counts:?}",
+                    key.id()
+                ),
                 None => eprintln!("exported tenant {id}, unsigned: {counts:?}"),
             }
             Ok(())

@@ -31,7 +31,6 @@ pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
 pub(crate) use postgres::{pg_is_retired, pg_lock_registry};
 pub(crate) use sqlite::sqlite_is_retired;
 
-
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantsError {

@@ -203,7 +203,10 @@ async fn a_dump_cannot_revive_a_deleted_tenants_id() {
     assert_error(resp, 404, "tenant_not_found").await;
     // The trail is still kept, under the admin's eyes only.
     let resp = app
-        .admin(Method::GET, "/admin/audit?tenant=acme&action=records.create")
+        .admin(
+            Method::GET,
+            "/admin/audit?tenant=acme&action=records.create",
+        )
         .send()
         .await
         .expect("admin audit");
@@ -274,7 +277,11 @@ async fn a_tampered_or_foreign_dump_is_refused_and_nothing_is_imported() {
     export(from.path(), "acme", &dump, &["--dump-key-file", &key]);
     let text = std::fs::read_to_string(&dump).expect("dump");
     let forged = work.path().join("tampered.ndjson");
-    std::fs::write(&forged, tampered(&text, "\"plan\":\"free\"", "\"plan\":\"pro_\"")).expect("w");
+    std::fs::write(
+        &forged,
+        tampered(&text, "\"plan\":\"free\"", "\"plan\":\"pro_\""),
+    )
+    .expect("w");
 
     for (name, file, key, needle) in [
         ("tampered", &forged, &key, "does not verify"),
@@ -329,7 +336,10 @@ async fn an_unsigned_dump_needs_unsigned_and_is_audited() {
     assert!(!ok && err.contains("--unsigned"), "{err}");
     let (ok, _, err) = import(to.path(), &dump, &["--dump-key-file", &key]);
     assert!(!ok, "an unsigned dump passed as signed");
-    assert!(err.contains("not authenticated") && err.contains("unsigned"), "{err}");
+    assert!(
+        err.contains("not authenticated") && err.contains("unsigned"),
+        "{err}"
+    );
     assert!(tenant_ids(to.path()).is_empty());
 
     let (ok, out, err) = import(to.path(), &dump, &["--unsigned"]);
@@ -355,7 +365,10 @@ async fn an_unsigned_dump_needs_unsigned_and_is_audited() {
     assert_eq!(event["actor"], "cli");
     assert_eq!(event["params"]["tenant_id"], "acme");
     let page: Value = app
-        .admin(Method::GET, "/admin/audit?tenant=acme&action=tenants.import_unsigned")
+        .admin(
+            Method::GET,
+            "/admin/audit?tenant=acme&action=tenants.import_unsigned",
+        )
         .send()
         .await
         .expect("audit")
@@ -393,7 +406,10 @@ async fn an_import_never_merges_into_rows_already_under_the_id() {
     app.stop().await;
     let (ok, _, err) = import(to.path(), &dump, &["--dump-key-file", &key]);
     assert!(!ok, "merged into existing rows");
-    assert!(err.contains("already has") && err.contains("never merges"), "{err}");
+    assert!(
+        err.contains("already has") && err.contains("never merges"),
+        "{err}"
+    );
     assert!(tenant_ids(to.path()).is_empty());
 }
 
@@ -415,7 +431,10 @@ async fn static_config_with_a_retired_id_refuses_to_start() {
         Ok(_) => panic!("a server started with a retired static tenant id"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("'acme'") && err.contains("deleted tenant"), "{err}");
+    assert!(
+        err.contains("'acme'") && err.contains("deleted tenant"),
+        "{err}"
+    );
     assert!(!err.contains("'fresh'"), "{err}");
     // Nothing of the list was stored.
     assert!(tenant_ids(dir.path()).iter().all(|id| id != "fresh"));

@@ -25,11 +25,12 @@
 //! An import never revives an id: a tenant that exists, an id that
 //! belonged to a deleted tenant (retired: its audit trail and usage are
 //! kept under it), and an id that already has rows here are all refused,
-//! in the transaction that writes the rows. Rows carry the stored columns as they are (API
-//! keys as their keyed hashes, never the keys; binary columns as
-//! `{"$hex": "…"}`), so the audit chain keeps its hashes and is verified
-//! again on import. Search indexes and per-tenant counters are rebuilt,
-//! not copied.
+//! in the transaction that writes the rows.
+//!
+//! Rows carry the stored columns as they are (API keys as their keyed
+//! hashes, never the keys; binary columns as `{"$hex": "…"}`), so the
+//! audit chain keeps its hashes and is verified again on import. Search
+//! indexes and per-tenant counters are rebuilt, not copied.
 //!
 //! API keys keep working after an import only where the target uses the
 //! same `auth.key_pepper` (the hashes are keyed with it).

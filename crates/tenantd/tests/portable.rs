@@ -39,6 +39,18 @@ fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A dump key file (mode 0600) in `dir`, for `--dump-key-file`.
+fn key_file(dir: &Path) -> String {
+    let path = dir.join("dump.key");
+    std::fs::write(&path, "0123456789abcdef0123456789abcdef0123456789abcdef\n").expect("key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    path.to_str().expect("utf-8").to_owned()
+}
+
 async fn create(app: &App, id: &str) -> String {
     app.create_tenant(json!({"id": id, "name": id, "quotas": {"max_records": 50}}))
         .await
@@ -81,6 +93,7 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let dump = work.path().join("acme.ndjson");
+    let dump_key = key_file(work.path());
     let (ok, _, err) = cli(
         source.path(),
         &[
@@ -89,6 +102,8 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
             "acme",
             "--output",
             dump.to_str().expect("utf-8"),
+            "--dump-key-file",
+            &dump_key,
         ],
     );
     assert!(ok, "{err}");
@@ -106,7 +121,13 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     let target = tempfile::tempdir().expect("tempdir");
     let (ok, out, err) = cli(
         target.path(),
-        &["tenants", "import", dump.to_str().expect("utf-8")],
+        &[
+            "tenants",
+            "import",
+            dump.to_str().expect("utf-8"),
+            "--dump-key-file",
+            &dump_key,
+        ],
     );
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).expect("json");
@@ -158,7 +179,13 @@ async fn a_dump_restores_the_tenant_whole_in_another_deployment() {
     // A second import of the same tenant is refused and changes nothing.
     let (ok, _, err) = cli(
         target.path(),
-        &["tenants", "import", dump.to_str().expect("utf-8")],
+        &[
+            "tenants",
+            "import",
+            dump.to_str().expect("utf-8"),
+            "--dump-key-file",
+            &dump_key,
+        ],
     );
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
@@ -172,6 +199,7 @@ async fn a_damaged_dump_is_refused_before_anything_is_written() {
     app.stop().await;
     let work = tempfile::tempdir().expect("tempdir");
     let dump = work.path().join("acme.ndjson");
+    let key = key_file(work.path());
     let (ok, _, err) = cli(
         source.path(),
         &[
@@ -180,6 +208,8 @@ async fn a_damaged_dump_is_refused_before_anything_is_written() {
             "acme",
             "--output",
             dump.to_str().expect("utf-8"),
+            "--dump-key-file",
+            &key,
         ],
     );
     assert!(ok, "{err}");
@@ -206,7 +236,13 @@ async fn a_damaged_dump_is_refused_before_anything_is_written() {
         let target = tempfile::tempdir().expect("tempdir");
         let (ok, _, err) = cli(
             target.path(),
-            &["tenants", "import", path.to_str().expect("utf-8")],
+            &[
+                "tenants",
+                "import",
+                path.to_str().expect("utf-8"),
+                "--dump-key-file",
+                &key,
+            ],
         );
         assert!(!ok, "{name}: accepted");
         assert!(err.contains("invalid export file"), "{name}: {err}");
@@ -216,7 +252,10 @@ async fn a_damaged_dump_is_refused_before_anything_is_written() {
             "{name}: something was written: {out}"
         );
     }
-    let (ok, _, err) = cli(source.path(), &["tenants", "export", "ghost"]);
+    let (ok, _, err) = cli(
+        source.path(),
+        &["tenants", "export", "ghost", "--dump-key-file", &key],
+    );
     assert!(!ok);
     assert!(err.contains("not found"), "{err}");
 }

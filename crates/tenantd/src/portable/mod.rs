@@ -9,25 +9,42 @@
 //! {"type":"header","format":"tenantd.tenant-export","version":1,"schema":4,"tenant_id":"acme","exported_at":"…"}
 //! {"type":"row","table":"tenants","data":{"id":"acme","name":"Acme",…}}
 //! {"type":"row","table":"records","data":{…}}            one line per row, every tenant table
-//! {"type":"end","counts":{"records":12,…},"sha256":"<hex>"}
+//! {"type":"end","counts":{"records":12,…},"sha256":"<hex>","hmac":"<hex>","key_id":"<hex>"}
 //! ```
 //!
 //! `sha256` covers every byte of the lines before the `end` line
-//! (newlines included), so a truncated or edited file is refused before
-//! anything is written. Rows carry the stored columns as they are (API
-//! keys as their keyed hashes, never the keys; binary columns as
-//! `{"$hex": "…"}`), so the audit chain keeps its hashes and is verified
-//! again on import. Search indexes and per-tenant counters are rebuilt,
-//! not copied.
+//! (newlines included), so a truncated or damaged file is refused before
+//! anything is written. It is unkeyed: anyone can recompute it over a file
+//! of their own making. `hmac` is HMAC-SHA256 of the same bytes under the
+//! operator's dump key ([`key`]), and `key_id` names that key; an import
+//! verifies it before anything is written, so a dump this deployment
+//! accepts was made by a holder of the key. A dump without `hmac`
+//! (exported with `--unsigned`) is imported only with `--unsigned`, and
+//! that import is audited in the operator's chain.
+//!
+//! An import never revives an id: a tenant that exists, an id that
+//! belonged to a deleted tenant (retired: its audit trail and usage are
+//! kept under it), and an id that already has rows here are all refused,
+//! in the transaction that writes the rows.
+//!
+//! Rows carry the stored columns as they are (API keys as their keyed
+//! hashes, never the keys; binary columns as `{"$hex": "…"}`), so the
+//! audit chain keeps its hashes and is verified again on import. Search
+//! indexes and per-tenant counters are rebuilt, not copied.
 //!
 //! API keys keep working after an import only where the target uses the
 //! same `auth.key_pepper` (the hashes are keyed with it).
 
+pub mod key;
 mod postgres;
+mod read;
 mod sqlite;
 
+pub use key::DumpKey;
+pub use read::{Dump, Trust, read};
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,8 +52,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 
-use crate::audit::{ChainWalk, HashInput};
-use crate::clock::now_rfc3339;
+use crate::audit::{NewEvent, SYSTEM_CHAIN};
+use crate::clock::{now_ms, now_rfc3339, rfc3339_from_ms};
 use crate::store::{AdminStore, StoreError};
 
 /// The `format` of the header line.
@@ -77,6 +94,14 @@ pub enum Line {
         counts: BTreeMap<String, u64>,
         /// SHA-256 (hex) of every preceding byte.
         sha256: String,
+        /// HMAC-SHA256 (hex) of the same bytes under the dump key; absent
+        /// in an unsigned dump.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hmac: Option<String>,
+        /// [`DumpKey::id`] of the key `hmac` was made with (informative:
+        /// only `hmac` is checked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
     },
 }
 
@@ -89,9 +114,40 @@ pub enum PortableError {
     /// The tenant already exists here (import never merges).
     #[error("tenant {0} already exists here; delete it first or import elsewhere")]
     Exists(String),
+    /// The id belonged to a deleted tenant, whose audit trail and usage
+    /// are kept under it: never given to another tenant.
+    #[error(
+        "tenant id {0} belonged to a deleted tenant whose audit trail and usage are kept; \
+         a retired id is never reused, so the dump cannot be imported under it"
+    )]
+    Retired(String),
+    /// Rows of this id exist here though no tenant does (e.g. from
+    /// header-only use): an import never merges into them.
+    #[error("tenant id {tenant} already has {table} rows here; import never merges")]
+    Occupied {
+        /// The id.
+        tenant: String,
+        /// A table holding its rows.
+        table: &'static str,
+    },
     /// The file is not a valid dump (names the line).
     #[error("invalid export file: {0}")]
     Invalid(String),
+    /// The dump's origin is not proven: no HMAC, or one that does not
+    /// verify under the dump key given. Nothing was imported.
+    #[error("dump not authenticated: {0}; nothing was imported")]
+    Unauthenticated(String),
+    /// The dump key file cannot be used.
+    #[error("dump key: {0}")]
+    Key(String),
+    /// The import is done but its audit event could not be written.
+    #[error("tenant {tenant} was imported, but its audit event could not be written: {cause}")]
+    Unaudited {
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        cause: StoreError,
+    },
     /// Reading or writing the file.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -252,6 +308,27 @@ pub(crate) fn checked_row<'c, C: AsRef<str>>(
     Ok((entry, out))
 }
 
+/// `SELECT` telling whether `table` has a row of the tenant bound as `$1`.
+pub(crate) fn any_row_sql(table: &Table) -> String {
+    format!(
+        "SELECT 1 FROM {} WHERE {} = $1 LIMIT 1",
+        table.name, table.tenant_column
+    )
+}
+
+/// What [`PortableRepo::import_rows`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// The rows are written.
+    Written,
+    /// Nothing written: a tenant with this id exists.
+    Exists,
+    /// Nothing written: the id belonged to a deleted tenant.
+    Retired,
+    /// Nothing written: this table already has rows of the id.
+    Occupied(&'static str),
+}
+
 /// Row-level access for dumps. Administrative: it reads and writes every
 /// table of one named tenant.
 #[async_trait]
@@ -260,15 +337,19 @@ pub trait PortableRepo: Send + Sync {
     fn schema_version(&self) -> u32;
     /// Every row of `tenant`, table by table in dependency order.
     async fn export_rows(&self, tenant: &TenantId) -> Result<Vec<Row>, StoreError>;
-    /// Writes `rows` of `tenant` in one transaction (refused with
-    /// `Conflict` when the tenant exists); rebuilds indexes and counters.
-    async fn import_rows(&self, tenant: &TenantId, rows: &[Row]) -> Result<(), StoreError>;
+    /// Writes `rows` of `tenant` in one transaction and rebuilds indexes
+    /// and counters, unless the id is taken, retired or has rows in any
+    /// tenant table: decided in that transaction (under the registry lock
+    /// on PostgreSQL), with the retired-id check tenant creation uses.
+    async fn import_rows(&self, tenant: &TenantId, rows: &[Row]) -> Result<Imported, StoreError>;
 }
 
-/// Writes the dump of `tenant` to `out`; returns the rows per table.
+/// Writes the dump of `tenant` to `out`, signed under `key` (unsigned
+/// without one: `--unsigned`); returns the rows per table.
 pub async fn export(
     store: &AdminStore,
     tenant: &TenantId,
+    key: Option<&DumpKey>,
     out: &mut impl Write,
 ) -> Result<BTreeMap<String, u64>, PortableError> {
     let repo = store.portable();
@@ -307,32 +388,35 @@ pub async fn export(
         }
     }
     let mut hasher = Sha256::new();
+    let mut mac = key.map(DumpKey::mac);
     let mut counts = BTreeMap::new();
-    let mut write = |line: &Line, hasher: &mut Sha256| -> Result<(), PortableError> {
+    let mut write = |line: &Line| -> Result<(), PortableError> {
         let mut text =
             serde_json::to_vec(line).map_err(|e| PortableError::Invalid(e.to_string()))?;
         text.push(b'\n');
         hasher.update(&text);
+        if let Some(mac) = mac.as_mut() {
+            hmac::Mac::update(mac, &text);
+        }
         out.write_all(&text)?;
         Ok(())
     };
-    write(
-        &Line::Header {
-            format: FORMAT.to_owned(),
-            version: VERSION,
-            schema: repo.schema_version(),
-            tenant_id: tenant.to_string(),
-            exported_at: now_rfc3339(),
-        },
-        &mut hasher,
-    )?;
+    write(&Line::Header {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        schema: repo.schema_version(),
+        tenant_id: tenant.to_string(),
+        exported_at: now_rfc3339(),
+    })?;
     for (table, data) in rows {
         *counts.entry(table.clone()).or_insert(0) += 1;
-        write(&Line::Row { table, data }, &mut hasher)?;
+        write(&Line::Row { table, data })?;
     }
     let end = Line::End {
         counts: counts.clone(),
         sha256: hex::encode(hasher.finalize()),
+        hmac: mac.map(|mac| hex::encode(hmac::Mac::finalize(mac).into_bytes())),
+        key_id: key.map(DumpKey::id),
     };
     let mut text = serde_json::to_vec(&end).map_err(|e| PortableError::Invalid(e.to_string()))?;
     text.push(b'\n');
@@ -341,147 +425,10 @@ pub async fn export(
     Ok(counts)
 }
 
-/// A dump read and checked, not yet written.
-#[derive(Debug)]
-pub struct Dump {
-    /// The tenant.
-    pub tenant: TenantId,
-    /// Rows in file order.
-    pub rows: Vec<Row>,
-    /// Rows per table, as the file's `end` line states them.
-    pub counts: BTreeMap<String, u64>,
-}
-
-/// Reads and checks a dump: header, checksum, counts, every row belongs to
-/// the tenant, and its audit chain is intact.
-pub fn read(input: impl BufRead, schema: u32) -> Result<Dump, PortableError> {
-    let mut hasher = Sha256::new();
-    let mut tenant: Option<TenantId> = None;
-    let mut rows = Vec::new();
-    let mut end: Option<(BTreeMap<String, u64>, String)> = None;
-    for (n, line) in input.split(b'\n').enumerate() {
-        let mut bytes = line?;
-        let number = n + 1;
-        if bytes.is_empty() {
-            continue;
-        }
-        if end.is_some() {
-            return Err(PortableError::Invalid(format!(
-                "line {number}: data after the end line"
-            )));
-        }
-        let parsed: Line = serde_json::from_slice(&bytes)
-            .map_err(|e| PortableError::Invalid(format!("line {number}: {e}")))?;
-        match parsed {
-            Line::Header {
-                format,
-                version,
-                schema: theirs,
-                tenant_id,
-                ..
-            } => {
-                if number != 1 || tenant.is_some() {
-                    return Err(PortableError::Invalid(format!(
-                        "line {number}: a second header"
-                    )));
-                }
-                if format != FORMAT || version != VERSION {
-                    return Err(PortableError::Invalid(format!(
-                        "line 1: format {format} version {version}; this build reads {FORMAT} version {VERSION}"
-                    )));
-                }
-                if theirs > schema {
-                    return Err(PortableError::Invalid(format!(
-                        "line 1: written by a newer tenantd (schema {theirs}; this one has {schema})"
-                    )));
-                }
-                tenant = Some(
-                    TenantId::new(&tenant_id)
-                        .map_err(|e| PortableError::Invalid(format!("line 1: tenant_id: {e}")))?,
-                );
-            }
-            Line::Row { table, data } => {
-                if tenant.is_none() {
-                    return Err(PortableError::Invalid("line 1: no header".to_owned()));
-                }
-                rows.push((table, data));
-            }
-            Line::End { counts, sha256 } => {
-                end = Some((counts, sha256));
-                continue;
-            }
-        }
-        bytes.push(b'\n');
-        hasher.update(&bytes);
-    }
-    let tenant = tenant.ok_or_else(|| PortableError::Invalid("empty file".to_owned()))?;
-    let (counts, sha256) =
-        end.ok_or_else(|| PortableError::Invalid("no end line: the file is truncated".to_owned()))?;
-    if hex::encode(hasher.finalize()) != sha256 {
-        return Err(PortableError::Invalid(
-            "checksum mismatch: the file was changed or damaged".to_owned(),
-        ));
-    }
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    for (table, _) in &rows {
-        *seen.entry(table.clone()).or_insert(0) += 1;
-    }
-    if seen != counts {
-        return Err(PortableError::Invalid(format!(
-            "row counts {seen:?} differ from the end line's {counts:?}"
-        )));
-    }
-    verify_audit(&tenant, &rows)?;
-    Ok(Dump {
-        tenant,
-        rows,
-        counts,
-    })
-}
-
 fn text<'a>(data: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     data.get(key).and_then(Value::as_str)
 }
 
-fn number(data: &Map<String, Value>, key: &str) -> Option<u64> {
-    data.get(key).and_then(Value::as_u64)
-}
-
-/// Re-checks the tenant's audit chain from the rows with the walk
-/// `tenantd audit verify` uses: sequence, links, hashes and head.
-fn verify_audit(tenant: &TenantId, rows: &[Row]) -> Result<(), PortableError> {
-    let bad = |why: String| PortableError::Invalid(format!("audit chain: {why}"));
-    let mut walk = ChainWalk::default();
-    for (_, data) in rows.iter().filter(|(t, _)| t == "audit_events") {
-        let event = HashInput {
-            tenant: tenant.as_str(),
-            seq: number(data, "seq").ok_or_else(|| bad("an event without seq".to_owned()))?,
-            id: text(data, "id").unwrap_or_default(),
-            at: text(data, "at").unwrap_or_default(),
-            actor: text(data, "actor").unwrap_or_default(),
-            action: text(data, "action").unwrap_or_default(),
-            target: text(data, "target"),
-            request_id: text(data, "request_id"),
-            ip: text(data, "ip"),
-            user_agent: text(data, "user_agent"),
-            status: u16::try_from(number(data, "status").unwrap_or(0)).unwrap_or(0),
-            duration_ms: number(data, "duration_ms").unwrap_or(0),
-            params: text(data, "params").unwrap_or_default(),
-            prev_hash: text(data, "prev_hash").unwrap_or_default(),
-        };
-        walk.step(&event, text(data, "hash").unwrap_or_default())
-            .map_err(bad)?;
-    }
-    let head = rows.iter().find(|(t, _)| t == "audit_heads").map(|(_, h)| {
-        (
-            number(h, "seq").unwrap_or(0),
-            text(h, "hash").unwrap_or_default(),
-        )
-    });
-    walk.finish(head).map_err(bad)
-}
-
-/// Writes a checked dump into `store`; the tenant must not exist there.
 /// The dedicated database a `tenants` row binds its tenant to, if any.
 fn dedicated_target(
     store: &AdminStore,
@@ -493,10 +440,17 @@ fn dedicated_target(
     crate::store::Target::of(store.pools().data_dir(), tenant, spec.storage.as_ref())
 }
 
-/// Writes `dump` into the shared database. A tenant that was dedicated
-/// where it was exported lands in the shared tier here (its old database
-/// means nothing on this deployment); `tenantd tenants move` puts it in a
+/// Writes `dump` into the shared database; the id must be new here (not
+/// a tenant, not retired, no rows). A tenant that was dedicated where it
+/// was exported lands in the shared tier here (its old database means
+/// nothing on this deployment); `tenantd tenants move` puts it in a
 /// database of its own again.
+///
+/// Every import is audited in the operator's chain ([`SYSTEM_CHAIN`]) as
+/// `tenants.import` with its outcome. An unsigned dump (read with
+/// [`Trust::Unsigned`]) is also recorded as `tenants.import_unsigned`
+/// *before* any row is written: if that record cannot be made, nothing is
+/// imported.
 pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError> {
     let mut rows = dump.rows.clone();
     for (table, data) in &mut rows {
@@ -520,8 +474,72 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
             data.insert("spec".to_owned(), Value::String(text));
         }
     }
-    match store.portable().import_rows(&dump.tenant, &rows).await {
-        Err(StoreError::Conflict(_)) => Err(PortableError::Exists(dump.tenant.to_string())),
-        other => Ok(other?),
+    if dump.signed_by.is_none() {
+        audit(store, dump, ACTION_UNSIGNED, 202, None).await?;
     }
+    let id = dump.tenant.to_string();
+    let result = match store.portable().import_rows(&dump.tenant, &rows).await {
+        Ok(Imported::Written) => Ok(()),
+        Ok(Imported::Exists) => Err(PortableError::Exists(id.clone())),
+        Ok(Imported::Retired) => Err(PortableError::Retired(id.clone())),
+        Ok(Imported::Occupied(table)) => Err(PortableError::Occupied {
+            tenant: id.clone(),
+            table,
+        }),
+        Err(e) => Err(e.into()),
+    };
+    let status = match &result {
+        Ok(()) => 201,
+        Err(PortableError::Store(StoreError::Unavailable(_))) => 503,
+        Err(PortableError::Store(_)) => 500,
+        Err(_) => 409,
+    };
+    let error = result.as_ref().err().map(ToString::to_string);
+    let recorded = audit(store, dump, ACTION, status, error).await;
+    match (result, recorded) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(cause)) => Err(PortableError::Unaudited { tenant: id, cause }),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// The audit action of every import (with its outcome).
+pub const ACTION: &str = "tenants.import";
+/// The audit action recorded before an unsigned dump is written.
+pub const ACTION_UNSIGNED: &str = "tenants.import_unsigned";
+
+/// Appends an import event to the operator's chain (imports run from the
+/// CLI, on the store, outside any request).
+async fn audit(
+    store: &AdminStore,
+    dump: &Dump,
+    action: &str,
+    status: u16,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    let at_ms = now_ms();
+    let params = serde_json::json!({
+        "tenant_id": dump.tenant.as_str(),
+        "sha256": dump.sha256,
+        "signed_by": dump.signed_by,
+        "rows": dump.counts,
+        "error": error,
+    });
+    store
+        .audit()
+        .append_events(&[NewEvent {
+            tenant: SYSTEM_CHAIN.to_owned(),
+            at: rfc3339_from_ms(at_ms),
+            at_ms,
+            actor: "cli".to_owned(),
+            action: action.to_owned(),
+            target: Some(dump.tenant.to_string()),
+            request_id: None,
+            ip: None,
+            user_agent: None,
+            status,
+            duration_ms: 0,
+            params: params.to_string(),
+        }])
+        .await
 }

@@ -23,12 +23,12 @@ use sqlx::{PgConnection, Postgres, Row};
 use tenancy::TenantId;
 
 use super::{
-    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row,
-    data_tables, invalid,
+    Cell, DATA_TABLES, Imported, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, any_row_sql,
+    checked_row, data_tables, invalid,
 };
 use crate::store::pg_support::map_pg;
 use crate::store::{DataRows, PgStore, StoreError};
-use crate::tenants::pg_lock_registry;
+use crate::tenants::{pg_is_retired, pg_lock_registry};
 
 // A dump's schema number means the same tables on both backends.
 const _: () = assert!(crate::store::SCHEMA_VERSION == SCHEMA as i64);
@@ -264,19 +264,31 @@ impl PortableRepo for PgStore {
         self.read_tables(tenant, TABLES.iter()).await
     }
 
-    async fn import_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
+    async fn import_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &[DumpRow],
+    ) -> Result<Imported, StoreError> {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         // The tenant and its keys are registry rows: the registry lock
-        // first (see tenants), which also makes the existence check below
-        // final against a concurrent create or import of the same id.
+        // first (see tenants), which also makes the checks below final
+        // against a concurrent create, delete or import of the same id.
         pg_lock_registry(&mut tx).await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
-            .bind(tenant.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-        if exists.is_some() {
-            return Err(StoreError::Conflict(format!("tenant {tenant} exists")));
+        if pg_is_retired(&mut tx, tenant).await? {
+            return Ok(Imported::Retired);
+        }
+        for table in TABLES {
+            let found: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(any_row_sql(table)))
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_pg)?;
+            if found.is_some() {
+                return Ok(match table.name {
+                    "tenants" => Imported::Exists,
+                    name => Imported::Occupied(name),
+                });
+            }
         }
         insert_rows(&mut tx, tenant, rows).await?;
         // The scheduler's counts for the imported jobs (DERIVED): a tenant
@@ -295,7 +307,8 @@ impl PortableRepo for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(map_pg)?;
-        tx.commit().await.map_err(map_pg)
+        tx.commit().await.map_err(map_pg)?;
+        Ok(Imported::Written)
     }
 }
 

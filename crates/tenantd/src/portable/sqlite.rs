@@ -8,12 +8,13 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use tenancy::TenantId;
 
 use super::{
-    Cell, DATA_TABLES, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, checked_row,
-    data_tables, invalid,
+    Cell, DATA_TABLES, Imported, PortableRepo, Row as DumpRow, SCHEMA, TABLES, Table, any_row_sql,
+    checked_row, data_tables, invalid,
 };
 use crate::records::NewRecord;
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{DataRows, SqliteStore, StoreError};
+use crate::tenants::sqlite_is_retired;
 
 fn to_json(row: &SqliteRow) -> Result<Map<String, Value>, StoreError> {
     let mut out = Map::new();
@@ -74,18 +75,33 @@ impl PortableRepo for SqliteStore {
         self.read_tables(tenant, TABLES.iter()).await
     }
 
-    async fn import_rows(&self, tenant: &TenantId, rows: &[DumpRow]) -> Result<(), StoreError> {
+    async fn import_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &[DumpRow],
+    ) -> Result<Imported, StoreError> {
+        // One writer at a time (BEGIN IMMEDIATE): the checks below hold
+        // until the rows are committed.
         let mut tx = self.write_tx().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = ?1")
-            .bind(tenant.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        if exists.is_some() {
-            return Err(StoreError::Conflict(format!("tenant {tenant} exists")));
+        if sqlite_is_retired(&mut tx, tenant).await? {
+            return Ok(Imported::Retired);
+        }
+        for table in TABLES {
+            let found: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(any_row_sql(table)))
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            if found.is_some() {
+                return Ok(match table.name {
+                    "tenants" => Imported::Exists,
+                    name => Imported::Occupied(name),
+                });
+            }
         }
         insert_rows(&mut tx, tenant, rows).await?;
-        tx.commit().await.map_err(map_sqlx)
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(Imported::Written)
     }
 }
 

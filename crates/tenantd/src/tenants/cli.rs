@@ -19,6 +19,7 @@ use super::{TenantFilter, TenantState, TenantsError};
 use crate::config::Config;
 use crate::keys::{IssueKey, pepper};
 use crate::limits::PlanBook;
+use crate::portable::{DumpKey, Trust};
 use crate::store::Store;
 
 /// `tenantd tenants …`.
@@ -95,19 +96,39 @@ pub enum TenantsCommand {
         id: String,
     },
     /// Write a portable dump of one tenant (NDJSON, versioned, with a
-    /// checksum): records, jobs, keys as hashes, usage, audit chain.
+    /// checksum): records, jobs, keys as hashes, usage, audit chain. Signed
+    /// with the dump key (HMAC-SHA256), or explicitly `--unsigned`.
+    #[command(group(clap::ArgGroup::new("signing").required(true).args(["dump_key_file", "unsigned"])))]
     Export {
         /// Tenant id.
         id: String,
         /// Write here instead of stdout.
         #[arg(long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
+        /// The dump key to sign with: a file of at least 32 bytes (its
+        /// text used as is, e.g. `openssl rand -hex 32`), not readable by
+        /// other users.
+        #[arg(long, value_name = "FILE")]
+        dump_key_file: Option<std::path::PathBuf>,
+        /// Write an unsigned dump (importing it then needs --unsigned).
+        #[arg(long)]
+        unsigned: bool,
     },
-    /// Load a dump made by `export` (`-` reads stdin). The tenant must not
-    /// exist here; the file is checked entirely before anything is written.
+    /// Load a dump made by `export` (`-` reads stdin). The id must be new
+    /// here (not a tenant, not a deleted tenant's retired id); the file is
+    /// checked entirely, its signature first, before anything is written.
+    #[command(group(clap::ArgGroup::new("trust").required(true).args(["dump_key_file", "unsigned"])))]
     Import {
         /// The dump.
         file: std::path::PathBuf,
+        /// The dump key the dump was signed with; a dump without a valid
+        /// HMAC under it is refused.
+        #[arg(long, value_name = "FILE")]
+        dump_key_file: Option<std::path::PathBuf>,
+        /// Import without checking where the dump came from (recorded in
+        /// the operator's audit chain as tenants.import_unsigned).
+        #[arg(long)]
+        unsigned: bool,
     },
     /// Delete a tenant and all its data.
     Delete {
@@ -212,34 +233,59 @@ pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Re
             store.close().await;
             print(&report?)
         }
-        TenantsCommand::Export { id, output } => {
+        TenantsCommand::Export {
+            id,
+            output,
+            dump_key_file,
+            unsigned: _,
+        } => {
             let id = tenant_id(&id)?;
+            // The key is checked before the file is created.
+            let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
             let counts = match output {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .with_context(|| format!("creating {}", path.display()))?;
                     let mut out = std::io::BufWriter::new(file);
-                    crate::portable::export(admin.store(), &id, &mut out).await?
+                    crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
                 }
                 None => {
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    crate::portable::export(admin.store(), &id, &mut out).await?
+                    crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
                 }
             };
-            eprintln!("exported tenant {id}: {counts:?}");
+            match &key {
+                Some(key) => eprintln!(
+                    "exported tenant {id}, signed with dump key {}: {counts:?}",
+                    key.id()
+                ),
+                None => eprintln!("exported tenant {id}, unsigned: {counts:?}"),
+            }
             Ok(())
         }
-        TenantsCommand::Import { file } => {
+        TenantsCommand::Import {
+            file,
+            dump_key_file,
+            unsigned: _,
+        } => {
+            let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
+            let trust = key.as_ref().map_or(Trust::Unsigned, Trust::Key);
             let schema = admin.store().portable().schema_version();
             let dump = if file.as_os_str() == "-" {
-                crate::portable::read(std::io::stdin().lock(), schema)?
+                crate::portable::read(std::io::stdin().lock(), schema, trust)?
             } else {
                 let f = std::fs::File::open(&file)
                     .with_context(|| format!("opening {}", file.display()))?;
-                crate::portable::read(std::io::BufReader::new(f), schema)?
+                crate::portable::read(std::io::BufReader::new(f), schema, trust)?
             };
-            crate::portable::import(admin.store(), &dump).await?;
-            print(&serde_json::json!({ "imported": dump.tenant.as_str(), "rows": dump.counts }))
+            let imported = crate::portable::import(admin.store(), &dump).await;
+            store.close().await;
+            imported?;
+            print(&serde_json::json!({
+                "imported": dump.tenant.as_str(),
+                "rows": dump.counts,
+                "signed_by": dump.signed_by,
+            }))
         }
         TenantsCommand::Create {
             id,

@@ -29,7 +29,8 @@ use crate::keys::{ApiKeyInfo, KeyInsert};
 use crate::store::StoreError;
 
 pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
-pub(crate) use postgres::pg_lock_registry;
+pub(crate) use postgres::{pg_is_retired, pg_lock_registry};
+pub(crate) use sqlite::sqlite_is_retired;
 
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]

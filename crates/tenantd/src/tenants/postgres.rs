@@ -44,6 +44,24 @@ pub(crate) async fn pg_lock_registry(conn: &mut PgConnection) -> Result<(), Stor
     Ok(())
 }
 
+/// Whether `id` belonged to a deleted tenant (its audit trail and usage
+/// are kept, so the id is never given out again). Every path that makes a
+/// tenant row (create, static configuration, import) asks this after
+/// [`pg_lock_registry`], in the transaction that writes the row: a
+/// concurrent delete of this id has then either committed (and is seen)
+/// or not started.
+pub(crate) async fn pg_is_retired(
+    conn: &mut PgConnection,
+    id: &TenantId,
+) -> Result<bool, StoreError> {
+    let deleted: Option<i32> = sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_pg)?;
+    Ok(deleted.is_some())
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Internal(format!("corrupt tenants row: {what}"))
 }
@@ -113,15 +131,7 @@ impl TenantRepo for PgStore {
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         pg_lock_registry(&mut tx).await?;
-        // Decided under the registry lock: a concurrent delete of this id
-        // has either committed (and is seen) or not started.
-        let deleted: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = $1")
-                .bind(row.id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_pg)?;
-        if deleted.is_some() {
+        if pg_is_retired(&mut tx, &row.id).await? {
             return Ok(Inserted::Retired);
         }
         // ON CONFLICT DO NOTHING: a taken id (also one inserted by a
@@ -144,6 +154,15 @@ impl TenantRepo for PgStore {
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError> {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         pg_lock_registry(&mut tx).await?;
+        let mut retired = Vec::new();
+        for row in rows {
+            if pg_is_retired(&mut tx, &row.id).await? {
+                retired.push(row.id.to_string());
+            }
+        }
+        if !retired.is_empty() {
+            return Err(StoreError::Conflict(super::statics::retired(&retired)));
+        }
         for row in rows {
             // The upsert never changes created_at: a tenant seen before
             // keeps its original creation time.

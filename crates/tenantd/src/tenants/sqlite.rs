@@ -69,6 +69,22 @@ async fn write_row(
     Ok(())
 }
 
+/// Whether `id` belonged to a deleted tenant (its audit trail and usage
+/// are kept, so the id is never given out again). Every path that makes a
+/// tenant row (create, static configuration, import) asks this inside the
+/// transaction that writes the row.
+pub(crate) async fn sqlite_is_retired(
+    conn: &mut sqlx::SqliteConnection,
+    id: &TenantId,
+) -> Result<bool, StoreError> {
+    let deleted: Option<i64> = sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = ?1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(deleted.is_some())
+}
+
 #[async_trait]
 impl TenantRepo for SqliteStore {
     async fn insert_tenant(
@@ -77,13 +93,7 @@ impl TenantRepo for SqliteStore {
         first_key: Option<&KeyInsert>,
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.write_tx().await?;
-        let deleted: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM deleted_tenants WHERE id = ?1")
-                .bind(row.id.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
-        if deleted.is_some() {
+        if sqlite_is_retired(&mut tx, &row.id).await? {
             return Ok(Inserted::Retired);
         }
         write_row(&mut tx, row, false).await?;
@@ -97,6 +107,15 @@ impl TenantRepo for SqliteStore {
 
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        let mut retired = Vec::new();
+        for row in rows {
+            if sqlite_is_retired(&mut tx, &row.id).await? {
+                retired.push(row.id.to_string());
+            }
+        }
+        if !retired.is_empty() {
+            return Err(StoreError::Conflict(super::statics::retired(&retired)));
+        }
         for row in rows {
             // Keep the original creation time of a tenant seen before.
             let created: Option<String> =

@@ -173,6 +173,21 @@ pub fn rows(tenants: &[StaticTenant]) -> Vec<TenantRow> {
         .collect()
 }
 
+/// Why startup refuses static tenants whose ids are retired: a deleted
+/// tenant's audit trail and usage are kept under its id, so a tenant
+/// configured under that id would inherit them (see
+/// `TenantsError::Retired`). The repositories check this in the
+/// transaction that upserts the static tenants.
+pub(crate) fn retired(ids: &[String]) -> String {
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "static tenants: tenant_id {} belonged to a deleted tenant whose audit trail and usage \
+         are kept; a retired id is never reused: remove it from `tenants:` / \
+         TENANTD_TENANT_CONFIGS or choose another id",
+        ids.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

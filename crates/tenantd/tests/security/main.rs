@@ -20,6 +20,7 @@ pub(crate) fn admin_config(
 }
 
 mod body_tenant;
+mod dumps;
 mod forwarded;
 mod header_access;
 mod operator_log;

@@ -352,7 +352,14 @@ async fn export_of_a_dedicated_tenant_carries_its_records_and_imports_shared() {
     let dump_text = dump.to_str().expect("utf-8 path");
     run(
         from.path(),
-        &["tenants", "export", "vault", "--output", dump_text],
+        &[
+            "tenants",
+            "export",
+            "vault",
+            "--output",
+            dump_text,
+            "--unsigned",
+        ],
     );
     let text = std::fs::read_to_string(&dump).expect("dump");
     assert_eq!(
@@ -360,7 +367,7 @@ async fn export_of_a_dedicated_tenant_carries_its_records_and_imports_shared() {
         5,
         "the dedicated records"
     );
-    run(to.path(), &["tenants", "import", dump_text]);
+    run(to.path(), &["tenants", "import", dump_text, "--unsigned"]);
     let app = App::start(tier_config(to.path(), |_| {})).await;
     assert_eq!(app.names("vault").await, ["v0", "v1", "v2", "v3", "v4"]);
     assert_eq!(super::rows_in_shared(to.path(), "vault").await, 5);

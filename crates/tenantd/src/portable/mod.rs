@@ -521,6 +521,9 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
         }
     }
     match store.portable().import_rows(&dump.tenant, &rows).await {
+        Err(StoreError::Conflict(why)) if why == crate::tenants::oidc::TAKEN => {
+            Err(StoreError::Conflict(why).into())
+        }
         Err(StoreError::Conflict(_)) => Err(PortableError::Exists(dump.tenant.to_string())),
         other => Ok(other?),
     }

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use tenancy::TenantId;
 
 use super::model::{TenantRow, TenantSpec, TenantState};
+use super::oidc::{self, PairKey};
 use super::{DeletedCounts, DirectoryRow, Inserted, TenantFilter, TenantRepo};
 use crate::keys::KeyInsert;
 use crate::store::sqlite_support::map_sqlx;
@@ -69,6 +70,41 @@ async fn write_row(
     Ok(())
 }
 
+/// Every stored OIDC binding. Called inside a write transaction
+/// (`BEGIN IMMEDIATE`: the only writer), so no binding can be added between
+/// this read and the caller's write.
+async fn oidc_bindings(conn: &mut sqlx::SqliteConnection) -> Result<Vec<oidc::Stored>, StoreError> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id') \
+         FROM tenants WHERE json_extract(spec, '$.oidc.issuer') IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    rows.into_iter()
+        .map(|(id, issuer, client)| {
+            let id = TenantId::new(&id).map_err(|_| corrupt("id"))?;
+            Ok((id, issuer, client.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Refuses ([`StoreError::Conflict`] with [`oidc::TAKEN`]) writing `want`
+/// as `me`'s binding when another tenant holds it; see [`oidc::holder`]
+/// for `keep_own`. Call inside the write transaction that writes it.
+pub(crate) async fn sqlite_refuse_taken_oidc(
+    conn: &mut sqlx::SqliteConnection,
+    me: &TenantId,
+    want: Option<&PairKey>,
+    keep_own: bool,
+) -> Result<(), StoreError> {
+    let Some(want) = want else { return Ok(()) };
+    match oidc::holder(me, want, &oidc_bindings(conn).await?, keep_own) {
+        Some(_) => Err(StoreError::Conflict(oidc::TAKEN.to_owned())),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl TenantRepo for SqliteStore {
     async fn insert_tenant(
@@ -86,6 +122,12 @@ impl TenantRepo for SqliteStore {
         if deleted.is_some() {
             return Ok(Inserted::Retired);
         }
+        if let Some(oidc) = &row.spec.oidc
+            && oidc::holder(&row.id, &PairKey::of(oidc), &oidc_bindings(&mut tx).await?, false)
+                .is_some()
+        {
+            return Ok(Inserted::OidcTaken);
+        }
         write_row(&mut tx, row, false).await?;
         let key = match first_key {
             Some(key) => Some(crate::keys::sqlite_insert(&mut tx, &row.id, key).await?),
@@ -97,6 +139,10 @@ impl TenantRepo for SqliteStore {
 
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
+        let clashes = oidc::static_clashes(rows, &oidc_bindings(&mut tx).await?);
+        if !clashes.is_empty() {
+            return Err(StoreError::Conflict(clashes.join("; ")));
+        }
         for row in rows {
             // Keep the original creation time of a tenant seen before.
             let created: Option<String> =
@@ -142,6 +188,8 @@ impl TenantRepo for SqliteStore {
 
     async fn update_tenant(&self, row: &TenantRow) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        let want = row.spec.oidc.as_ref().map(PairKey::of);
+        sqlite_refuse_taken_oidc(&mut tx, &row.id, want.as_ref(), true).await?;
         let changed = sqlx::query(
             "UPDATE tenants SET name = ?2, email = ?3, plan = ?4, status = ?5, spec = ?6, \
              updated_at = ?7 WHERE id = ?1",

@@ -122,9 +122,7 @@ impl OidcVerifier {
         match <[Binding; 1]>::try_from(found) {
             Ok([one]) => Ok(one),
             // Audiences of several tenants and no claim choosing one.
-            Err(_) => Err(AuthError::InvalidToken(
-                "audiences of more than one tenant",
-            )),
+            Err(_) => Err(AuthError::InvalidToken("audiences of more than one tenant")),
         }
     }
 

@@ -586,6 +586,25 @@ mod tests {
     }
 
     #[test]
+    fn an_issuer_is_a_plain_http_url() {
+        for ok in [
+            "https://login.example.com",
+            "http://127.0.0.1:8080/realms/acme/",
+        ] {
+            assert!(is_issuer_url(ok), "{ok}");
+        }
+        for bad in [
+            "https://user:pw@login.example.com",
+            "https://login.example.com/?tenant=a",
+            "https://login.example.com/#x",
+            "https:///path",
+            "ftp://login.example.com",
+        ] {
+            assert!(!is_issuer_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn single_addresses_are_host_networks() {
         assert_eq!(
             parse_net("192.0.2.7"),

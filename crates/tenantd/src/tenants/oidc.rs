@@ -73,9 +73,19 @@ pub type Stored = (TenantId, String, String);
 /// so editing other fields of a tenant whose pair was bound twice before
 /// the rule existed still works (its tokens stay refused until one side
 /// changes).
-pub fn holder(me: &TenantId, want: &PairKey, stored: &[Stored], keep_own: bool) -> Option<TenantId> {
+pub fn holder(
+    me: &TenantId,
+    want: &PairKey,
+    stored: &[Stored],
+    keep_own: bool,
+) -> Option<TenantId> {
     let same = |(_, issuer, client): &&Stored| PairKey::new(issuer, client) == *want;
-    if keep_own && stored.iter().filter(|(id, _, _)| id == me).any(|s| same(&s)) {
+    if keep_own
+        && stored
+            .iter()
+            .filter(|(id, _, _)| id == me)
+            .any(|s| same(&s))
+    {
         return None;
     }
     stored
@@ -328,12 +338,19 @@ mod tests {
         let pair = || Some(("https://i.test/".to_owned(), "shared-app".to_owned()));
         let mut map = BindingMap::default();
         map.set(&acme, pair());
-        assert!(matches!(map.lookup("https://i.test", "shared-app"), Lookup::Bound(b) if b.tenant == acme));
+        assert!(
+            matches!(map.lookup("https://i.test", "shared-app"), Lookup::Bound(b) if b.tenant == acme)
+        );
         map.set(&initech, pair());
-        assert_eq!(map.lookup("https://i.test", "shared-app"), Lookup::Ambiguous);
+        assert_eq!(
+            map.lookup("https://i.test", "shared-app"),
+            Lookup::Ambiguous
+        );
         assert_eq!(map.lookup("https://i.test", "other-app"), Lookup::Unbound);
         map.set(&initech, None);
-        assert!(matches!(map.lookup("https://I.test/", "shared-app"), Lookup::Bound(b) if b.tenant == acme));
+        assert!(
+            matches!(map.lookup("https://I.test/", "shared-app"), Lookup::Bound(b) if b.tenant == acme)
+        );
         map.set(&acme, None);
         assert!(!map.knows("https://i.test"));
     }
@@ -341,9 +358,21 @@ mod tests {
     #[test]
     fn duplicates_name_both_entries() {
         let problems = duplicates([
-            ("tenants[0] (acme)".into(), "https://i.test".into(), "c".into()),
-            ("tenants[1] (globex)".into(), "https://i.test".into(), "d".into()),
-            ("tenants[2] (initech)".into(), "https://I.test/".into(), "c".into()),
+            (
+                "tenants[0] (acme)".into(),
+                "https://i.test".into(),
+                "c".into(),
+            ),
+            (
+                "tenants[1] (globex)".into(),
+                "https://i.test".into(),
+                "d".into(),
+            ),
+            (
+                "tenants[2] (initech)".into(),
+                "https://I.test/".into(),
+                "c".into(),
+            ),
         ]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("tenants[2] (initech):"));

@@ -161,8 +161,13 @@ impl TenantRepo for PgStore {
             return Ok(Inserted::Retired);
         }
         if let Some(oidc) = &row.spec.oidc
-            && oidc::holder(&row.id, &PairKey::of(oidc), &oidc_bindings(&mut tx).await?, false)
-                .is_some()
+            && oidc::holder(
+                &row.id,
+                &PairKey::of(oidc),
+                &oidc_bindings(&mut tx).await?,
+                false,
+            )
+            .is_some()
         {
             return Ok(Inserted::OidcTaken);
         }

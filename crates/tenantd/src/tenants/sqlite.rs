@@ -123,8 +123,13 @@ impl TenantRepo for SqliteStore {
             return Ok(Inserted::Retired);
         }
         if let Some(oidc) = &row.spec.oidc
-            && oidc::holder(&row.id, &PairKey::of(oidc), &oidc_bindings(&mut tx).await?, false)
-                .is_some()
+            && oidc::holder(
+                &row.id,
+                &PairKey::of(oidc),
+                &oidc_bindings(&mut tx).await?,
+                false,
+            )
+            .is_some()
         {
             return Ok(Inserted::OidcTaken);
         }

@@ -164,7 +164,12 @@ async fn an_issuer_and_client_id_pair_cannot_be_taken_by_another_tenant() {
         .await;
 
     // Update: taking acme's pair is refused; other edits still work.
-    let resp = patch_tenant(&app, "initech", json!({"oidc": oidc(&issuer, "shared-app")})).await;
+    let resp = patch_tenant(
+        &app,
+        "initech",
+        json!({"oidc": oidc(&issuer, "shared-app")}),
+    )
+    .await;
     assert_eq!(assert_error(resp, 409, "conflict").await, TAKEN);
     let resp = patch_tenant(&app, "initech", json!({"name": "Initech Inc"})).await;
     assert_eq!(resp.status(), 200);
@@ -178,7 +183,10 @@ async fn an_issuer_and_client_id_pair_cannot_be_taken_by_another_tenant() {
     let acme_token = token(&issuer, json!("shared-app"), json!({}));
     let initech_token = token(&issuer, json!("initech-app"), json!({}));
     assert_eq!(write_with(&app, &acme_token, "acme-by-token").await, 201);
-    assert_eq!(write_with(&app, &initech_token, "initech-by-token").await, 201);
+    assert_eq!(
+        write_with(&app, &initech_token, "initech-by-token").await,
+        201
+    );
     assert_eq!(names(&app, &acme_key).await, vec!["acme-by-token"]);
     assert_eq!(names(&app, &initech_key).await, vec!["initech-by-token"]);
     assert!(names(&app, &globex_key).await.is_empty());
@@ -227,7 +235,11 @@ async fn a_tenant_claim_can_only_confirm_the_bound_tenant() {
     )
     .await;
     // An audience no tenant binds, with or without a claim.
-    refused(token(&issuer, json!("other-app"), json!({})), "wrong audience").await;
+    refused(
+        token(&issuer, json!("other-app"), json!({})),
+        "wrong audience",
+    )
+    .await;
     let t = token(&issuer, json!("other-app"), json!({"tenant_id": "acme"}));
     refused(t, "wrong audience").await;
 
@@ -238,6 +250,30 @@ async fn a_tenant_claim_can_only_confirm_the_bound_tenant() {
     assert_eq!(write_with(&app, &t, "initech-chosen").await, 201);
     assert_eq!(names(&app, &acme_key).await, vec!["acme-claimed"]);
     assert_eq!(names(&app, &initech_key).await, vec!["initech-chosen"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_creates_bind_a_pair_once() {
+    let issuer = "https://login.example.com";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |_| {})).await;
+    let creates: Vec<_> = (0..8)
+        .map(|i| {
+            let body =
+                json!({"id": format!("t{i}"), "name": "T", "oidc": oidc(issuer, "shared-app")});
+            post_tenant(&app, body)
+        })
+        .collect();
+    let mut created = 0;
+    for resp in futures_util::future::join_all(creates).await {
+        if resp.status() == 201 {
+            created += 1;
+        } else {
+            assert_eq!(assert_error(resp, 409, "conflict").await, TAKEN);
+        }
+    }
+    assert_eq!(created, 1);
     app.stop().await;
 }
 
@@ -272,7 +308,10 @@ async fn static_tenants_and_api_tenants_share_one_rule() {
     )
     .expect_err("duplicate pair");
     let text = err.to_string();
-    assert!(text.contains("tenants[1] (initech)") && text.contains("tenants[0] (acme)"), "{text}");
+    assert!(
+        text.contains("tenants[1] (initech)") && text.contains("tenants[0] (acme)"),
+        "{text}"
+    );
 
     // A static tenant's pair cannot be taken through the API ...
     let dir = tempfile::tempdir().expect("tempdir");
@@ -286,8 +325,10 @@ async fn static_tenants_and_api_tenants_share_one_rule() {
     )
     .await;
     assert_eq!(assert_error(resp, 409, "conflict").await, TAKEN);
-    app.create_tenant(json!({"id": "globex", "name": "Globex", "oidc": oidc(issuer, "globex-app")}))
-        .await;
+    app.create_tenant(
+        json!({"id": "globex", "name": "Globex", "oidc": oidc(issuer, "globex-app")}),
+    )
+    .await;
     app.stop().await;
     // ... nor an API tenant's by the configuration: the server does not
     // start, and says which tenants clash.
@@ -342,7 +383,12 @@ async fn an_import_cannot_bring_a_taken_pair() {
         .expect_err("taken pair");
     assert!(err.to_string().contains(TAKEN), "{err}");
     assert!(
-        store.tenants().get_tenant(&acme).await.expect("get").is_none(),
+        store
+            .tenants()
+            .get_tenant(&acme)
+            .await
+            .expect("get")
+            .is_none(),
         "nothing imported"
     );
 }

@@ -32,8 +32,8 @@ pub const TAKEN: &str = "OIDC issuer and client id (token audience) are already 
 
 /// A binding in the form two bindings are compared in: the issuer without
 /// trailing slashes and in lower case (so `https://Login.example.com/` and
-/// `https://login.example.com` are one issuer), the client id as written
-/// (audiences are compared exactly).
+/// `https://login.example.com` are one issuer), the client id trimmed
+/// (otherwise compared exactly, as audiences are).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PairKey {
     /// Canonical issuer ([`canonical_issuer`]).

@@ -105,7 +105,10 @@ pub fn document(table: &RouteTable) -> serde_json::Value {
     for (method, path, facts) in table.iter() {
         let method = method.as_str().to_ascii_lowercase();
         let Some(operation) = doc
-            .pointer_mut(&format!("/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1")))
+            .pointer_mut(&format!(
+                "/paths/{}/{method}",
+                path.replace('~', "~0").replace('/', "~1")
+            ))
             .and_then(serde_json::Value::as_object_mut)
         else {
             continue;

@@ -126,12 +126,7 @@ impl Server {
             Duration::from_millis(config.auth.registry_poll_ms),
             Duration::from_secs(config.auth.last_used_flush_secs),
         );
-        let oidc = OidcVerifier::new(
-            registry.clone(),
-            Duration::from_secs(config.auth.jwt.jwks_ttl_secs),
-            config.auth.jwt.leeway_secs,
-            config.auth.jwt.tenant_claim.clone(),
-        );
+        let oidc = OidcVerifier::from_config(registry.clone(), &config.auth.jwt);
         let verifier = CredentialVerifier::new(
             registry.clone(),
             hasher.clone(),

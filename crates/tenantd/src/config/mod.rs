@@ -137,6 +137,15 @@ pub struct JwtConfig {
     /// How long a tenant issuer's fetched JWKS is trusted before it is
     /// fetched again.
     pub jwks_ttl_secs: u64,
+    /// The most one fetch of an issuer's discovery document and JWKS may
+    /// take, in milliseconds. Kept short: a request whose token names an
+    /// issuer that is down waits at most this long (requests of other
+    /// issuers never wait for it).
+    pub jwks_timeout_ms: u64,
+    /// How long a failed fetch is remembered, in seconds: meanwhile that
+    /// issuer's tokens are refused (or checked against its last good keys)
+    /// without a new fetch, so a flood of them costs no network calls.
+    pub jwks_failure_ttl_secs: u64,
 }
 
 impl Default for JwtConfig {
@@ -148,6 +157,8 @@ impl Default for JwtConfig {
             tenant_claim: "tenant_id".to_owned(),
             leeway_secs: 30,
             jwks_ttl_secs: 600,
+            jwks_timeout_ms: 2500,
+            jwks_failure_ttl_secs: 30,
         }
     }
 }
@@ -388,6 +399,11 @@ impl Config {
             ("auth.last_used_flush_secs", self.auth.last_used_flush_secs),
             ("auth.registry_poll_ms", self.auth.registry_poll_ms),
             ("auth.jwt.jwks_ttl_secs", self.auth.jwt.jwks_ttl_secs),
+            ("auth.jwt.jwks_timeout_ms", self.auth.jwt.jwks_timeout_ms),
+            (
+                "auth.jwt.jwks_failure_ttl_secs",
+                self.auth.jwt.jwks_failure_ttl_secs,
+            ),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be greater than 0"));

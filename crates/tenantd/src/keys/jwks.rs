@@ -1,150 +1,144 @@
 //! Tokens from a tenant's own OIDC issuer (RS256/ES256), verified against
-//! the issuer's JWKS (found through its discovery document, cached, and
-//! fetched again when stale or when a token names an unknown key id).
+//! the issuer's JWKS ([`cache`]: found through its discovery document,
+//! cached per issuer, fetched again when stale or when a token names an
+//! unknown key id).
 //!
-//! The issuer decides the tenant: a token from tenant A's issuer whose
-//! tenant claim names B is refused, and its `aud` must be A's client id.
+//! The binding decides the tenant (tenants::oidc): the token's `iss` and
+//! one of its `aud` values must be a pair that exactly one tenant binds. A
+//! token that also carries the tenant claim (`auth.jwt.tenant_claim`) must
+//! name that same tenant, else it is refused (401 `Invalid token: tenant
+//! claim does not match issuer`): the claim may confirm the binding, never
+//! redirect it. All of this is decided from the token's unverified claims
+//! before any key is fetched (so a token no tenant could accept costs no
+//! network call) and checked again on the verified claims.
 
-use std::collections::HashMap;
+mod cache;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tenancy::{AuthError, Principal};
-use tokio::sync::Mutex;
 
+use self::cache::JwksCache;
 use super::jwt::{principal_from_claims, reason};
+use crate::config::JwtConfig;
+use crate::tenants::oidc::{Binding, Lookup};
 use crate::tenants::registry::Registry;
 
-/// A token from a key id we do not know triggers a refetch at most this
-/// often per issuer (a flood of forged kids cannot hammer the issuer).
-const REFETCH_AFTER: Duration = Duration::from_secs(30);
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-struct Cached {
-    keys: Arc<JwkSet>,
-    fetched: Instant,
-}
+/// Audiences of one token looked at (a token listing more is refused).
+const MAX_AUDIENCES: usize = 16;
 
 /// Verifies tokens of registered OIDC issuers.
 pub struct OidcVerifier {
     registry: Arc<Registry>,
-    client: reqwest::Client,
-    cache: Mutex<HashMap<String, Cached>>,
-    ttl: Duration,
+    keys: JwksCache,
     leeway: u64,
     tenant_claim: String,
+}
+
+/// The unverified claims of a token: only used to pick the binding and
+/// keys that will verify it.
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(claims) => Some(claims),
+        _ => None,
+    }
 }
 
 /// The unverified `iss` of a token: only used to pick the keys that will
 /// verify it.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
+    unverified_claims(token)?
+        .get("iss")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 impl OidcVerifier {
-    /// A verifier over the registry's issuers.
-    pub fn new(registry: Arc<Registry>, ttl: Duration, leeway: u64, tenant_claim: String) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .unwrap_or_default();
+    /// A verifier over the registry's bindings, with `config`'s leeway,
+    /// tenant claim and JWKS cache settings.
+    pub fn from_config(registry: Arc<Registry>, config: &JwtConfig) -> Self {
         Self {
             registry,
-            client,
-            cache: Mutex::new(HashMap::new()),
-            ttl,
-            leeway,
-            tenant_claim,
+            keys: JwksCache::new(
+                Duration::from_secs(config.jwks_ttl_secs),
+                Duration::from_millis(config.jwks_timeout_ms),
+                Duration::from_secs(config.jwks_failure_ttl_secs),
+            ),
+            leeway: config.leeway_secs,
+            tenant_claim: config.tenant_claim.clone(),
         }
     }
 
-    /// Whether `issuer` belongs to a registered tenant.
+    /// Whether `issuer` is bound by a registered tenant.
     pub fn knows(&self, issuer: &str) -> bool {
-        self.registry.issuer(issuer).is_some()
+        self.registry.knows_issuer(issuer)
     }
 
-    async fn fetch(&self, issuer: &str) -> Result<JwkSet, reqwest::Error> {
-        let discovery = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let doc: Value = self
-            .client
-            .get(discovery)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        self.client
-            .get(jwks_uri)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
-    }
-
-    /// The issuer's keys, fetched if stale (or, with `want_kid` missing
-    /// from them, if the last fetch is older than [`REFETCH_AFTER`]).
-    async fn keys(&self, issuer: &str, want_kid: Option<&str>) -> Result<Arc<JwkSet>, AuthError> {
-        let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.get(issuer) {
-            let fresh = c.fetched.elapsed() < self.ttl;
-            let has_kid = want_kid.is_none_or(|k| c.keys.find(k).is_some());
-            if fresh && (has_kid || c.fetched.elapsed() < REFETCH_AFTER) {
-                return Ok(c.keys.clone());
+    /// The one binding a token of `issuer` with `claims` can belong to.
+    fn binding(&self, issuer: &str, claims: &Map<String, Value>) -> Result<Binding, AuthError> {
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(one)) => vec![one.as_str()],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+            _ => return Err(AuthError::InvalidToken("missing required claim")),
+        };
+        if audiences.len() > MAX_AUDIENCES {
+            return Err(AuthError::InvalidToken("wrong audience"));
+        }
+        let mut found: Vec<Binding> = Vec::new();
+        for audience in audiences {
+            match self.registry.oidc_binding(issuer, audience) {
+                Lookup::Unbound => {}
+                Lookup::Ambiguous => {
+                    return Err(AuthError::InvalidToken(
+                        "issuer and audience bound to more than one tenant",
+                    ));
+                }
+                Lookup::Bound(b) => {
+                    if !found.iter().any(|f| f.tenant == b.tenant) {
+                        found.push(b);
+                    }
+                }
             }
         }
-        match self.fetch(issuer).await {
-            Ok(set) => {
-                let keys = Arc::new(set);
-                cache.insert(
-                    issuer.to_owned(),
-                    Cached {
-                        keys: keys.clone(),
-                        fetched: Instant::now(),
-                    },
-                );
-                Ok(keys)
+        if found.is_empty() {
+            return Err(AuthError::InvalidToken("wrong audience"));
+        }
+        if let Some(named) = claims.get(&self.tenant_claim) {
+            found.retain(|b| named.as_str() == Some(b.tenant.as_str()));
+            if found.is_empty() {
+                return Err(AuthError::InvalidToken(
+                    "tenant claim does not match issuer",
+                ));
             }
-            Err(e) => {
-                tracing::warn!(issuer, error = %e, "fetching the issuer's JWKS failed");
-                // A stale set is better than none while the issuer is down.
-                cache
-                    .get(issuer)
-                    .map(|c| c.keys.clone())
-                    .ok_or(AuthError::InvalidToken("issuer keys unavailable"))
-            }
+        }
+        match <[Binding; 1]>::try_from(found) {
+            Ok([one]) => Ok(one),
+            // Audiences of several tenants and no claim choosing one.
+            Err(_) => Err(AuthError::InvalidToken("audiences of more than one tenant")),
         }
     }
 
     /// Verifies a token of a registered issuer.
     pub async fn verify(&self, token: &str, issuer: &str) -> Result<Principal, AuthError> {
-        let (tenant, client_id) = self
-            .registry
-            .issuer(issuer)
-            .ok_or(AuthError::InvalidToken("wrong issuer"))?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::InvalidToken(reason(e.kind())))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(AuthError::InvalidToken("algorithm not accepted"));
         }
-        let keys = self.keys(issuer, header.kid.as_deref()).await?;
+        let unverified = unverified_claims(token).ok_or(AuthError::InvalidToken("malformed"))?;
+        let binding = self.binding(issuer, &unverified)?;
+        let keys = self
+            .keys
+            .keys(&binding.issuer, header.kid.as_deref())
+            .await?;
         let jwk = match header.kid.as_deref() {
             Some(kid) => keys.find(kid),
             None => keys.keys.first(),
@@ -156,20 +150,21 @@ impl OidcVerifier {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[&client_id]);
+        validation.set_issuer(&[&binding.issuer]);
+        validation.set_audience(&[&binding.client_id]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| AuthError::InvalidToken(reason(e.kind())))?;
         let mut claims = data.claims;
         let Some(map) = claims.as_object_mut() else {
             return Err(AuthError::InvalidToken("malformed"));
         };
-        // The issuer's tenant decides; a claim may only agree with it.
+        // The binding's tenant decides; a claim may only agree with it.
+        let tenant = binding.tenant.as_str();
         match map.get(&self.tenant_claim) {
             None => {
-                map.insert(self.tenant_claim.clone(), Value::String(tenant.to_string()));
+                map.insert(self.tenant_claim.clone(), Value::String(tenant.to_owned()));
             }
-            Some(named) if named.as_str() == Some(tenant.as_str()) => {}
+            Some(named) if named.as_str() == Some(tenant) => {}
             Some(_) => {
                 return Err(AuthError::InvalidToken(
                     "tenant claim does not match issuer",

@@ -486,11 +486,16 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
             tenant: id.clone(),
             table,
         }),
+        // An identity-provider binding another tenant holds.
+        Err(StoreError::Conflict(why)) if why == crate::tenants::oidc::TAKEN => {
+            Err(StoreError::Conflict(why).into())
+        }
         Err(e) => Err(e.into()),
     };
     let status = match &result {
         Ok(()) => 201,
         Err(PortableError::Store(StoreError::Unavailable(_))) => 503,
+        Err(PortableError::Store(StoreError::Conflict(_))) => 409,
         Err(PortableError::Store(_)) => 500,
         Err(_) => 409,
     };

@@ -290,6 +290,8 @@ impl PortableRepo for PgStore {
                 });
             }
         }
+        let oidc = crate::tenants::oidc::in_dump(rows);
+        crate::tenants::pg_refuse_taken_oidc(&mut tx, tenant, oidc.as_ref(), false).await?;
         insert_rows(&mut tx, tenant, rows).await?;
         // The scheduler's counts for the imported jobs (DERIVED): a tenant
         // with jobs has its job_turns row, as if it had queued them here.

@@ -99,6 +99,8 @@ impl PortableRepo for SqliteStore {
                 });
             }
         }
+        let oidc = crate::tenants::oidc::in_dump(rows);
+        crate::tenants::sqlite_refuse_taken_oidc(&mut tx, tenant, oidc.as_ref(), false).await?;
         insert_rows(&mut tx, tenant, rows).await?;
         tx.commit().await.map_err(map_sqlx)?;
         Ok(Imported::Written)

@@ -7,13 +7,16 @@
 //!   (status, IP allow-list, key hashes), refreshed on every change;
 //! - [`service::TenantAdmin`]: the operations both the HTTP API and the
 //!   CLI perform;
-//! - [`statics`]: tenants from `tenants:` / `TENANTD_TENANT_CONFIGS`.
+//! - [`statics`]: tenants from `tenants:` / `TENANTD_TENANT_CONFIGS`;
+//! - [`oidc`]: the rule that an OIDC issuer and client id pair belongs to
+//!   one tenant.
 
 pub mod admin_key;
 pub mod cli;
 pub mod http;
 pub mod model;
 pub mod moves;
+pub mod oidc;
 mod postgres;
 pub mod registry;
 pub mod service;
@@ -29,8 +32,8 @@ use crate::keys::{ApiKeyInfo, KeyInsert};
 use crate::store::StoreError;
 
 pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
-pub(crate) use postgres::{pg_is_retired, pg_lock_registry};
-pub(crate) use sqlite::sqlite_is_retired;
+pub(crate) use postgres::{pg_is_retired, pg_lock_registry, pg_refuse_taken_oidc};
+pub(crate) use sqlite::{sqlite_is_retired, sqlite_refuse_taken_oidc};
 
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,9 @@ pub enum Inserted {
     /// Nothing was written: the id belonged to a deleted tenant, whose
     /// audit trail and usage are kept.
     Retired,
+    /// Nothing was written: another tenant holds the row's OIDC issuer
+    /// and client id ([`oidc`]).
+    OidcTaken,
 }
 
 /// Filter and page of `GET /admin/tenants`.
@@ -127,19 +133,23 @@ pub struct DirectoryRow {
 #[async_trait]
 pub trait TenantRepo: Send + Sync {
     /// Inserts a new tenant (and its first key) atomically; a taken id is
-    /// [`StoreError::Conflict`].
+    /// [`StoreError::Conflict`], a taken OIDC pair [`Inserted::OidcTaken`].
     async fn insert_tenant(
         &self,
         row: &TenantRow,
         first_key: Option<&KeyInsert>,
     ) -> Result<Inserted, StoreError>;
-    /// Creates or updates the static tenants of the configuration.
+    /// Creates or updates the static tenants of the configuration; refused
+    /// ([`StoreError::Conflict`], naming both tenants) when one's OIDC pair
+    /// is another's.
     async fn upsert_static_tenants(&self, rows: &[TenantRow]) -> Result<(), StoreError>;
     /// One tenant.
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError>;
     /// A page of tenants in id order.
     async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<TenantRow>, StoreError>;
-    /// Writes a changed tenant; `false` if it is gone.
+    /// Writes a changed tenant; `false` if it is gone. An OIDC pair newly
+    /// given to it that another tenant holds is [`StoreError::Conflict`]
+    /// with [`oidc::TAKEN`].
     async fn update_tenant(&self, row: &TenantRow) -> Result<bool, StoreError>;
     /// Removes a tenant and all its data in one transaction.
     async fn delete_tenant(&self, id: &TenantId) -> Result<Option<DeletedCounts>, StoreError>;

@@ -450,6 +450,15 @@ fn is_http_url(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// An issuer identifier as OpenID Connect Discovery defines it (a URL
+/// with no query or fragment), also without user info: the issuer is
+/// logged and compared, so it must not carry a credential.
+fn is_issuer_url(s: &str) -> bool {
+    let rest = s.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    is_http_url(s) && !s.contains(['?', '#']) && !authority.contains('@') && !authority.is_empty()
+}
+
 /// Every problem with a tenant's fields, each prefixed with `at` + the
 /// field path (`tenants[2].name: ...`, or `name: ...` for the API).
 pub fn validate(
@@ -506,8 +515,11 @@ pub fn validate(
         bad("frontend_url", "must be an http(s) URL".into());
     }
     if let Some(oidc) = &spec.oidc {
-        if !is_http_url(&oidc.issuer) {
-            bad("oidc.issuer", "must be an http(s) URL".into());
+        if !is_issuer_url(&oidc.issuer) {
+            bad(
+                "oidc.issuer",
+                "must be an http(s) URL without user info, query or fragment".into(),
+            );
         }
         if oidc.client_id.trim().is_empty() {
             bad("oidc.client_id", "required when oidc.issuer is set".into());
@@ -578,6 +590,25 @@ mod tests {
             assert!(text.contains(field), "{field} missing from\n{text}");
         }
         assert_eq!(problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn an_issuer_is_a_plain_http_url() {
+        for ok in [
+            "https://login.example.com",
+            "http://127.0.0.1:8080/realms/acme/",
+        ] {
+            assert!(is_issuer_url(ok), "{ok}");
+        }
+        for bad in [
+            "https://user:pw@login.example.com",
+            "https://login.example.com/?tenant=a",
+            "https://login.example.com/#x",
+            "https:///path",
+            "ftp://login.example.com",
+        ] {
+            assert!(!is_issuer_url(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use sqlx::{PgConnection, Row};
 use tenancy::TenantId;
 
 use super::model::{TenantRow, TenantSpec, TenantState};
+use super::oidc::{self, PairKey};
 use super::{DeletedCounts, DirectoryRow, Inserted, TenantFilter, TenantRepo};
 use crate::keys::KeyInsert;
 use crate::store::pg_support::map_pg;
@@ -60,6 +61,41 @@ pub(crate) async fn pg_is_retired(
         .await
         .map_err(map_pg)?;
     Ok(deleted.is_some())
+}
+
+/// Every stored OIDC binding. Called after [`pg_lock_registry`], so no
+/// binding can be added between this read and the caller's write.
+async fn oidc_bindings(conn: &mut PgConnection) -> Result<Vec<oidc::Stored>, StoreError> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, spec::jsonb #>> '{oidc,issuer}', spec::jsonb #>> '{oidc,client_id}' \
+         FROM tenants WHERE spec::jsonb #>> '{oidc,issuer}' IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_pg)?;
+    rows.into_iter()
+        .map(|(id, issuer, client)| {
+            let id = TenantId::new(&id).map_err(|_| corrupt("id"))?;
+            Ok((id, issuer, client.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Refuses ([`StoreError::Conflict`] with [`oidc::TAKEN`]) writing `want`
+/// as `me`'s binding when another tenant holds it; see [`oidc::holder`]
+/// for `keep_own`. Call after [`pg_lock_registry`] in the transaction that
+/// writes it.
+pub(crate) async fn pg_refuse_taken_oidc(
+    conn: &mut PgConnection,
+    me: &TenantId,
+    want: Option<&PairKey>,
+    keep_own: bool,
+) -> Result<(), StoreError> {
+    let Some(want) = want else { return Ok(()) };
+    match oidc::holder(me, want, &oidc_bindings(conn).await?, keep_own) {
+        Some(_) => Err(StoreError::Conflict(oidc::TAKEN.to_owned())),
+        None => Ok(()),
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -134,6 +170,17 @@ impl TenantRepo for PgStore {
         if pg_is_retired(&mut tx, &row.id).await? {
             return Ok(Inserted::Retired);
         }
+        if let Some(oidc) = &row.spec.oidc
+            && oidc::holder(
+                &row.id,
+                &PairKey::of(oidc),
+                &oidc_bindings(&mut tx).await?,
+                false,
+            )
+            .is_some()
+        {
+            return Ok(Inserted::OidcTaken);
+        }
         // ON CONFLICT DO NOTHING: a taken id (also one inserted by a
         // concurrent transaction, once it commits) is a Conflict, not an
         // aborted transaction.
@@ -162,6 +209,10 @@ impl TenantRepo for PgStore {
         }
         if !retired.is_empty() {
             return Err(StoreError::Conflict(super::statics::retired(&retired)));
+        }
+        let clashes = oidc::static_clashes(rows, &oidc_bindings(&mut tx).await?);
+        if !clashes.is_empty() {
+            return Err(StoreError::Conflict(clashes.join("; ")));
         }
         for row in rows {
             // The upsert never changes created_at: a tenant seen before
@@ -202,6 +253,8 @@ impl TenantRepo for PgStore {
     async fn update_tenant(&self, row: &TenantRow) -> Result<bool, StoreError> {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         pg_lock_registry(&mut tx).await?;
+        let want = row.spec.oidc.as_ref().map(PairKey::of);
+        pg_refuse_taken_oidc(&mut tx, &row.id, want.as_ref(), true).await?;
         let changed = sqlx::query(
             "UPDATE tenants SET name = $2, email = $3, plan = $4, status = $5, spec = $6, \
              updated_at = $7 WHERE id = $1",

@@ -2,8 +2,9 @@
 //! served from memory (DESIGN.md section 2: "resolution must cost
 //! microseconds, not a database round trip").
 //!
-//! It holds, per tenant, only its status and IP allow-list, and per live
-//! API key its hash, tenant, id, scopes and validity window; everything
+//! It holds, per tenant, only its status, IP allow-list, settings,
+//! placement and OIDC binding, and per live API key its hash, tenant, id,
+//! scopes and validity window; everything
 //! else stays in the store. Changes made through this process update it at
 //! once (a revoked key stops working on the next request); changes made
 //! elsewhere (the CLI, another node) are picked up by polling the store's
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DirectoryRow;
 use super::model::{TenantState, parse_net};
+use super::oidc::{BindingMap, Lookup};
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::keys::KeyRow;
 use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
@@ -65,8 +67,8 @@ pub struct Registry {
     /// unknown until the next poll).
     loading: tokio::sync::Mutex<()>,
     keys: RwLock<HashMap<KeyHash, CachedKey>>,
-    /// OIDC issuer URL → (tenant, client id).
-    issuers: RwLock<HashMap<String, (TenantId, String)>>,
+    /// OIDC bindings: (issuer, client id) → the one tenant.
+    issuers: RwLock<BindingMap>,
     /// `tenant.registry`: `Some(b)` forces checks on/off; `None` enforces
     /// them once any tenant exists.
     mode: Option<bool>,
@@ -87,7 +89,7 @@ impl Registry {
             plans,
             loading: tokio::sync::Mutex::new(()),
             keys: RwLock::new(HashMap::new()),
-            issuers: RwLock::new(HashMap::new()),
+            issuers: RwLock::new(BindingMap::default()),
             mode,
             version: AtomicI64::new(-1),
             uses: Mutex::new(HashMap::new()),
@@ -232,13 +234,10 @@ impl Registry {
             .collect();
         let key_windows: HashMap<_, _> = keys.iter().filter_map(Self::key_window_entry).collect();
         let keys: HashMap<KeyHash, CachedKey> = keys.into_iter().map(Self::cached).collect();
-        let issuers: HashMap<String, (TenantId, String)> = rows
-            .iter()
-            .filter_map(|row| {
-                let (issuer, client) = row.oidc.clone()?;
-                Some((issuer, (row.id.clone(), client)))
-            })
-            .collect();
+        let mut issuers = BindingMap::default();
+        for row in &rows {
+            issuers.set(&row.id, row.oidc.clone());
+        }
         *write(&self.issuers) = issuers;
         *write(&self.tenants) = tenants;
         *write(&self.key_windows) = key_windows;
@@ -269,13 +268,7 @@ impl Registry {
                 }
             }
         }
-        {
-            let mut issuers = write(&self.issuers);
-            issuers.retain(|_, (tenant, _)| tenant != id);
-            if let Some((issuer, client)) = rows.first().and_then(|r| r.oidc.clone()) {
-                issuers.insert(issuer, (id.clone(), client));
-            }
-        }
+        write(&self.issuers).set(id, rows.first().and_then(|r| r.oidc.clone()));
         {
             let mut windows = write(&self.key_windows);
             windows.retain(|(tenant, _), _| tenant != id);
@@ -287,10 +280,14 @@ impl Registry {
         Ok(())
     }
 
-    /// The tenant whose OIDC issuer is `issuer`, and its client id (the
-    /// audience its tokens must carry).
-    pub fn issuer(&self, issuer: &str) -> Option<(TenantId, String)> {
-        read(&self.issuers).get(issuer).cloned()
+    /// Whether any tenant binds the OIDC issuer `issuer`.
+    pub fn knows_issuer(&self, issuer: &str) -> bool {
+        read(&self.issuers).knows(issuer)
+    }
+
+    /// The tenant bound to OIDC `issuer` with client id `audience`.
+    pub fn oidc_binding(&self, issuer: &str, audience: &str) -> Lookup {
+        read(&self.issuers).lookup(issuer, audience)
     }
 
     /// The limits and quotas in force for `tenant` (the default plan's

@@ -144,6 +144,11 @@ impl TenantAdmin {
         let stored = match stored {
             Inserted::Created(key) => key.map(|k| *k),
             Inserted::Retired => return Err(TenantsError::Retired(id.to_string())),
+            Inserted::OidcTaken => {
+                return Err(TenantsError::Store(StoreError::Conflict(
+                    super::oidc::TAKEN.to_owned(),
+                )));
+            }
         };
         self.refresh(&id).await?;
         tracing::info!(tenant = %id, "tenant created");

@@ -6,6 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use tenancy::TenantId;
 
 use super::model::{TenantRow, TenantSpec, TenantState};
+use super::oidc::{self, PairKey};
 use super::{DeletedCounts, DirectoryRow, Inserted, TenantFilter, TenantRepo};
 use crate::keys::KeyInsert;
 use crate::store::sqlite_support::map_sqlx;
@@ -85,6 +86,41 @@ pub(crate) async fn sqlite_is_retired(
     Ok(deleted.is_some())
 }
 
+/// Every stored OIDC binding. Called inside a write transaction
+/// (`BEGIN IMMEDIATE`: the only writer), so no binding can be added between
+/// this read and the caller's write.
+async fn oidc_bindings(conn: &mut sqlx::SqliteConnection) -> Result<Vec<oidc::Stored>, StoreError> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, json_extract(spec, '$.oidc.issuer'), json_extract(spec, '$.oidc.client_id') \
+         FROM tenants WHERE json_extract(spec, '$.oidc.issuer') IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    rows.into_iter()
+        .map(|(id, issuer, client)| {
+            let id = TenantId::new(&id).map_err(|_| corrupt("id"))?;
+            Ok((id, issuer, client.unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Refuses ([`StoreError::Conflict`] with [`oidc::TAKEN`]) writing `want`
+/// as `me`'s binding when another tenant holds it; see [`oidc::holder`]
+/// for `keep_own`. Call inside the write transaction that writes it.
+pub(crate) async fn sqlite_refuse_taken_oidc(
+    conn: &mut sqlx::SqliteConnection,
+    me: &TenantId,
+    want: Option<&PairKey>,
+    keep_own: bool,
+) -> Result<(), StoreError> {
+    let Some(want) = want else { return Ok(()) };
+    match oidc::holder(me, want, &oidc_bindings(conn).await?, keep_own) {
+        Some(_) => Err(StoreError::Conflict(oidc::TAKEN.to_owned())),
+        None => Ok(()),
+    }
+}
+
 #[async_trait]
 impl TenantRepo for SqliteStore {
     async fn insert_tenant(
@@ -95,6 +131,17 @@ impl TenantRepo for SqliteStore {
         let mut tx = self.write_tx().await?;
         if sqlite_is_retired(&mut tx, &row.id).await? {
             return Ok(Inserted::Retired);
+        }
+        if let Some(oidc) = &row.spec.oidc
+            && oidc::holder(
+                &row.id,
+                &PairKey::of(oidc),
+                &oidc_bindings(&mut tx).await?,
+                false,
+            )
+            .is_some()
+        {
+            return Ok(Inserted::OidcTaken);
         }
         write_row(&mut tx, row, false).await?;
         let key = match first_key {
@@ -115,6 +162,10 @@ impl TenantRepo for SqliteStore {
         }
         if !retired.is_empty() {
             return Err(StoreError::Conflict(super::statics::retired(&retired)));
+        }
+        let clashes = oidc::static_clashes(rows, &oidc_bindings(&mut tx).await?);
+        if !clashes.is_empty() {
+            return Err(StoreError::Conflict(clashes.join("; ")));
         }
         for row in rows {
             // Keep the original creation time of a tenant seen before.
@@ -161,6 +212,8 @@ impl TenantRepo for SqliteStore {
 
     async fn update_tenant(&self, row: &TenantRow) -> Result<bool, StoreError> {
         let mut tx = self.write_tx().await?;
+        let want = row.spec.oidc.as_ref().map(PairKey::of);
+        sqlite_refuse_taken_oidc(&mut tx, &row.id, want.as_ref(), true).await?;
         let changed = sqlx::query(
             "UPDATE tenants SET name = ?2, email = ?3, plan = ?4, status = ?5, spec = ?6, \
              updated_at = ?7 WHERE id = ?1",

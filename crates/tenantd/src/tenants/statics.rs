@@ -148,6 +148,14 @@ pub fn validate_all(tenants: &[StaticTenant]) -> Vec<String> {
         }
         problems.extend(found);
     }
+    // One tenant per OIDC issuer and client id (tenants::oidc).
+    problems.extend(super::oidc::duplicates(
+        tenants.iter().enumerate().filter_map(|(i, t)| {
+            let oidc = t.spec().oidc?;
+            let id = t.tenant_id.as_deref().unwrap_or_default();
+            Some((format!("tenants[{i}] ({id})"), oidc.issuer, oidc.client_id))
+        }),
+    ));
     problems
 }
 

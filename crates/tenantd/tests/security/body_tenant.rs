@@ -97,7 +97,9 @@ async fn a_body_tenant_write_is_audited_and_counted() {
         .cloned()
         .expect("event");
     assert!(
-        event["params"].to_string().contains("\\\"name\\\":\\\"n\\\"")
+        event["params"]
+            .to_string()
+            .contains("\\\"name\\\":\\\"n\\\"")
             || event["params"].to_string().contains("\"name\":\"n\""),
         "the body the handler read is in the event: {event}"
     );

@@ -33,10 +33,25 @@ async fn junk_hops_never_make_the_client_the_proxy() {
     assert_eq!(post_as(&app, "127.0.0.1").await.status(), 201);
     assert_error(post_as(&app, "203.0.113.9").await, 403, "ip_not_allowed").await;
     // Junk the client prepended is ignored: the proxy's entry decides.
-    assert_error(post_as(&app, "junk, 203.0.113.9").await, 403, "ip_not_allowed").await;
-    assert_error(post_as(&app, "127.0.0.1, 203.0.113.9").await, 403, "ip_not_allowed").await;
+    assert_error(
+        post_as(&app, "junk, 203.0.113.9").await,
+        403,
+        "ip_not_allowed",
+    )
+    .await;
+    assert_error(
+        post_as(&app, "127.0.0.1, 203.0.113.9").await,
+        403,
+        "ip_not_allowed",
+    )
+    .await;
     // Junk where only trusted proxies write is a refusal.
-    for chain in ["203.0.113.9, junk", "junk", "203.0.113.9,,", "127.0.0.1, junk"] {
+    for chain in [
+        "203.0.113.9, junk",
+        "junk",
+        "203.0.113.9,,",
+        "127.0.0.1, junk",
+    ] {
         assert_error(post_as(&app, chain).await, 400, "invalid_forwarded_for").await;
     }
     // The audit records the forwarded client's address, not the proxy's.

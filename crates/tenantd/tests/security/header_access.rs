@@ -27,7 +27,12 @@ async fn a_header_does_not_reach_a_tenant_with_keys() {
 
     let by_header = |tenant: &str, path: &str| app.req(Method::GET, tenant, path).send();
     for path in ["/records", "/tenant", "/audit"] {
-        assert_error(by_header("acme", path).await.expect("get"), 401, "unauthorized").await;
+        assert_error(
+            by_header("acme", path).await.expect("get"),
+            401,
+            "unauthorized",
+        )
+        .await;
     }
     let query = app
         .client
@@ -51,8 +56,17 @@ async fn a_header_does_not_reach_a_tenant_with_keys() {
         .expect("get");
     assert_eq!(with_key.status(), 200);
     // Without credentials, or opted in: the header still works.
-    assert_eq!(by_header("open", "/records").await.expect("get").status(), 200);
-    assert_eq!(by_header("gateway", "/records").await.expect("get").status(), 200);
+    assert_eq!(
+        by_header("open", "/records").await.expect("get").status(),
+        200
+    );
+    assert_eq!(
+        by_header("gateway", "/records")
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
 
     // Revoking acme's only key makes it a header tenant again.
     let keys: serde_json::Value = app
@@ -77,7 +91,10 @@ async fn a_header_does_not_reach_a_tenant_with_keys() {
         .await
         .expect("revoke");
     assert!(resp.status().is_success());
-    assert_eq!(by_header("acme", "/records").await.expect("get").status(), 200);
+    assert_eq!(
+        by_header("acme", "/records").await.expect("get").status(),
+        200
+    );
 
     // An identity provider is a credential too.
     app.create_tenant(json!({
@@ -87,7 +104,12 @@ async fn a_header_does_not_reach_a_tenant_with_keys() {
                  "redirect_url": "https://app.sso.test/cb"}
     }))
     .await;
-    assert_error(by_header("sso", "/records").await.expect("get"), 401, "unauthorized").await;
+    assert_error(
+        by_header("sso", "/records").await.expect("get"),
+        401,
+        "unauthorized",
+    )
+    .await;
     app.stop().await;
 }
 

@@ -79,8 +79,14 @@ async fn a_refused_create_is_in_the_operator_chain_not_the_tenants() {
             )
         })
         .collect();
-    assert!(refused.contains(&("tenants.create".to_owned(), 409)), "{refused:?}");
-    assert!(refused.iter().any(|(a, _)| a == "tenants.update"), "{refused:?}");
+    assert!(
+        refused.contains(&("tenants.create".to_owned(), 409)),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|(a, _)| a == "tenants.update"),
+        "{refused:?}"
+    );
     app.stop().await;
 }
 
@@ -123,6 +129,10 @@ async fn failed_admin_keys_are_audited_and_locked_out() {
     let app = App::start(admin_config(dir.path(), |_| {})).await;
     let failed: Vec<Value> = events(&app, "?action=admin.auth_failed").await;
     assert_eq!(failed.len(), 3, "{failed:?}");
-    assert!(failed.iter().all(|e| e["actor"] == "anonymous" && e["status"] == 401));
+    assert!(
+        failed
+            .iter()
+            .all(|e| e["actor"] == "anonymous" && e["status"] == 401)
+    );
     app.stop().await;
 }

@@ -37,7 +37,10 @@ async fn a_read_only_key_reads_and_nothing_else() {
     let reader = issue(&app, "acme", &["records:read"]).await;
     let record = json!({"name": "n2", "kind": "k", "url": "https://x"});
 
-    assert_eq!(status(&app, &reader, Method::GET, "/records", None).await, 200);
+    assert_eq!(
+        status(&app, &reader, Method::GET, "/records", None).await,
+        200
+    );
     assert_eq!(
         status(&app, &reader, Method::GET, &format!("/records/{id}"), None).await,
         200
@@ -54,9 +57,24 @@ async fn a_read_only_key_reads_and_nothing_else() {
         200
     );
     let refused = [
-        (Method::POST, "/records".to_owned(), Some(record.clone()), "records:write"),
-        (Method::PUT, format!("/records/{id}"), Some(record.clone()), "records:write"),
-        (Method::DELETE, format!("/records/{id}"), None, "records:write"),
+        (
+            Method::POST,
+            "/records".to_owned(),
+            Some(record.clone()),
+            "records:write",
+        ),
+        (
+            Method::PUT,
+            format!("/records/{id}"),
+            Some(record.clone()),
+            "records:write",
+        ),
+        (
+            Method::DELETE,
+            format!("/records/{id}"),
+            None,
+            "records:write",
+        ),
         (Method::GET, "/audit".to_owned(), None, "audit:read"),
         (Method::GET, "/tenant".to_owned(), None, "tenant:read"),
         (Method::GET, "/detect".to_owned(), None, "detections:read"),
@@ -82,7 +100,10 @@ async fn a_read_only_key_reads_and_nothing_else() {
     );
     // The refused write is the tenant's own call: metered and audited.
     let audit = app
-        .admin(Method::GET, "/admin/audit?tenant=acme&action=records.create")
+        .admin(
+            Method::GET,
+            "/admin/audit?tenant=acme&action=records.create",
+        )
         .send()
         .await
         .expect("audit");
@@ -110,9 +131,16 @@ async fn write_includes_read_and_unscoped_keys_are_unrestricted() {
         status(&app, &writer, Method::GET, &format!("/records/{id}"), None).await,
         200
     );
-    assert_eq!(status(&app, &writer, Method::GET, "/detect", None).await, 403);
+    assert_eq!(
+        status(&app, &writer, Method::GET, "/detect", None).await,
+        403
+    );
     for path in ["/records", "/audit", "/tenant", "/detect"] {
-        assert_eq!(status(&app, &full, Method::GET, path, None).await, 200, "{path}");
+        assert_eq!(
+            status(&app, &full, Method::GET, path, None).await,
+            200,
+            "{path}"
+        );
     }
     app.stop().await;
 }
@@ -130,7 +158,10 @@ async fn unknown_scopes_are_refused_at_issue_and_documented() {
         .await
         .expect("issue");
     let detail = assert_error(resp, 422, "validation_failed").await;
-    assert!(detail.contains("records:read"), "lists the vocabulary: {detail}");
+    assert!(
+        detail.contains("records:read"),
+        "lists the vocabulary: {detail}"
+    );
 
     let doc: Value = app
         .client

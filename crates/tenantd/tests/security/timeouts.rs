@@ -13,7 +13,12 @@ use crate::{ADMIN_KEY, App, admin_config};
 /// Sends the head of a POST with `Content-Length: 200`, then a byte a
 /// second; returns the status line and when it came, or `None` if the
 /// server said nothing within `give_up`.
-async fn trickle_body(base: &str, path: &str, extra: &str, give_up: Duration) -> Option<(String, Duration)> {
+async fn trickle_body(
+    base: &str,
+    path: &str,
+    extra: &str,
+    give_up: Duration,
+) -> Option<(String, Duration)> {
     let addr = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
@@ -65,7 +70,10 @@ async fn a_slow_body_is_bounded_by_the_request_timeout_on_every_route() {
             .await
             .unwrap_or_else(|| panic!("{path}: no answer within 12 s"));
         // The timeout is 2 s; the margin is generous (a loaded machine).
-        assert!(after < Duration::from_secs(8), "{path}: answered after {after:?}");
+        assert!(
+            after < Duration::from_secs(8),
+            "{path}: answered after {after:?}"
+        );
         assert!(line.contains("503"), "{path} {extra:?}: {line}");
     }
     app.stop().await;
@@ -104,7 +112,11 @@ async fn a_slow_request_head_is_cut_off() {
         }
     }
     assert!(closed, "a trickled head held the connection for 10 s");
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     // The server still serves others.
     let resp = app
         .client

@@ -180,9 +180,7 @@ impl App {
                 .entry("security")
                 .or_insert_with(|| serde_json::json!({}));
             if let Some(security) = security.as_object_mut() {
-                security
-                    .entry("header_access")
-                    .or_insert(Value::Bool(true));
+                security.entry("header_access").or_insert(Value::Bool(true));
             }
         }
         let resp = self
@@ -193,7 +191,10 @@ impl App {
             .expect("create");
         assert_eq!(resp.status(), 201, "{body}");
         let out: Value = resp.json().await.expect("json");
-        let key = out["api_key"]["key"].as_str().unwrap_or_default().to_owned();
+        let key = out["api_key"]["key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         (out["tenant"].clone(), key)
     }
 

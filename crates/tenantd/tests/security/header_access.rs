@@ -101,6 +101,7 @@ async fn a_header_does_not_reach_a_tenant_with_keys() {
         "id": "sso", "name": "SSO", "issue_key": false,
         "security": {"header_access": false},
         "oidc": {"issuer": "https://idp.sso.test", "client_id": "sso-app",
+                 "client_secret": "sso-client-secret-0123456789",
                  "redirect_url": "https://app.sso.test/cb"}
     }))
     .await;

@@ -372,12 +372,13 @@ async fn an_import_cannot_bring_a_taken_pair() {
     };
     let acme = tenancy::TenantId::new("acme").expect("id");
     let mut dump = Vec::new();
-    tenantd::portable::export(&open(source.path()).await, &acme, &mut dump)
+    tenantd::portable::export(&open(source.path()).await, &acme, None, &mut dump)
         .await
         .expect("export");
     let store = open(target.path()).await;
     let schema = store.portable().schema_version();
-    let dump = tenantd::portable::read(dump.as_slice(), schema).expect("read");
+    let dump = tenantd::portable::read(dump.as_slice(), schema, tenantd::portable::Trust::Unsigned)
+        .expect("read");
     let err = tenantd::portable::import(&store, &dump)
         .await
         .expect_err("taken pair");

@@ -178,6 +178,17 @@ async fn unknown_scopes_are_refused_at_issue_and_documented() {
     assert_eq!(get["x-required-scope"], "records:read", "{get}");
     let admin = &doc["paths"]["/admin/tenants"]["post"];
     assert!(admin.get("x-required-scope").is_none(), "{admin}");
+    // Every documented operation states who may call it: a scope, the
+    // admin key, or nobody in particular (the few public routes).
+    let public = ["/health", "/health/ready"];
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let declared = operation.get("x-required-scope").is_some()
+                || operation.get("security").is_some()
+                || public.contains(&path.as_str());
+            assert!(declared, "{method} {path} has no declared access");
+        }
+    }
     app.stop().await;
 }
 

@@ -260,6 +260,8 @@ impl Proc {
             .arg(data_dir)
             .args(extra)
             .env_remove("RUST_LOG")
+            // The job fixtures are local repositories (off by default).
+            .env("TENANTD_JOBS_ALLOW_LOCAL_PATHS", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in backend_env(data_dir) {

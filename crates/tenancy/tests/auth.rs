@@ -61,6 +61,7 @@ impl TenantDirectory for Directory {
 fn directory() -> Arc<Directory> {
     let open = TenantStatus::Active {
         allowed_ips: Arc::from(Vec::new()),
+        credential_required: false,
     };
     let office: Vec<IpNet> = vec!["10.1.0.0/16".parse().expect("cidr")];
     Arc::new(Directory(HashMap::from([
@@ -71,6 +72,14 @@ fn directory() -> Arc<Directory> {
             "office",
             TenantStatus::Active {
                 allowed_ips: Arc::from(office),
+                credential_required: false,
+            },
+        ),
+        (
+            "keyed",
+            TenantStatus::Active {
+                allowed_ips: Arc::from(Vec::new()),
+                credential_required: true,
             },
         ),
     ])))
@@ -81,12 +90,9 @@ async fn whoami(Tenant(ctx): Tenant) -> String {
     format!("{}:{:?}:{actor}", ctx.tenant_id(), ctx.source())
 }
 
-async fn body_tenant(req: Request<Body>) -> Result<String, TenancyError> {
-    let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, 1024).await.unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let ctx = tenancy::resolve_with_body(&parts, value["tenant_id"].as_str()).await?;
-    Ok(ctx.tenant_id().to_string())
+/// A route whose body may name the tenant: the layer decided it already.
+async fn body_tenant(Tenant(ctx): Tenant) -> String {
+    ctx.tenant_id().to_string()
 }
 
 fn app(required: bool) -> Router {
@@ -100,6 +106,7 @@ fn app(required: bool) -> Router {
     .require_credentials(required)
     .directory(directory())
     .trusted_proxies(vec!["192.168.0.0/24".parse().expect("cidr")])
+    .body_tenant_routes(|parts| parts.uri.path() == "/body")
     .build()
     .expect("valid");
     Router::new()
@@ -172,11 +179,15 @@ async fn a_credential_for_one_tenant_cannot_name_another() {
     assert_eq!(body["code"], "tenant_mismatch");
 
     let mut r = req("POST", "/body", &[("x-api-key", ACME_KEY)], "10.9.9.9");
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("value"));
     *r.body_mut() = Body::from(r#"{"tenant_id": "globex"}"#);
     let (status, body, _) = call(&app, r).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["code"], "tenant_mismatch");
     let mut r = req("POST", "/body", &[("x-api-key", ACME_KEY)], "10.9.9.9");
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("value"));
     *r.body_mut() = Body::from(r#"{"tenant_id": "acme"}"#);
     let (status, body, _) = call(&app, r).await;
     assert_eq!(status, StatusCode::OK);
@@ -264,6 +275,8 @@ async fn the_registry_refuses_unknown_and_suspended_tenants() {
     }
     // So is a tenant named only by the body.
     let mut r = req("POST", "/body", &[], "10.9.9.9");
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().expect("value"));
     *r.body_mut() = Body::from(r#"{"tenant_id": "frozen"}"#);
     let (status, body, _) = call(&app, r).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -294,6 +307,20 @@ async fn ip_allow_lists_trust_forwarded_for_only_from_trusted_proxies() {
     ];
     let (status, _, _) = call(&app, req("GET", "/who", &chain, "192.168.0.7")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Junk the client prepended is ignored; junk in the part the trusted
+    // proxies wrote is a refusal, never a fallback to the proxy's address.
+    let junk = [
+        ("x-tenant-id", "office"),
+        ("x-forwarded-for", "junk, 10.2.0.1"),
+    ];
+    let (status, _, _) = call(&app, req("GET", "/who", &junk, "192.168.0.7")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for chain in ["10.1.2.3, junk", "junk", "10.1.2.3,"] {
+        let headers = [("x-tenant-id", "office"), ("x-forwarded-for", chain)];
+        let (status, body, _) = call(&app, req("GET", "/who", &headers, "192.168.0.7")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{chain}");
+        assert_eq!(body["code"], "invalid_forwarded_for");
+    }
     // Other tenants have no list and accept any address.
     let (status, _, _) = call(
         &app,
@@ -301,4 +328,28 @@ async fn ip_allow_lists_trust_forwarded_for_only_from_trusted_proxies() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_tenant_holding_credentials_is_reached_only_with_one() {
+    let app = app(false);
+    for headers in [&[("x-tenant-id", "keyed")][..], &[][..]] {
+        let mut r = req("POST", "/body", headers, "10.9.9.9");
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().expect("value"));
+        *r.body_mut() = Body::from(r#"{"tenant_id": "keyed"}"#);
+        let (status, body, _) = call(&app, r).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["code"], "unauthorized");
+    }
+    let (status, _, _) = call(
+        &app,
+        req("GET", "/who", &[("x-tenant-id", "office")], "10.1.2.3"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "tenants without credentials keep the header"
+    );
 }

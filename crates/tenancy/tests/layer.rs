@@ -15,19 +15,23 @@ async fn whoami(Tenant(ctx): Tenant) -> String {
     format!("{}:{:?}", ctx.tenant_id(), ctx.source())
 }
 
-/// A handler that takes the body's tenant, as tenantd's JSON extractor does.
-async fn body_tenant(req: Request<Body>) -> Result<String, TenancyError> {
-    let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, 1024).await.unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let ctx = tenancy::resolve_with_body(&parts, value["tenant_id"].as_str()).await?;
-    Ok(ctx.tenant_id().to_string())
+/// A route whose JSON body may name the tenant (declared to the layer with
+/// `body_tenant_routes`); the handler still gets the whole body.
+async fn body_tenant(Tenant(ctx): Tenant, body: String) -> String {
+    assert!(body.starts_with('{'), "the layer hands the body on: {body}");
+    ctx.tenant_id().to_string()
+}
+
+/// A layer builder that reads the body of `POST /body` for its tenant.
+fn declared(policy: TenantPolicy) -> tenancy::TenancyLayerBuilder {
+    TenancyLayer::builder(policy).body_tenant_routes(|parts| parts.uri.path() == "/body")
 }
 
 fn app(layer: TenancyLayer) -> Router {
     Router::new()
         .route("/who", get(whoami))
         .route("/body", post(body_tenant))
+        .route("/plain", post(whoami))
         .route("/health", get(|| async { "ok" }))
         .layer(layer)
 }
@@ -59,7 +63,9 @@ fn post_req(uri: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    b.body(Body::from(body.to_owned())).expect("request")
+    b.header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -68,7 +74,7 @@ fn json(body: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn refusals_are_json_4xx_never_500() {
-    let app = app(TenancyLayer::builder(enabled()).build().expect("valid"));
+    let app = app(declared(enabled()).build().expect("valid"));
     let cases: [(Request<Body>, StatusCode, &str); 4] = [
         (
             get_req("/who", &[]),
@@ -109,7 +115,7 @@ async fn allow_list_refusal_is_403_without_the_list() {
         allowed_tenants: vec!["secret-co".parse().expect("valid")],
         ..enabled()
     };
-    let app = app(TenancyLayer::builder(policy).build().expect("valid"));
+    let app = app(declared(policy).build().expect("valid"));
     let (status, body) = call(&app, get_req("/who", &[("X-Tenant-ID", "evil")])).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(json(&body)["detail"], "Tenant 'evil' not authorized");
@@ -118,7 +124,7 @@ async fn allow_list_refusal_is_403_without_the_list() {
 
 #[tokio::test]
 async fn resolves_header_query_and_default() {
-    let app = app(TenancyLayer::builder(enabled()).build().expect("valid"));
+    let app = app(declared(enabled()).build().expect("valid"));
     assert_eq!(
         call(&app, get_req("/who", &[("X-TENANT-ID", " acme ")])).await,
         (StatusCode::OK, "acme:Header".to_owned())
@@ -144,7 +150,7 @@ async fn resolves_header_query_and_default() {
 }
 
 fn app_with(policy: TenantPolicy) -> Router {
-    app(TenancyLayer::builder(policy).build().expect("valid"))
+    app(declared(policy).build().expect("valid"))
 }
 
 #[tokio::test]
@@ -223,7 +229,7 @@ impl TenantResolver for OrgHeader {
 
 #[tokio::test]
 async fn installed_resolver_wins_over_the_header() {
-    let layer = TenancyLayer::builder(enabled())
+    let layer = declared(enabled())
         .resolver(OrgHeader)
         .build()
         .expect("valid");
@@ -258,4 +264,21 @@ async fn extractor_without_layer_is_an_internal_error_not_a_tenant() {
     let (status, body) = call(&app, get_req("/who", &[("x-tenant-id", "a")])).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&body)["code"], "internal");
+}
+
+#[tokio::test]
+async fn a_body_tenant_over_the_limit_is_413_and_a_non_string_is_400() {
+    let layer = declared(enabled()).body_limit(64).build().expect("valid");
+    let app = app(layer);
+    let big = format!(r#"{{"tenant_id":"a","pad":"{}"}}"#, "x".repeat(100));
+    let (status, body) = call(&app, post_req("/body", &[], &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(json(&body)["code"], "payload_too_large");
+    let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":7}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(json(&body)["code"], "invalid_tenant_id");
+    // Only declared routes' bodies are read: elsewhere a body names nothing.
+    let (status, body) = call(&app, post_req("/plain", &[], r#"{"tenant_id":"a"}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(json(&body)["code"], "tenant_required");
 }

@@ -155,6 +155,9 @@ pub trait TenantRepo: Send + Sync {
     async fn delete_tenant(&self, id: &TenantId) -> Result<Option<DeletedCounts>, StoreError>;
     /// A counter bumped by every change to tenants or keys.
     async fn registry_version(&self) -> Result<i64, StoreError>;
+    /// How many tenant ids are retired (deleted tenants whose trail is
+    /// kept).
+    async fn retired_count(&self) -> Result<i64, StoreError>;
     /// Status and allow-list of every tenant (or one).
     async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError>;
 }

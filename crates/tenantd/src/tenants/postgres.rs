@@ -345,6 +345,13 @@ impl TenantRepo for PgStore {
             .map_err(map_pg)
     }
 
+    async fn retired_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM deleted_tenants")
+            .fetch_one(self.admin_pool())
+            .await
+            .map_err(map_pg)
+    }
+
     async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError> {
         // The spec parts as SQLite's json_extract gives them: JSON text
         // for arrays and objects, the value for strings, NULL when absent

@@ -72,6 +72,10 @@ pub struct Registry {
     /// `tenant.registry`: `Some(b)` forces checks on/off; `None` enforces
     /// them once any tenant exists.
     mode: Option<bool>,
+    /// Some tenant was deleted: its id is retired and its trail kept, so
+    /// checks stay on even with no tenant left (else a header naming the
+    /// retired id would reach the kept trail).
+    retired: std::sync::atomic::AtomicBool,
     /// `storage.data_dir` (dedicated SQLite files live under it).
     data_dir: std::path::PathBuf,
     version: AtomicI64,
@@ -91,6 +95,7 @@ impl Registry {
             keys: RwLock::new(HashMap::new()),
             issuers: RwLock::new(BindingMap::default()),
             mode,
+            retired: std::sync::atomic::AtomicBool::new(false),
             version: AtomicI64::new(-1),
             uses: Mutex::new(HashMap::new()),
             no_ips: Arc::from(Vec::new()),
@@ -224,6 +229,8 @@ impl Registry {
         let version = store.tenants().registry_version().await?;
         let rows = store.tenants().load_directory(None).await?;
         let keys = store.keys().load_keys(None).await?;
+        let retired = store.tenants().retired_count().await? > 0;
+        self.retired.store(retired, Ordering::Release);
         let keyed = Self::keyed_tenants(&keys);
         let tenants: HashMap<TenantId, CachedTenant> = rows
             .iter()
@@ -264,7 +271,10 @@ impl Registry {
                     tenants.insert(id.clone(), self.cached_tenant(row, keyed));
                 }
                 None => {
-                    tenants.remove(id);
+                    // Deleted: its id is retired from now on.
+                    if tenants.remove(id).is_some() {
+                        self.retired.store(true, Ordering::Release);
+                    }
                 }
             }
         }
@@ -436,7 +446,9 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl TenantDirectory for Registry {
     fn enforced(&self) -> bool {
-        self.mode.unwrap_or_else(|| !read(&self.tenants).is_empty())
+        self.mode.unwrap_or_else(|| {
+            self.retired.load(Ordering::Acquire) || !read(&self.tenants).is_empty()
+        })
     }
 
     fn status(&self, tenant: &TenantId) -> TenantStatus {

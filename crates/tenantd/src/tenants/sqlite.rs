@@ -295,6 +295,13 @@ impl TenantRepo for SqliteStore {
             .map_err(map_sqlx)
     }
 
+    async fn retired_count(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM deleted_tenants")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_sqlx)
+    }
+
     async fn load_directory(&self, id: Option<&TenantId>) -> Result<Vec<DirectoryRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, status, json_extract(spec, '$.security.allowed_ips'), \

@@ -133,3 +133,42 @@ async fn local_repository_paths_are_refused_by_default() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retired_id_is_not_reachable_by_header_even_with_no_tenant_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |_| {})).await;
+    app.create_tenant(json!({"id": "acme", "name": "Acme", "issue_key": false}))
+        .await;
+    let resp = app
+        .req(Method::POST, "acme", "/records")
+        .json(&json!({"name": "kept", "kind": "k", "url": "https://x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    let resp = app
+        .admin(Method::DELETE, "/admin/tenants/acme")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 200);
+    // No tenant is left, but the registry stays on: the retired id's kept
+    // trail is the operator's, not anyone's who writes a header.
+    let resp = app
+        .req(Method::GET, "acme", "/audit")
+        .send()
+        .await
+        .expect("get");
+    assert_error(resp, 404, "tenant_not_found").await;
+    app.stop().await;
+    // The same after a restart (the registry is loaded from storage).
+    let app = App::start(admin_config(dir.path(), |_| {})).await;
+    let resp = app
+        .req(Method::GET, "acme", "/audit")
+        .send()
+        .await
+        .expect("get");
+    assert_error(resp, 404, "tenant_not_found").await;
+    app.stop().await;
+}

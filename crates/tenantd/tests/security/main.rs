@@ -18,3 +18,5 @@ pub(crate) fn admin_config(
         tweak(c);
     })
 }
+
+mod input;

@@ -551,6 +551,50 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_anywhere_is_refused_naming_its_field() {
+        let mut fields = Map::new();
+        fields.insert("lang".into(), Value::String("r\0".into()));
+        let cases: Vec<(RecordInput, &str)> = vec![
+            (
+                RecordInput {
+                    description: Some("a\0b".into()),
+                    ..input()
+                },
+                "description",
+            ),
+            (
+                RecordInput {
+                    name: "a\0".into(),
+                    ..input()
+                },
+                "name",
+            ),
+            (
+                RecordInput {
+                    tags: vec!["ok".into(), "\0".into()],
+                    ..input()
+                },
+                "tags[1]",
+            ),
+            (RecordInput { fields, ..input() }, "fields.lang"),
+        ];
+        for (i, field) in cases {
+            let err = NewRecord::try_from(i).expect_err("invalid");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{field}: must not contain")),
+                "{err}"
+            );
+        }
+        let search = SearchRequest {
+            kind: Some("a\0".into()),
+            ..SearchRequest::default()
+        };
+        let err = SearchQuery::try_from(search).expect_err("invalid");
+        assert!(err.to_string().starts_with("kind: "), "{err}");
+    }
+
+    #[test]
     fn record_ids_parse_strictly() {
         let id = RecordId::generate();
         assert_eq!(id.as_str().parse::<RecordId>().expect("round trip"), id);

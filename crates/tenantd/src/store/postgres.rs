@@ -137,21 +137,23 @@ fn without_unread_params(url: &str) -> String {
     if parsed.query().is_none() {
         return url.to_owned();
     }
-    let (kept, dropped): (Vec<(String, String)>, Vec<(String, String)>) = parsed
-        .query_pairs()
-        .into_owned()
-        .partition(|(name, _)| sqlx_reads(name));
-    if dropped.is_empty() {
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(n, _)| sqlx_reads(n)).collect();
+    let ignored = pairs.len() - kept.len();
+    if ignored == 0 {
         return url.to_owned();
     }
     tracing::warn!(
-        ignored = dropped.len(),
+        ignored,
         "ignoring connection URL parameters PostgreSQL connections do not use"
     );
     if kept.is_empty() {
         parsed.set_query(None);
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        parsed
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(kept.iter().map(|(n, v)| (n, v)));
     }
     parsed.to_string()
 }
@@ -507,5 +509,29 @@ impl Backend for PgStore {
 
     fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_unread_params;
+
+    #[test]
+    fn parameters_sqlx_would_log_with_their_value_are_dropped() {
+        assert_eq!(
+            without_unread_params(
+                "postgres://u@db/v?sslmode=disable&sslpassword=x1&password=p&pass=x2&Secret"
+            ),
+            "postgres://u@db/v?sslmode=disable&password=p"
+        );
+        assert_eq!(
+            without_unread_params("postgres://db/v?pass=x"),
+            "postgres://db/v"
+        );
+        assert_eq!(
+            without_unread_params("postgres://db/v?user=u"),
+            "postgres://db/v?user=u"
+        );
+        assert_eq!(without_unread_params("not a url"), "not a url");
     }
 }

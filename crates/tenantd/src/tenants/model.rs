@@ -607,6 +607,30 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_in_any_text_is_reported_with_its_field() {
+        let mut spec = TenantSpec {
+            storage: Some(StorageBinding {
+                url: Some("postgres://h/\0".into()),
+                ..StorageBinding::default()
+            }),
+            ..TenantSpec::default()
+        };
+        spec.features
+            .insert("beta".into(), Value::String("\0".into()));
+        let problems = validate("tenants[0].", "n", Some("a\0@b"), "free", &spec).join("\n");
+        for field in [
+            "tenants[0].email",
+            "tenants[0].features.beta",
+            "tenants[0].storage.url",
+        ] {
+            assert!(
+                problems.contains(&format!("{field}: must not contain")),
+                "{field} missing from\n{problems}"
+            );
+        }
+    }
+
+    #[test]
     fn single_addresses_are_host_networks() {
         assert_eq!(
             parse_net("192.0.2.7"),

@@ -128,10 +128,12 @@ impl IntoResponse for ApiError {
         let (status, code) = self.parts();
         let detail = match &self {
             Self::Internal(cause) => {
+                let cause = crate::audit::redact::text(cause);
                 tracing::error!(%cause, "internal error");
                 "Internal server error".to_owned()
             }
             Self::Unavailable(cause) => {
+                let cause = crate::audit::redact::text(cause);
                 tracing::warn!(%cause, "storage unavailable");
                 "Storage is unavailable; the request changed nothing. Retry later".to_owned()
             }
@@ -179,6 +181,13 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(c) => Self::Conflict(c),
             StoreError::Unavailable(c) => Self::Unavailable(c),
             StoreError::Internal(c) => Self::Internal(c),
+            StoreError::Invalid(c) => {
+                tracing::warn!(cause = %crate::audit::redact::text(&c), "storage refused a value");
+                Self::Validation(format!(
+                    "A value of the request cannot be stored: {}",
+                    truncate_for_echo(&c)
+                ))
+            }
             StoreError::QuotaExceeded(q) => Self::Quota(q),
             e @ StoreError::Moving {
                 retry_after_secs, ..
@@ -210,6 +219,12 @@ impl From<JobsError> for ApiError {
             JobsError::Invalid { .. } => Self::Validation(e.to_string()),
             JobsError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<crate::input::TextError> for ApiError {
+    fn from(e: crate::input::TextError) -> Self {
+        Self::Validation(e.to_string())
     }
 }
 
@@ -252,8 +267,17 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
+    /// Text is checked at this boundary ([`crate::input`]): a body with a
+    /// NUL anywhere is a 422 naming the field, whatever the route.
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(JsonRejection::from)?;
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        crate::input::check_json_body(&bytes)?;
         Ok(Self(value))
     }
 }
@@ -288,12 +312,15 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
+    /// Every parameter is checked as text ([`crate::input`]) once the
+    /// query has been read.
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        crate::input::check_query(parts.uri.query().unwrap_or_default())?;
         Ok(Self(value))
     }
 }

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod input;
 pub mod jobs;
 pub mod keys;
 pub mod limits;

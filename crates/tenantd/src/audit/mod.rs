@@ -15,8 +15,7 @@ pub mod cli;
 pub mod http;
 pub mod layer;
 mod postgres;
-mod redact;
-pub use redact::without_userinfo;
+pub mod redact;
 mod rows;
 mod sqlite;
 mod writer;
@@ -29,7 +28,7 @@ use utoipa::ToSchema;
 
 use crate::store::{StoreError, TenantScope};
 
-pub use redact::redact_params;
+pub use redact::params as redact_params;
 pub use writer::{AuditLog, AuditTask};
 
 /// The chain of admin actions that concern no single tenant.

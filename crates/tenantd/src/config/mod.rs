@@ -491,37 +491,8 @@ impl Config {
     /// masked, for `tenantd config check`.
     pub fn to_masked_yaml(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        mask_secrets(&mut value);
+        crate::audit::redact::json(&mut value);
         serde_norway::to_string(&value).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-    }
-}
-
-/// Replaces values whose key names a secret (key, secret, password, token,
-/// credential) and the userinfo of URLs with `***`.
-fn mask_secrets(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                let k = key.to_ascii_lowercase();
-                let secret = ["key", "secret", "password", "token", "credential", "pepper"]
-                    .iter()
-                    .any(|s| k.contains(s));
-                if secret && !v.is_null() && !v.is_boolean() && !v.is_number() {
-                    *v = serde_json::Value::String("***".to_owned());
-                } else {
-                    mask_secrets(v);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
-        serde_json::Value::String(s) => {
-            if let Some((scheme, rest)) = s.split_once("://")
-                && let Some((_userinfo, host)) = rest.split_once('@')
-            {
-                *s = format!("{scheme}://***@{host}");
-            }
-        }
-        _ => {}
     }
 }
 

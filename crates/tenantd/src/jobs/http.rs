@@ -38,6 +38,7 @@ fn parse_id(raw: &str) -> Result<DetectionId, JobsError> {
 
 /// Validates a submission (seed 000's error texts).
 fn validate(input: SubmitInput, allow_local: bool) -> Result<NewJob, JobsError> {
+    input.check_text()?;
     let url = input.repository_url.as_deref().map(str::trim).unwrap_or("");
     if url.is_empty() {
         return Err(JobsError::BadRequest("Repository URL is required"));

@@ -49,8 +49,8 @@ pub enum JobsError {
     /// A field is out of range.
     #[error("{field}: {reason}")]
     Invalid {
-        /// The field.
-        field: &'static str,
+        /// The field. (a path for nested values: `fields.lang`).
+        field: String,
         /// Why.
         reason: String,
     },
@@ -60,11 +60,19 @@ pub enum JobsError {
 }
 
 impl JobsError {
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A NUL in a text field ([`crate::input`]) names its field like any
+/// other invalid value.
+impl From<crate::input::TextError> for JobsError {
+    fn from(e: crate::input::TextError) -> Self {
+        Self::invalid(e.field, "must not contain the NUL character (U+0000)")
     }
 }
 

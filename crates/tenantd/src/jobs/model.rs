@@ -181,6 +181,19 @@ pub struct SubmitInput {
     pub tenant_id: Option<String>,
 }
 
+impl SubmitInput {
+    /// Every text of the submission checked for what storage cannot keep
+    /// ([`crate::input`]), before any other rule.
+    pub fn check_text(&self) -> Result<(), crate::input::TextError> {
+        use crate::input::{check_object, check_opt};
+        check_opt("repository_url", self.repository_url.as_deref())?;
+        if let Some(metadata) = &self.metadata {
+            check_object("metadata", metadata)?;
+        }
+        check_opt("tenant_id", self.tenant_id.as_deref())
+    }
+}
+
 /// A validated submission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {

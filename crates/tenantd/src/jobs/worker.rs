@@ -187,7 +187,7 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
         finish_failed(shared, &job, "Invalid repository URL", None).await;
         return;
     };
-    tracing::info!(repository_url = %job.repository_url, "detection started");
+    tracing::info!(repository_url = %crate::audit::redact::url(&job.repository_url), "detection started");
     let interrupt = Arc::new(AtomicBool::new(false));
     let scratch = shared.scratch.join(format!("{}-{}", job.id, job.attempt));
     let limits = Limits {
@@ -318,8 +318,10 @@ fn backoff(config: &JobsConfig, job: &ClaimedJob) -> Duration {
 
 async fn finish_failed(shared: &Shared, job: &ClaimedJob, error: &str, retry: Option<Duration>) {
     let will_retry = retry.is_some() && job.attempt < job.max_attempts;
+    // A clone error may quote the repository URL, credentials included.
+    let error = crate::audit::redact::text(error);
     tracing::warn!(error, will_retry, "detection attempt failed");
-    if let Err(e) = shared.queue.fail(job, error, retry).await {
+    if let Err(e) = shared.queue.fail(job, &error, retry).await {
         tracing::warn!(error = %e, "recording the failure failed; the lease will expire");
     }
 }
@@ -350,7 +352,8 @@ fn to_record(job: &ClaimedJob, location: &Location, facts: RepoFacts) -> NewReco
     NewRecord {
         kind: "repository".to_owned(),
         name,
-        url: job.repository_url.clone(),
+        // A clone URL's credentials do not belong in the tenant's records.
+        url: crate::audit::redact::url(&job.repository_url),
         description: Some(description),
         tags,
         fields,

@@ -48,8 +48,8 @@ pub enum RecordsError {
     /// A field of the request is not acceptable.
     #[error("{field}: {reason}")]
     Invalid {
-        /// The offending field.
-        field: &'static str,
+        /// The offending field. (a path for nested values: `fields.lang`).
+        field: String,
         /// Why.
         reason: String,
     },
@@ -59,11 +59,19 @@ pub enum RecordsError {
 }
 
 impl RecordsError {
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A NUL in a text field ([`crate::input`]) names its field like any
+/// other invalid value.
+impl From<crate::input::TextError> for RecordsError {
+    fn from(e: crate::input::TextError) -> Self {
+        Self::invalid(e.field, "must not contain the NUL character (U+0000)")
     }
 }
 

@@ -176,10 +176,27 @@ impl NewRecord {
     }
 }
 
+impl RecordInput {
+    /// Every text of the record checked for what storage cannot keep
+    /// ([`crate::input`]), before any other rule, so the answer is the
+    /// same on both backends.
+    fn check_text(&self) -> Result<(), crate::input::TextError> {
+        use crate::input::{check_list, check_object, check_opt, check_text};
+        check_text("name", &self.name)?;
+        check_text("kind", &self.kind)?;
+        check_text("url", &self.url)?;
+        check_opt("description", self.description.as_deref())?;
+        check_list("tags", &self.tags)?;
+        check_object("fields", &self.fields)?;
+        check_opt("tenant_id", self.tenant_id.as_deref())
+    }
+}
+
 impl TryFrom<RecordInput> for NewRecord {
     type Error = RecordsError;
 
     fn try_from(input: RecordInput) -> Result<Self, RecordsError> {
+        input.check_text()?;
         let name = input.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > MAX_NAME || has_control(&name) {
             return Err(RecordsError::invalid(
@@ -340,6 +357,13 @@ impl TryFrom<SearchRequest> for SearchQuery {
     type Error = RecordsError;
 
     fn try_from(req: SearchRequest) -> Result<Self, RecordsError> {
+        {
+            use crate::input::{check_list, check_opt, check_text};
+            check_text("query", &req.query)?;
+            check_opt("kind", req.kind.as_deref())?;
+            check_list("tags", &req.tags)?;
+            check_opt("cursor", req.cursor.as_deref())?;
+        }
         if req.query.chars().count() > MAX_QUERY_CHARS {
             return Err(RecordsError::invalid(
                 "query",
@@ -524,6 +548,50 @@ mod tests {
             let err = NewRecord::try_from(i).expect_err("invalid");
             assert!(err.to_string().starts_with(field), "{err}");
         }
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_refused_naming_its_field() {
+        let mut fields = Map::new();
+        fields.insert("lang".into(), Value::String("r\0".into()));
+        let cases: Vec<(RecordInput, &str)> = vec![
+            (
+                RecordInput {
+                    description: Some("a\0b".into()),
+                    ..input()
+                },
+                "description",
+            ),
+            (
+                RecordInput {
+                    name: "a\0".into(),
+                    ..input()
+                },
+                "name",
+            ),
+            (
+                RecordInput {
+                    tags: vec!["ok".into(), "\0".into()],
+                    ..input()
+                },
+                "tags[1]",
+            ),
+            (RecordInput { fields, ..input() }, "fields.lang"),
+        ];
+        for (i, field) in cases {
+            let err = NewRecord::try_from(i).expect_err("invalid");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{field}: must not contain")),
+                "{err}"
+            );
+        }
+        let search = SearchRequest {
+            kind: Some("a\0".into()),
+            ..SearchRequest::default()
+        };
+        let err = SearchQuery::try_from(search).expect_err("invalid");
+        assert!(err.to_string().starts_with("kind: "), "{err}");
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub enum StoreError {
     /// Anything else: a bug or corrupt data (500; the cause is logged).
     #[error("storage error: {0}")]
     Internal(String),
+    /// The database refused a value of the request (PostgreSQL's "data
+    /// exception" class, a value past a size limit): the client's doing,
+    /// not a bug (422). Boundary validation ([`crate::input`]) should
+    /// have refused it first; this keeps a missed case from being a 500.
+    #[error("value refused by storage: {0}")]
+    Invalid(String),
     /// The write would cross a quota; nothing was written (403).
     #[error(transparent)]
     QuotaExceeded(#[from] QuotaExceeded),

@@ -101,8 +101,65 @@ pub struct PgStore {
     admin: PgPool,
 }
 
+/// Whether sqlx reads the connection URL parameter `name`.
+fn sqlx_reads(name: &str) -> bool {
+    matches!(
+        name,
+        "sslmode"
+            | "ssl-mode"
+            | "sslrootcert"
+            | "ssl-root-cert"
+            | "ssl-ca"
+            | "sslcert"
+            | "ssl-cert"
+            | "sslkey"
+            | "ssl-key"
+            | "statement-cache-capacity"
+            | "host"
+            | "hostaddr"
+            | "port"
+            | "dbname"
+            | "user"
+            | "password"
+            | "application_name"
+            | "options"
+    ) || name.starts_with("options[")
+}
+
+/// `url` without the query parameters sqlx does not read. It ignores
+/// them anyway, but logs each one *with its value*, and an unknown
+/// parameter may well be a password (`sslpassword=`, `pass=`, even a bare
+/// `?secret`): only their number is logged here.
+fn without_unread_params(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.query().is_none() {
+        return url.to_owned();
+    }
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let kept: Vec<&(String, String)> = pairs.iter().filter(|(n, _)| sqlx_reads(n)).collect();
+    let ignored = pairs.len() - kept.len();
+    if ignored == 0 {
+        return url.to_owned();
+    }
+    tracing::warn!(
+        ignored,
+        "ignoring connection URL parameters PostgreSQL connections do not use"
+    );
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(kept.iter().map(|(n, v)| (n, v)));
+    }
+    parsed.to_string()
+}
+
 async fn pool(url: &str, max: u32, what: &str) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = url
+    let options: PgConnectOptions = without_unread_params(url)
         .parse()
         .with_context(|| format!("{what}: not a valid PostgreSQL URL"))?;
     let options = options.application_name("tenantd");
@@ -414,6 +471,12 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
                 || code == "40P01"
             {
                 StoreError::Unavailable(db.message().to_owned())
+            } else if code.starts_with("22") || code == "54000" {
+                // 22 data exception (a NUL byte 22021, an unsupported
+                // escape 22P05, a value too long 22001 or out of range
+                // 22003, bad text for a type 22P02), 54000 a value past a
+                // size limit (a tsvector over 1 MB): what the client sent.
+                StoreError::Invalid(db.message().to_owned())
             } else {
                 StoreError::Internal(error.to_string())
             }
@@ -446,5 +509,29 @@ impl Backend for PgStore {
 
     fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_unread_params;
+
+    #[test]
+    fn parameters_sqlx_would_log_with_their_value_are_dropped() {
+        assert_eq!(
+            without_unread_params(
+                "postgres://u@db/v?sslmode=disable&sslpassword=x1&password=p&pass=x2&Secret"
+            ),
+            "postgres://u@db/v?sslmode=disable&password=p"
+        );
+        assert_eq!(
+            without_unread_params("postgres://db/v?pass=x"),
+            "postgres://db/v"
+        );
+        assert_eq!(
+            without_unread_params("postgres://db/v?user=u"),
+            "postgres://db/v?user=u"
+        );
+        assert_eq!(without_unread_params("not a url"), "not a url");
     }
 }

@@ -203,7 +203,8 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
         }
         sqlx::Error::Database(db) => {
             // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
-            // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14.
+            // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14; TOOBIG 18 (a
+            // value past SQLite's length limit: what the client sent).
             let code = db
                 .code()
                 .and_then(|c| c.parse::<i64>().ok())
@@ -212,6 +213,7 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
                 Some(5 | 6 | 7 | 8 | 10 | 13 | 14) => {
                     StoreError::Unavailable(db.message().to_owned())
                 }
+                Some(18) => StoreError::Invalid(db.message().to_owned()),
                 _ => StoreError::Internal(error.to_string()),
             }
         }

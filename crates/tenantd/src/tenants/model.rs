@@ -292,7 +292,7 @@ impl From<TenantRow> for Tenant {
             oidc: row.spec.oidc.as_ref().map(OidcView::from),
             // A dedicated database's URL may carry a password: never shown.
             storage: row.spec.storage.map(|mut s| {
-                s.url = s.url.as_deref().map(crate::audit::without_userinfo);
+                s.url = s.url.as_deref().map(crate::audit::redact::url);
                 s
             }),
             source: row.source,
@@ -468,7 +468,7 @@ pub fn validate(
     plan: &str,
     spec: &TenantSpec,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
+    let mut problems = text_problems(at, name, email, plan, spec);
     let mut bad = |field: &str, why: String| problems.push(format!("{at}{field}: {why}"));
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         bad("name", "required, 1 to 200 characters".into());
@@ -551,6 +551,39 @@ pub fn validate(
     problems
 }
 
+/// Every text field of a tenant (name, email, plan and every string and
+/// key of its spec, features and storage binding included) checked for
+/// what storage cannot keep ([`crate::input`]), each problem naming its
+/// field under `at`.
+pub fn text_problems(
+    at: &str,
+    name: &str,
+    email: Option<&str>,
+    plan: &str,
+    spec: &TenantSpec,
+) -> Vec<String> {
+    use crate::input::{check_json, check_opt, check_text};
+    let mut problems = Vec::new();
+    let mut note = |checked: Result<(), crate::input::TextError>| {
+        if let Err(e) = checked {
+            problems.push(format!("{at}{e}"));
+        }
+    };
+    note(check_text("name", name));
+    note(check_opt("email", email));
+    note(check_text("plan", plan));
+    // The spec serialises under the API's field names.
+    match serde_json::to_value(spec) {
+        Ok(Value::Object(fields)) => {
+            for (field, value) in &fields {
+                note(check_json(field, value));
+            }
+        }
+        _ => problems.push(format!("{at}spec: cannot be read")),
+    }
+    problems
+}
+
 /// Checks an id given as text, naming the field.
 pub fn parse_tenant_id(at: &str, raw: &str) -> Result<TenantId, String> {
     TenantId::new(raw.trim()).map_err(|_| format!("{at}id: {}", tenancy::TENANT_ID_RULE))
@@ -608,6 +641,30 @@ mod tests {
             "ftp://login.example.com",
         ] {
             assert!(!is_issuer_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_any_text_is_reported_with_its_field() {
+        let mut spec = TenantSpec {
+            storage: Some(StorageBinding {
+                url: Some("postgres://h/\0".into()),
+                ..StorageBinding::default()
+            }),
+            ..TenantSpec::default()
+        };
+        spec.features
+            .insert("beta".into(), Value::String("\0".into()));
+        let problems = validate("tenants[0].", "n", Some("a\0@b"), "free", &spec).join("\n");
+        for field in [
+            "tenants[0].email",
+            "tenants[0].features.beta",
+            "tenants[0].storage.url",
+        ] {
+            assert!(
+                problems.contains(&format!("{field}: must not contain")),
+                "{field} missing from\n{problems}"
+            );
         }
     }
 

@@ -175,9 +175,11 @@ impl Mover<'_> {
             // A target that cannot be reached is a storage failure (503),
             // not a bad request: the same move may work in a moment.
             Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
-                TenantsError::Store(StoreError::Unavailable(format!(
-                    "the target database {} cannot be opened: {e:#}",
-                    t.describe()
+                TenantsError::Store(StoreError::Unavailable(crate::audit::redact::text(
+                    &format!(
+                        "the target database {} cannot be opened: {e:#}",
+                        t.describe()
+                    ),
                 )))
             }),
         }
@@ -435,7 +437,7 @@ fn desired_binding(
         }
         Tier::Dedicated => {
             if let Some(url) = &request.url
-                && !crate::store::is_postgres_url(url)
+                && (!crate::store::is_postgres_url(url) || url.contains('\0'))
             {
                 return Err(TenantsError::Invalid(vec![
                     "url: a postgres:// URL (omit it for a SQLite file under data_dir/tenants/)"

@@ -23,6 +23,7 @@ mod body_tenant;
 mod dumps;
 mod forwarded;
 mod header_access;
+mod input;
 mod oidc;
 mod operator_log;
 mod scopes;

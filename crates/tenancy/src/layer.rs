@@ -244,19 +244,22 @@ impl TenancyLayer {
     /// Decides the tenant of a request from its head alone (no body
     /// tenant): what the layer does for routes that take none.
     pub async fn resolve_parts(&self, parts: &Parts) -> Result<TenantContext, TenancyError> {
-        decide(&self.shared, parts, None).await
+        let principal = authenticate(&self.shared, parts).await?;
+        decide(&self.shared, parts, principal, None).await
     }
 }
 
+/// Decides the tenant of a request whose credential (if any) was already
+/// verified as `principal`.
 async fn decide(
     shared: &Shared,
     parts: &Parts,
+    principal: Option<Principal>,
     body_tenant: Option<&str>,
 ) -> Result<TenantContext, TenancyError> {
     if !shared.policy.enabled() {
         return Ok(shared.policy.default_context());
     }
-    let principal = authenticate(shared, parts).await?;
     let input = ResolveInput { parts, body_tenant };
     let candidate = shared.resolver.resolve(&input).await?;
     let ctx = match principal {
@@ -427,6 +430,16 @@ where
                 return inner.call(req).await;
             }
             let (mut parts, body) = req.into_parts();
+            // The credential is checked from the head, before any body is
+            // read: an anonymous client on a route that needs one is refused
+            // without the server buffering what it sends.
+            let principal = match authenticate(&shared, &parts).await {
+                Ok(None) if shared.auth_required && shared.policy.enabled() => {
+                    return Ok(TenancyError::from(AuthError::Missing).into_response());
+                }
+                Ok(principal) => principal,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
             let reads_body = shared
                 .body_tenant
                 .as_ref()
@@ -440,7 +453,7 @@ where
             } else {
                 (body, None)
             };
-            match decide(&shared, &parts, body_tenant.as_deref()).await {
+            match decide(&shared, &parts, principal, body_tenant.as_deref()).await {
                 Err(refusal) => {
                     tracing::debug!(code = refusal.code(), "tenant refused");
                     Ok(refusal.into_response())
@@ -472,10 +485,7 @@ where
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let essence = ct.split(';').next().unwrap_or_default().trim();
-            essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")
-        });
+        .is_some_and(is_json_content_type);
     if !shared.policy.enabled() || !is_json {
         return Ok((body, None));
     }
@@ -506,26 +516,73 @@ where
     Ok((B::from(bytes), tenant))
 }
 
+/// Whether a `Content-Type` is JSON the way axum's `Json` extractor judges
+/// it (`application/json` or `application/*+json`, any case, any
+/// parameters), so the layer reads every body a handler will parse.
+fn is_json_content_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some(subtype) = essence.strip_prefix("application/") else {
+        return false;
+    };
+    subtype == "json" || subtype.ends_with("+json")
+}
+
 /// The top-level `tenant_id` of a JSON object; `None` when absent, null or
 /// when the body is not a JSON object (its handler refuses it). A
 /// `tenant_id` that is not a string is refused here.
 fn peek_tenant(bytes: &[u8]) -> Result<Option<String>, TenancyError> {
+    /// Skips every other field without building it.
     #[derive(serde::Deserialize)]
     struct Peek {
         #[serde(default)]
         tenant_id: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<Peek>(bytes) {
-        Ok(Peek { tenant_id: None }) | Err(_) => Ok(None),
-        Ok(Peek {
-            tenant_id: Some(serde_json::Value::Null),
-        }) => Ok(None),
-        Ok(Peek {
-            tenant_id: Some(serde_json::Value::String(s)),
-        }) => Ok(Some(s)),
-        Ok(Peek { tenant_id: Some(_) }) => Err(TenancyError::InvalidTenantId {
+    // A derived struct also accepts a JSON array; only an object has fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Peek>(bytes).map(|p| p.tenant_id) {
+        Err(_) | Ok(None | Some(serde_json::Value::Null)) => Ok(None),
+        Ok(Some(serde_json::Value::String(s))) => Ok(Some(s)),
+        Ok(Some(_)) => Err(TenancyError::InvalidTenantId {
             from: TenantSource::Body,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_as_axum_sees_them() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.x+JSON",
+        ] {
+            assert!(is_json_content_type(ok), "{ok}");
+        }
+        for no in ["text/json", "application/jsonx", "multipart/form-data"] {
+            assert!(!is_json_content_type(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn only_an_object_names_a_tenant() {
+        assert_eq!(
+            peek_tenant(br#"{"tenant_id":"a","x":1}"#),
+            Ok(Some("a".to_owned()))
+        );
+        assert_eq!(peek_tenant(br#"["a"]"#), Ok(None));
+        assert_eq!(peek_tenant(br#"{"tenant_id":null}"#), Ok(None));
+        assert_eq!(peek_tenant(b"not json"), Ok(None));
+        assert!(peek_tenant(br#"{"tenant_id":["a"]}"#).is_err());
     }
 }
 

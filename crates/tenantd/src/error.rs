@@ -348,11 +348,26 @@ impl<S: Send + Sync, T: DeserializeOwned + BodyTenant + Send> FromRequest<S> for
         let read_by_layer = req.extensions().get::<tenancy::BodyTenantRead>().is_some();
         let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
         let ctx = ctx.ok_or(TenancyError::NotConfigured)?;
-        let named = value.body_tenant().is_some_and(|t| !t.trim().is_empty());
-        if named && !read_by_layer {
+        let named = value.body_tenant().map(str::trim).filter(|t| !t.is_empty());
+        if named.is_some() && !read_by_layer {
             return Err(ApiError::Internal(
                 "a body named a tenant on a route not declared with body_tenant".to_owned(),
             ));
+        }
+        // The layer judged this body; should it ever have seen it otherwise
+        // than this parser (a content type it did not take for JSON), the
+        // request is refused rather than served in another tenant than the
+        // one its body names. With tenancy off every request runs in the
+        // default tenant and tenant inputs are ignored.
+        if let Some(named) = named
+            && named != ctx.tenant_id().as_str()
+            && ctx.source() != tenancy::TenantSource::Default
+        {
+            return Err(TenancyError::Conflict {
+                first: ctx.source(),
+                second: tenancy::TenantSource::Body,
+            }
+            .into());
         }
         Ok(Self(ctx, value))
     }

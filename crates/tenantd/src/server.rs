@@ -232,10 +232,13 @@ impl Server {
 }
 
 /// Accepts connections until `shutdown`, then lets the open ones finish
-/// their requests. Unlike `axum::serve`, each HTTP/1 connection must send a
-/// whole request head within `header_timeout` (hyper's timer is installed),
-/// so clients that trickle headers do not hold connections forever; bodies
-/// are bounded by the request timeout inside the router.
+/// their requests. Unlike `axum::serve`, a connection must send a whole
+/// request head within `header_timeout` of being opened or of its previous
+/// response (hyper's timer is installed), so clients that connect and say
+/// nothing, trickle headers, or idle between requests do not hold
+/// connections forever; bodies are bounded by the request timeout inside
+/// the router. HTTP/1.1 only: detecting cleartext HTTP/2 would wait for the
+/// client's first bytes without a deadline (terminate HTTP/2 in a proxy).
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -246,12 +249,11 @@ async fn serve(
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -279,7 +281,7 @@ async fn serve(
             },
         );
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -46,7 +46,7 @@ use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::metrics::Observation;
 use crate::routes::{Access, RouteFacts};
 use crate::tenants::admin_key::presents_admin_key;
-use crate::usage::layer::Accounted;
+use crate::usage::layer::{Accounted, DecidedTenant};
 
 /// Route label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
@@ -165,12 +165,23 @@ pub async fn observe(
     let operator = facts.access == Access::Admin;
     let admin_key = operator && presents_admin_key(&parts.headers, &state.config);
     let (body, seen) = capture::tee(body, state.config.server.max_body_bytes);
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let mut request = Request::from_parts(parts, body);
+    // Filled by the accounting layer as soon as the tenant is decided, so a
+    // request that then timed out or panicked (its response made outside
+    // that layer) is still audited as its tenant.
+    let decided = DecidedTenant::default();
+    request.extensions_mut().insert(decided.clone());
+    let response = next.run(request).await;
     let status = response.status().as_u16();
 
     let limited =
         response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
-    let (chain, actor, action) = match response.extensions().get::<Accounted>() {
+    let accounted = response
+        .extensions()
+        .get::<Accounted>()
+        .cloned()
+        .or_else(|| decided.get().map(Accounted));
+    let (chain, actor, action) = match accounted {
         Some(accounted) if !operator && !limited => (
             accounted.tenant().as_str().to_owned(),
             accounted.actor(),
@@ -181,7 +192,7 @@ pub async fn observe(
             "admin".to_owned(),
             action(&method, &template),
         ),
-        _ if operator && status == 401 => (
+        _ if operator && status == 401 && state.admin_auth.audit_permit(now_ms()) => (
             SYSTEM_CHAIN.to_owned(),
             "anonymous".to_owned(),
             "admin.auth_failed".to_owned(),

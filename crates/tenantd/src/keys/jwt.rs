@@ -65,11 +65,21 @@ pub fn principal_from_claims(claims: &Value, tenant_claim: &str) -> Result<Princ
     let tenant = TenantId::new(tenant.trim())
         .map_err(|_| AuthError::InvalidToken("invalid tenant claim"))?;
     let subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
-    let scopes: Vec<String> = claims
-        .get("scope")
-        .and_then(Value::as_str)
-        .map(|s| s.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
+    // `scope` (RFC 8693: space-separated) or `scp` (an array in some
+    // providers' tokens); either form under either name.
+    let scopes: Vec<String> = ["scope", "scp"]
+        .iter()
+        .filter_map(|name| claims.get(*name))
+        .flat_map(|value| match value {
+            Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     Ok(Principal::new(
         tenant,
         PrincipalKind::Jwt { subject },

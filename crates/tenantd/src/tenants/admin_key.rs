@@ -2,10 +2,15 @@
 //! operator handler takes, and [`AuthFailures`], which slows down guessing.
 //!
 //! A wrong or missing admin key is a 401, written to the operator's audit
-//! chain by the observer. After `admin.max_auth_failures_per_minute`
-//! failures from one client address within a minute, every admin request
-//! from that address is a 429 until the minute is over, whatever key it
-//! carries: a guesser cannot learn whether its next guess was right.
+//! chain by the observer (at most [`AuthFailures::AUDITED_PER_MINUTE`] such
+//! events a minute in all, so address spraying cannot flood the chain).
+//! After `admin.max_auth_failures_per_minute` failures from one client
+//! address (an IPv6 /64 counts as one) within a minute, wrong keys from it
+//! are 429 until the minute is over, neither checked further nor audited.
+//! The right key is still accepted: anyone behind the operator's address
+//! (a load balancer without `trusted_proxies`) could otherwise lock the
+//! operator out, and an admin key (16 characters or more) is not guessed
+//! in ten tries a minute anyway.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,24 +37,22 @@ impl FromRequestParts<AppState> for Admin {
         let ip = tenancy::client_ip(&state.trusted_proxies, parts)
             .ok()
             .flatten();
+        if presents_admin_key(&parts.headers, &state.config) {
+            return Ok(Admin);
+        }
         let now_ms = crate::clock::now_ms();
         if let Some(retry_after_secs) = state.admin_auth.locked(ip, now_ms) {
             return Err(ApiError::TooManyAuthFailures { retry_after_secs });
         }
+        state.admin_auth.record(ip, now_ms);
         if state.config.admin.key.is_none() {
-            state.admin_auth.record(ip, now_ms);
             return Err(ApiError::Unauthorized(
                 "The admin API is disabled: set TENANTD_ADMIN_KEY".to_owned(),
             ));
         }
-        if presents_admin_key(&parts.headers, &state.config) {
-            Ok(Admin)
-        } else {
-            state.admin_auth.record(ip, now_ms);
-            Err(ApiError::Unauthorized(
-                "Invalid or missing admin key".to_owned(),
-            ))
-        }
+        Err(ApiError::Unauthorized(
+            "Invalid or missing admin key".to_owned(),
+        ))
     }
 }
 
@@ -69,13 +72,28 @@ pub(crate) fn presents_admin_key(headers: &axum::http::HeaderMap, config: &crate
 
 /// Failed admin authentications per client address, in fixed one-minute
 /// windows. Bounded: past [`AuthFailures::MAX_ADDRESSES`] addresses the
-/// expired windows are dropped, and if that is not enough the table starts
-/// over (an attacker spraying addresses gets a fresh budget per address
-/// anyway; memory must not grow with them).
+/// expired windows are dropped, and if that is not enough one tracked
+/// address is forgotten per new one (an attacker spraying addresses gets a
+/// fresh budget per address anyway; memory must not grow with them).
 #[derive(Debug)]
 pub struct AuthFailures {
     limit: u32,
     windows: Mutex<HashMap<Option<IpAddr>, (i64, u32)>>,
+    /// (window start, failures audited in it), across all addresses.
+    audited: Mutex<(i64, u32)>,
+}
+
+/// The address failures are counted under: IPv6 clients by their /64 (one
+/// host usually holds a whole /64).
+fn bucket(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip {
+        Some(IpAddr::V6(v6)) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            Some(IpAddr::from(octets))
+        }
+        other => other,
+    }
 }
 
 const WINDOW_MS: i64 = 60_000;
@@ -83,13 +101,31 @@ const WINDOW_MS: i64 = 60_000;
 impl AuthFailures {
     /// Addresses tracked at most.
     pub const MAX_ADDRESSES: usize = 10_000;
+    /// Failed authentications written to the audit log per minute, from
+    /// all addresses together.
+    pub const AUDITED_PER_MINUTE: u32 = 600;
 
     /// Allows `limit` failures per address and minute (0: no lockout).
     pub fn new(limit: u32) -> Self {
         Self {
             limit,
             windows: Mutex::new(HashMap::new()),
+            audited: Mutex::new((0, 0)),
         }
+    }
+
+    /// Whether one more failed authentication may be written to the audit
+    /// log this minute (the rest are counted in the metrics only).
+    pub fn audit_permit(&self, now_ms: i64) -> bool {
+        let mut audited = self
+            .audited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if now_ms >= audited.0 + WINDOW_MS {
+            *audited = (now_ms, 0);
+        }
+        audited.1 = audited.1.saturating_add(1);
+        audited.1 <= Self::AUDITED_PER_MINUTE
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Option<IpAddr>, (i64, u32)>> {
@@ -105,7 +141,7 @@ impl AuthFailures {
             return None;
         }
         let table = self.table();
-        let &(start, count) = table.get(&ip)?;
+        let &(start, count) = table.get(&bucket(ip))?;
         let ends = start + WINDOW_MS;
         (count >= self.limit && now_ms < ends).then(|| {
             u64::try_from((ends - now_ms + 999) / 1000)
@@ -119,11 +155,14 @@ impl AuthFailures {
         if self.limit == 0 {
             return;
         }
+        let ip = bucket(ip);
         let mut table = self.table();
         if table.len() >= Self::MAX_ADDRESSES && !table.contains_key(&ip) {
             table.retain(|_, (start, _)| now_ms < *start + WINDOW_MS);
-            if table.len() >= Self::MAX_ADDRESSES {
-                table.clear();
+            if table.len() >= Self::MAX_ADDRESSES
+                && let Some(evicted) = table.keys().next().copied()
+            {
+                table.remove(&evicted);
             }
         }
         let entry = table.entry(ip).or_insert((now_ms, 0));
@@ -163,5 +202,27 @@ mod tests {
         }
         assert!(f.table().len() <= AuthFailures::MAX_ADDRESSES);
         assert_eq!(AuthFailures::new(0).locked(None, 0), None);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_once_per_slash_64() {
+        let f = AuthFailures::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        f.record(Some(a), 0);
+        f.record(Some(b), 0);
+        assert!(f.locked(Some(a), 1).is_some());
+        assert!(f.locked(Some(other), 1).is_none());
+    }
+
+    #[test]
+    fn audited_failures_are_capped_per_minute() {
+        let f = AuthFailures::new(10);
+        let permitted = (0..AuthFailures::AUDITED_PER_MINUTE + 50)
+            .filter(|_| f.audit_permit(5))
+            .count();
+        assert_eq!(permitted, AuthFailures::AUDITED_PER_MINUTE as usize);
+        assert!(f.audit_permit(60_005), "a new minute");
     }
 }

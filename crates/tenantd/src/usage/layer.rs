@@ -3,6 +3,7 @@
 //! refused requests are counted too). It records usage and tells the outer
 //! observer who the request was for.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -46,6 +47,45 @@ pub fn actor_of(ctx: &TenantContext) -> String {
     }
 }
 
+/// The tenant a request was decided for, shared with the audit observer
+/// before the request runs: a request that times out or panics gets its
+/// response from outer layers, without [`Accounted`], and must still be
+/// audited as its tenant.
+#[derive(Debug, Clone, Default)]
+pub struct DecidedTenant(Arc<OnceLock<TenantContext>>);
+
+impl DecidedTenant {
+    /// The decided tenant, once the accounting layer saw it.
+    pub fn get(&self) -> Option<TenantContext> {
+        self.0.get().cloned()
+    }
+}
+
+/// Counts a request that never completed (its future was dropped by the
+/// timeout, or it panicked) as a 503 of its tenant.
+struct Unfinished<'a> {
+    state: &'a AppState,
+    ctx: &'a TenantContext,
+    class: RouteClass,
+    started: Instant,
+    at_ms: i64,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.usage.record(
+                self.ctx.tenant_id(),
+                self.class,
+                503,
+                self.started.elapsed(),
+                self.at_ms,
+            );
+        }
+    }
+}
+
 /// Counts the request in its tenant's usage and marks the response with
 /// [`Accounted`].
 pub async fn account(
@@ -56,20 +96,31 @@ pub async fn account(
     let Some(ctx) = request.extensions().get::<TenantContext>().cloned() else {
         return next.run(request).await;
     };
+    if let Some(decided) = request.extensions().get::<DecidedTenant>() {
+        let _ = decided.0.set(ctx.clone());
+    }
     let class = request
         .extensions()
         .get::<MatchedPath>()
         .map_or(RouteClass::Other, |p| RouteClass::of(p.as_str()));
-    let started = Instant::now();
-    let at_ms = now_ms();
+    let mut unfinished = Unfinished {
+        state: &state,
+        ctx: &ctx,
+        class,
+        started: Instant::now(),
+        at_ms: now_ms(),
+        done: false,
+    };
     let mut response = next.run(request).await;
+    unfinished.done = true;
     state.usage.record(
         ctx.tenant_id(),
         class,
         response.status().as_u16(),
-        started.elapsed(),
-        at_ms,
+        unfinished.started.elapsed(),
+        unfinished.at_ms,
     );
+    drop(unfinished);
     response.extensions_mut().insert(Accounted(ctx));
     response
 }

@@ -80,6 +80,34 @@ async fn a_slow_body_is_bounded_by_the_request_timeout_on_every_route() {
 }
 
 #[tokio::test]
+async fn a_connection_that_says_nothing_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |c| {
+        c.server.header_read_timeout_secs = 1;
+    }))
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for first_bytes in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"] {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        stream.write_all(first_bytes).await.expect("write");
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "{:?}: the connection was held for 10 s",
+            String::from_utf8_lossy(first_bytes)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_request_head_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = App::start(admin_config(dir.path(), |c| {
@@ -125,5 +153,85 @@ async fn a_slow_request_head_is_cut_off() {
         .await
         .expect("health");
     assert_eq!(resp.status(), 200);
+    app.stop().await;
+}
+
+/// Holds the storage the records live in busy for `hold`, so a write
+/// waits on it past the request timeout.
+async fn hold_storage(dir: &std::path::Path, hold: Duration) -> tokio::task::JoinHandle<()> {
+    use sqlx::Connection as _;
+    if crate::support::on_postgres() {
+        let url = crate::support::postgres::db_for(dir).superuser_url();
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::raw_sql("BEGIN; LOCK TABLE records IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .expect("lock");
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
+        })
+    } else {
+        let url = format!("sqlite://{}", dir.join("tenantd.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .expect("lock");
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_in_its_tenant_is_still_metered_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |c| {
+        c.server.request_timeout_secs = 1;
+        c.usage.flush_ms = 50;
+    }))
+    .await;
+    app.create_tenant(json!({"id": "acme", "name": "Acme", "issue_key": false}))
+        .await;
+    let held = hold_storage(dir.path(), Duration::from_secs(3)).await;
+    let resp = app
+        .req(reqwest::Method::POST, "acme", "/records")
+        .json(&json!({"name": "slow", "kind": "k", "url": "https://x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 503);
+    held.await.expect("released");
+    let usage: serde_json::Value = app
+        .admin(reqwest::Method::GET, "/admin/tenants/acme/usage")
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(usage["api_calls"]["total"], 1, "{usage}");
+    let audit: serde_json::Value = app
+        .admin(
+            reqwest::Method::GET,
+            "/admin/audit?tenant=acme&action=records.create",
+        )
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let statuses: Vec<u64> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [503], "{audit}");
     app.stop().await;
 }

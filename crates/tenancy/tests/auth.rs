@@ -12,8 +12,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use tenancy::{
-    AuthError, Authenticator, Credential, IpNet, Principal, PrincipalKind, TenancyError,
-    TenancyLayer, Tenant, TenantDirectory, TenantId, TenantPolicy, TenantStatus,
+    AuthError, Authenticator, Credential, IpNet, Principal, PrincipalKind, TenancyLayer, Tenant,
+    TenantDirectory, TenantId, TenantPolicy, TenantStatus,
 };
 use tower::ServiceExt;
 

@@ -31,12 +31,6 @@ async fn search_by_body(app: &App, tenant: &str) -> u16 {
         .as_u16()
 }
 
-async fn admin_json(app: &App, path: &str) -> Value {
-    let resp = app.admin(Method::GET, path).send().await.expect("get");
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.expect("json")
-}
-
 fn actions(audit: &Value) -> Vec<String> {
     audit["events"]
         .as_array()
@@ -64,7 +58,7 @@ async fn a_body_tenant_is_rate_limited_metered_and_audited() {
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
 
     // Every one of them is in acme's usage; the refused ones apart.
-    let usage = admin_json(&app, "/admin/tenants/acme/usage").await;
+    let usage = app.admin_get("/admin/tenants/acme/usage").await;
     assert_eq!(usage["api_calls"]["total"], 6, "{usage}");
     assert_eq!(usage["api_calls"]["billable"], 3, "{usage}");
     app.stop().await;
@@ -84,7 +78,7 @@ async fn a_body_tenant_write_is_audited_and_counted() {
         .await
         .expect("post");
     assert_eq!(resp.status(), 201);
-    let audit = admin_json(&app, "/admin/audit?tenant=acme").await;
+    let audit = app.admin_get("/admin/audit?tenant=acme").await;
     assert!(
         actions(&audit).contains(&"records.create".to_owned()),
         "{audit}"
@@ -103,7 +97,7 @@ async fn a_body_tenant_write_is_audited_and_counted() {
             || event["params"].to_string().contains("\"name\":\"n\""),
         "the body the handler read is in the event: {event}"
     );
-    let usage = admin_json(&app, "/admin/tenants/acme/usage").await;
+    let usage = app.admin_get("/admin/tenants/acme/usage").await;
     assert_eq!(usage["api_calls"]["total"], 1, "{usage}");
     app.stop().await;
 }
@@ -131,7 +125,7 @@ async fn the_default_tenant_is_limited_and_audited_too() {
         statuses.push(resp.status().as_u16());
     }
     assert_eq!(statuses, [201, 201, 429, 429]);
-    let audit = admin_json(&app, "/admin/audit?tenant=default").await;
+    let audit = app.admin_get("/admin/audit?tenant=default").await;
     let creates = actions(&audit)
         .iter()
         .filter(|a| *a == "records.create")

@@ -3,7 +3,7 @@
 //! is a refusal, never a fallback to the proxy's own address.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{App, admin_config, assert_error};
 
@@ -55,14 +55,7 @@ async fn junk_hops_never_make_the_client_the_proxy() {
         assert_error(post_as(&app, chain).await, 400, "invalid_forwarded_for").await;
     }
     // The audit records the forwarded client's address, not the proxy's.
-    let audit: Value = app
-        .admin(Method::GET, "/admin/audit?tenant=acme")
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
+    let audit = app.admin_get("/admin/audit?tenant=acme").await;
     let ips: Vec<&str> = audit["events"]
         .as_array()
         .expect("events")

@@ -28,3 +28,26 @@ mod oidc;
 mod operator_log;
 mod scopes;
 mod timeouts;
+
+impl App {
+    /// An admin GET's JSON body (the status must be 200).
+    pub(crate) async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let resp = self
+            .admin(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("admin get");
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.expect("json")
+    }
+}
+
+/// The statuses of a page of audit events, in order.
+pub(crate) fn event_statuses(page: &serde_json::Value) -> Vec<u64> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["status"].as_u64())
+        .collect()
+}

@@ -5,16 +5,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{App, admin_config, assert_error};
+use crate::{App, admin_config, assert_error, event_statuses};
 
 async fn events(app: &App, query: &str) -> Vec<Value> {
-    let resp = app
-        .admin(Method::GET, &format!("/admin/audit{query}"))
-        .send()
-        .await
-        .expect("audit");
-    assert_eq!(resp.status(), 200);
-    let page: Value = resp.json().await.expect("json");
+    let page = app.admin_get(&format!("/admin/audit{query}")).await;
     page["events"].as_array().cloned().unwrap_or_default()
 }
 
@@ -52,12 +46,7 @@ async fn a_refused_create_is_in_the_operator_chain_not_the_tenants() {
         .expect("json");
     let text = own.to_string();
     assert!(!text.contains("Mallory"), "{own}");
-    let statuses: Vec<u64> = own["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["status"].as_u64())
-        .collect();
+    let statuses = event_statuses(&own);
     assert!(statuses.iter().all(|s| *s < 400), "{own}");
     assert!(
         own["events"]

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{App, admin_config, assert_error};
+use crate::{App, admin_config, assert_error, event_statuses};
 
 async fn issue(app: &App, tenant: &str, scopes: &[&str]) -> String {
     let resp = app
@@ -100,20 +100,9 @@ async fn a_read_only_key_reads_and_nothing_else() {
     );
     // The refused write is the tenant's own call: metered and audited.
     let audit = app
-        .admin(
-            Method::GET,
-            "/admin/audit?tenant=acme&action=records.create",
-        )
-        .send()
-        .await
-        .expect("audit");
-    let audit: Value = audit.json().await.expect("json");
-    let statuses: Vec<u64> = audit["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["status"].as_u64())
-        .collect();
+        .admin_get("/admin/audit?tenant=acme&action=records.create")
+        .await;
+    let statuses = event_statuses(&audit);
     assert!(statuses.contains(&403), "{audit}");
     app.stop().await;
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{ADMIN_KEY, App, admin_config};
+use crate::{ADMIN_KEY, App, admin_config, event_statuses};
 
 /// Sends the head of a POST with `Content-Length: 200`, then a byte a
 /// second; returns the status line and when it came, or `None` if the
@@ -206,32 +206,12 @@ async fn a_request_that_times_out_in_its_tenant_is_still_metered_and_audited() {
         .expect("post");
     assert_eq!(resp.status(), 503);
     held.await.expect("released");
-    let usage: serde_json::Value = app
-        .admin(reqwest::Method::GET, "/admin/tenants/acme/usage")
-        .send()
-        .await
-        .expect("usage")
-        .json()
-        .await
-        .expect("json");
+    let usage = app.admin_get("/admin/tenants/acme/usage").await;
     assert_eq!(usage["api_calls"]["total"], 1, "{usage}");
-    let audit: serde_json::Value = app
-        .admin(
-            reqwest::Method::GET,
-            "/admin/audit?tenant=acme&action=records.create",
-        )
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
-    let statuses: Vec<u64> = audit["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["status"].as_u64())
-        .collect();
+    let audit = app
+        .admin_get("/admin/audit?tenant=acme&action=records.create")
+        .await;
+    let statuses = event_statuses(&audit);
     assert_eq!(statuses, [503], "{audit}");
     app.stop().await;
 }

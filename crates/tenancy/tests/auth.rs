@@ -353,3 +353,21 @@ async fn a_tenant_holding_credentials_is_reached_only_with_one() {
         "tenants without credentials keep the header"
     );
 }
+
+#[tokio::test]
+async fn with_tenancy_off_credentials_are_not_looked_at() {
+    let layer = TenancyLayer::builder(TenantPolicy::default())
+        .authenticator(Keys)
+        .directory(directory())
+        .body_tenant_routes(|parts| parts.uri.path() == "/body")
+        .build()
+        .expect("valid");
+    let app = Router::new().route("/who", get(whoami)).layer(layer);
+    let (status, body, _) = call(
+        &app,
+        req("GET", "/who", &[("x-api-key", BAD_KEY)], "10.9.9.9"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, "default:Default:");
+}

@@ -210,8 +210,12 @@ impl Server {
             data_dir = %config.storage.data_dir.display(),
             "tenantd listening"
         );
-        let header_timeout = Duration::from_secs(config.server.header_read_timeout_secs);
-        let served = serve(self.listener, self.router, header_timeout, shutdown)
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            per_ip: config.server.max_connections_per_ip,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        };
+        let served = serve(self.listener, self.router, limits, shutdown)
             .await
             .context("server error");
         // HTTP is drained; now let running detections finish (or go back
@@ -242,7 +246,7 @@ impl Server {
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    header_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -253,7 +257,8 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout);
+    let per_ip = Arc::new(PerIp::new(limits.per_ip));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -269,6 +274,11 @@ async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(slot) = per_ip.enter(peer.ip()) else {
+            // Over this address's cap: closed at once, nothing read.
+            tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = tower::ServiceExt::map_request(
@@ -288,11 +298,82 @@ async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        // Connections still open are left to die with the process; what
+        // matters (usage, audit, billing) is flushed after this returns.
+        tracing::warn!(
+            grace_secs = limits.grace.as_secs(),
+            "shutdown grace over: closing the connections still open"
+        );
+    }
     Ok(())
+}
+
+/// What [`serve`] bounds.
+struct ConnectionLimits {
+    header_timeout: Duration,
+    per_ip: u32,
+    grace: Duration,
+}
+
+/// Open connections per client address, so one address cannot take every
+/// file descriptor. A connection holds its [`PerIpSlot`] until it ends.
+struct PerIp {
+    cap: u32,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+}
+
+impl PerIp {
+    fn new(cap: u32) -> Self {
+        Self {
+            cap,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` at the cap.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<PerIpSlot> {
+        if self.cap == 0 {
+            return Some(PerIpSlot(None));
+        }
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(PerIpSlot(Some((self.clone(), ip))))
+    }
+}
+
+/// One open connection of an address; released on drop.
+struct PerIpSlot(Option<(Arc<PerIp>, std::net::IpAddr)>);
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        if let Some((per_ip, ip)) = &self.0 {
+            let mut open = per_ip
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(count) = open.get_mut(ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(ip);
+                }
+            }
+        }
+    }
 }
 
 /// Completes on ctrl-c or SIGTERM.

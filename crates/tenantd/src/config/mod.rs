@@ -237,8 +237,16 @@ pub struct ServerConfig {
     /// the time spent receiving its body counts.
     pub request_timeout_secs: u64,
     /// A connection that has not sent a whole request head within this
-    /// many seconds is closed (slow-header clients).
+    /// many seconds of opening, or of its previous response, is closed
+    /// (silent, slow-header and idle keep-alive clients).
     pub header_read_timeout_secs: u64,
+    /// Open connections one client address may hold; more are closed as
+    /// they arrive. 0: no cap.
+    pub max_connections_per_ip: u32,
+    /// After a shutdown signal, requests in flight get this many seconds to
+    /// finish; then the remaining connections are closed, and usage, audit
+    /// and billing are still flushed before the process exits.
+    pub shutdown_grace_secs: u64,
     /// Proxies (CIDR) whose `X-Forwarded-For` is believed for tenants' IP
     /// allow-lists. Empty: the TCP peer address always counts.
     pub trusted_proxies: Vec<String>,
@@ -251,6 +259,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             header_read_timeout_secs: 10,
+            max_connections_per_ip: 256,
+            shutdown_grace_secs: 30,
             trusted_proxies: Vec::new(),
         }
     }

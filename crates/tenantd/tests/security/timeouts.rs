@@ -215,3 +215,123 @@ async fn a_request_that_times_out_in_its_tenant_is_still_metered_and_audited() {
     assert_eq!(statuses, [503], "{audit}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::start(admin_config(dir.path(), |c| {
+        c.server.max_connections_per_ip = 3;
+    }))
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    // Give the server a moment to have accepted all three.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(&addr).await.expect("connect");
+    let _ = fourth
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
+        .await
+        .expect("closed at once, not held");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the fourth was served: {read:?}"
+    );
+    // A held connection still works, and one closing frees a place.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    first.read_to_end(&mut answer).await.expect("read");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .expect("a place was freed");
+    assert_eq!(resp.status(), 200);
+    drop(held);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_with_a_stuck_client_still_exits_and_flushes_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tenantd.yaml");
+    std::fs::write(
+        &config,
+        "server:\n  request_timeout_secs: 120\n  shutdown_grace_secs: 1\nusage:\n  flush_ms: 600000\n",
+    )
+    .expect("config");
+    let env = [
+        ("TENANTD_TENANT_ENABLED", "true"),
+        ("TENANTD_ADMIN_KEY", ADMIN_KEY),
+    ];
+    let config_arg = config.display().to_string();
+    let proc = crate::support::Proc::start(dir.path(), &env, &["--config", &config_arg]).await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/admin/tenants", proc.base))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"id": "acme", "name": "Acme", "issue_key": false}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    for _ in 0..5 {
+        let resp = client
+            .get(format!("{}/records", proc.base))
+            .header("X-Tenant-ID", "acme")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200);
+    }
+    // A client that never finishes its body, and would keep the old
+    // shutdown waiting for as long as it likes.
+    let addr = proc.base.trim_start_matches("http://").to_owned();
+    let mut stuck = TcpStream::connect(&addr).await.expect("connect");
+    stuck
+        .write_all(
+            b"POST /records HTTP/1.1\r\nHost: x\r\nX-Tenant-ID: acme\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .expect("head");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (clean, stderr) = tokio::task::spawn_blocking(move || proc.stop())
+        .await
+        .expect("join");
+    assert!(clean, "{stderr}");
+    // Grace is 1 s; the margin is generous (a loaded machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("shutdown grace over"), "{stderr}");
+    drop(stuck);
+    // The five calls were written at shutdown (the periodic flush is 10 min).
+    let proc = crate::support::Proc::start(dir.path(), &env, &["--config", &config_arg]).await;
+    let usage: serde_json::Value = client
+        .get(format!("{}/admin/tenants/acme/usage", proc.base))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(usage["api_calls"]["total"], 5, "{usage}");
+    drop(proc);
+}

@@ -86,6 +86,10 @@ pub enum ApiError {
         /// Seconds (the `Retry-After` header).
         retry_after_secs: u64,
     },
+    /// 507 `storage_full`: the disk holding the data is full; nothing was
+    /// changed, and the same request succeeds once space is freed.
+    #[error("{0}")]
+    StorageFull(String),
     /// 500: a bug. The text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -111,6 +115,7 @@ impl ApiError {
             Self::TooManyAuthFailures { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_auth_failures")
             }
+            Self::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "storage_full"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -136,6 +141,11 @@ impl IntoResponse for ApiError {
                 let cause = crate::audit::redact::text(cause);
                 tracing::warn!(%cause, "storage unavailable");
                 "Storage is unavailable; the request changed nothing. Retry later".to_owned()
+            }
+            Self::StorageFull(cause) => {
+                let cause = crate::audit::redact::text(cause);
+                tracing::error!(%cause, "storage full");
+                "The disk holding the data is full; the request changed nothing. Retry once space is freed".to_owned()
             }
             other => other.to_string(),
         };
@@ -180,6 +190,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(c) => Self::Conflict(c),
             StoreError::Unavailable(c) => Self::Unavailable(c),
+            StoreError::Full(c) => Self::StorageFull(c),
             StoreError::Internal(c) => Self::Internal(c),
             StoreError::Invalid(c) => {
                 tracing::warn!(cause = %crate::audit::redact::text(&c), "storage refused a value");

@@ -77,6 +77,10 @@ pub enum StoreError {
     /// The database cannot be reached or written (503; nothing changed).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk holding the data is full (507; nothing changed). Clears
+    /// itself when space returns: no connection keeps the failure.
+    #[error("storage full: {0}")]
+    Full(String),
     /// Anything else: a bug or corrupt data (500; the cause is logged).
     #[error("storage error: {0}")]
     Internal(String),

@@ -164,6 +164,11 @@ async fn pool(url: &str, max: u32, what: &str) -> anyhow::Result<PgPool> {
         .with_context(|| format!("{what}: not a valid PostgreSQL URL"))?;
     let options = options.application_name("tenantd");
     PgPoolOptions::new()
+        // A connection whose transaction state is unknown is closed, never
+        // reused (see the SQLite pool).
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(&*conn)) })
+        })
         .max_connections(max)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))

@@ -106,6 +106,16 @@ async fn connect(
         .foreign_keys(true)
         .statement_cache_capacity(256);
     let pool = SqlitePoolOptions::new()
+        // A connection whose transaction did not end cleanly (SQLite rolls
+        // back by itself on a full disk, and the driver's own rollback then
+        // fails) would refuse every later BEGIN: it is closed, never
+        // handed out again.
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(&*conn)) })
+        })
+        .before_acquire(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(&*conn)) })
+        })
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
@@ -195,6 +205,30 @@ impl SqliteStore {
     }
 }
 
+/// Free space below which readiness reports the store as not writable: a
+/// write needs a few pages in the database and its log, and a probe
+/// answering "ready" while every write fails with 507 would keep traffic
+/// coming.
+pub(crate) const READY_MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Refuses readiness when the file system holding `db_path` has less than
+/// [`READY_MIN_FREE_BYTES`] available.
+fn check_free_space(db_path: &std::path::Path) -> Result<(), StoreError> {
+    let dir = db_path.parent().unwrap_or(db_path);
+    let Ok(stat) = rustix::fs::statvfs(dir) else {
+        // Not knowing is not a refusal: the query below still checks the
+        // database answers.
+        return Ok(());
+    };
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if available < READY_MIN_FREE_BYTES {
+        return Err(StoreError::Unavailable(format!(
+            "not writable: {available} bytes free where the data lives (under {READY_MIN_FREE_BYTES})"
+        )));
+    }
+    Ok(())
+}
+
 /// Classifies a driver error: what a client can retry (503) versus a bug.
 pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
     match &error {
@@ -210,9 +244,8 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
                 .and_then(|c| c.parse::<i64>().ok())
                 .map(|c| c & 0xff);
             match code {
-                Some(5 | 6 | 7 | 8 | 10 | 13 | 14) => {
-                    StoreError::Unavailable(db.message().to_owned())
-                }
+                Some(13) => StoreError::Full(db.message().to_owned()),
+                Some(5 | 6 | 7 | 8 | 10 | 14) => StoreError::Unavailable(db.message().to_owned()),
                 Some(18) => StoreError::Invalid(db.message().to_owned()),
                 _ => StoreError::Internal(error.to_string()),
             }
@@ -228,6 +261,7 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
 impl Backend for SqliteStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.check_writable()?;
+        check_free_space(&self.db_path)?;
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await

@@ -28,12 +28,24 @@ pub(crate) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// How long readiness waits for storage: orchestrators' probes commonly
+/// time out at one second, and a database that does not answer within it
+/// is not ready, whatever the pool's own wait.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Readiness: storage answers and can be written.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, description = "Ready", body = Object),
               (status = 503, description = "Storage unavailable", body = ErrorBody)))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ready().await?;
+    tokio::time::timeout(READY_DEADLINE, state.store.ready())
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(format!(
+                "storage did not answer within {} s",
+                READY_DEADLINE.as_secs()
+            ))
+        })??;
     Ok(Json(json!({ "status": "ready" })))
 }
 

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod database;
 mod disk;
 
 pub(crate) use support::{ADMIN_KEY, App, config};

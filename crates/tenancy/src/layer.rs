@@ -22,7 +22,6 @@
 //! (`tenant_id = tracing::field::Empty`).
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,10 +32,8 @@ use bytes::Bytes;
 use http::Request;
 use http::request::Parts;
 use http_body::Body as HttpBody;
-use http_body_util::BodyExt as _;
 use tower::{Layer, Service};
 
-use axum::extract::ConnectInfo;
 use ipnet::IpNet;
 
 use crate::auth::{AuthError, Authenticator, Credential, Principal};
@@ -331,7 +328,7 @@ fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), Tena
             if status.requires_credential() && ctx.principal().is_none() {
                 return Err(AuthError::Missing.into());
             }
-            if status.admits(client_ip(&shared.trusted_proxies, parts)?) {
+            if status.admits(crate::forwarded::client_ip(&shared.trusted_proxies, parts)?) {
                 Ok(())
             } else {
                 Err(TenancyError::IpNotAllowed {
@@ -340,45 +337,6 @@ fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), Tena
             }
         }
     }
-}
-
-/// The client's address: the TCP peer, or, when the peer is a trusted
-/// proxy, the right-most `X-Forwarded-For` entry that is not itself a
-/// trusted proxy. Entries left of it are client-controlled and ignored;
-/// an unreadable entry right of it (in the part of the chain the trusted
-/// proxies wrote) is a refusal: falling back to the peer would let a client
-/// that prepends junk be taken for the proxy.
-pub fn client_ip(trusted_proxies: &[IpNet], parts: &Parts) -> Result<Option<IpAddr>, TenancyError> {
-    let Some(peer) = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-    else {
-        return Ok(None);
-    };
-    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    if !trusted(&peer) {
-        return Ok(Some(peer));
-    }
-    let mut hops: Vec<&str> = Vec::new();
-    for value in parts.headers.get_all("x-forwarded-for") {
-        let text = value
-            .to_str()
-            .map_err(|_| TenancyError::InvalidForwardedFor)?;
-        hops.extend(text.split(',').map(str::trim));
-    }
-    let mut leftmost = peer;
-    for hop in hops.iter().rev() {
-        let ip = hop
-            .parse::<IpAddr>()
-            .map_err(|_| TenancyError::InvalidForwardedFor)?;
-        if !trusted(&ip) {
-            return Ok(Some(ip));
-        }
-        leftmost = ip;
-    }
-    // Every hop is a trusted proxy: the first one is as far as we can see.
-    Ok(Some(leftmost))
 }
 
 fn record_on_span(ctx: &TenantContext) {
@@ -451,7 +409,14 @@ where
                 .is_some_and(|declared| declared(&parts));
             let (body, body_tenant) = if reads_body {
                 parts.extensions.insert(BodyTenantRead);
-                match read_body_tenant(&shared, &parts, body).await {
+                match crate::body::read_body_tenant(
+                    shared.policy.enabled(),
+                    shared.body_limit,
+                    &parts,
+                    body,
+                )
+                .await
+                {
                     Ok(read) => read,
                     Err(refusal) => return Ok(refusal),
                 }
@@ -470,124 +435,6 @@ where
                 }
             }
         })
-    }
-}
-
-/// Reads a JSON body (within the layer's body limit; the caller's timeout
-/// bounds the time) and takes its top-level `tenant_id`. The bytes are
-/// handed on unchanged. A body that is not JSON names no tenant here: the
-/// handler's own parser reports it.
-async fn read_body_tenant<B>(
-    shared: &Shared,
-    parts: &Parts,
-    body: B,
-) -> Result<(B, Option<String>), Response>
-where
-    B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let is_json = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_json_content_type);
-    if !shared.policy.enabled() || !is_json {
-        return Ok((body, None));
-    }
-    let bytes = match http_body_util::Limited::new(body, shared.body_limit)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(crate::error::error_response(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Request body is larger than the configured limit",
-            ));
-        }
-        Err(_) => {
-            return Err(crate::error::error_response(
-                http::StatusCode::BAD_REQUEST,
-                "bad_request",
-                "The request body could not be read",
-            ));
-        }
-    };
-    let tenant = match peek_tenant(&bytes) {
-        Ok(tenant) => tenant,
-        Err(refusal) => return Err(refusal.into_response()),
-    };
-    Ok((B::from(bytes), tenant))
-}
-
-/// Whether a `Content-Type` is JSON the way axum's `Json` extractor judges
-/// it (`application/json` or `application/*+json`, any case, any
-/// parameters), so the layer reads every body a handler will parse.
-fn is_json_content_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let Some(subtype) = essence.strip_prefix("application/") else {
-        return false;
-    };
-    subtype == "json" || subtype.ends_with("+json")
-}
-
-/// The top-level `tenant_id` of a JSON object; `None` when absent, null or
-/// when the body is not a JSON object (its handler refuses it). A
-/// `tenant_id` that is not a string is refused here.
-fn peek_tenant(bytes: &[u8]) -> Result<Option<String>, TenancyError> {
-    /// Skips every other field without building it.
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        #[serde(default)]
-        tenant_id: Option<serde_json::Value>,
-    }
-    // A derived struct also accepts a JSON array; only an object has fields.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Ok(None);
-    }
-    match serde_json::from_slice::<Peek>(bytes).map(|p| p.tenant_id) {
-        Err(_) | Ok(None | Some(serde_json::Value::Null)) => Ok(None),
-        Ok(Some(serde_json::Value::String(s))) => Ok(Some(s)),
-        Ok(Some(_)) => Err(TenancyError::InvalidTenantId {
-            from: TenantSource::Body,
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types_as_axum_sees_them() {
-        for ok in [
-            "application/json",
-            "Application/JSON; charset=utf-8",
-            "application/vnd.x+JSON",
-        ] {
-            assert!(is_json_content_type(ok), "{ok}");
-        }
-        for no in ["text/json", "application/jsonx", "multipart/form-data"] {
-            assert!(!is_json_content_type(no), "{no}");
-        }
-    }
-
-    #[test]
-    fn only_an_object_names_a_tenant() {
-        assert_eq!(
-            peek_tenant(br#"{"tenant_id":"a","x":1}"#),
-            Ok(Some("a".to_owned()))
-        );
-        assert_eq!(peek_tenant(br#"["a"]"#), Ok(None));
-        assert_eq!(peek_tenant(br#"{"tenant_id":null}"#), Ok(None));
-        assert_eq!(peek_tenant(b"not json"), Ok(None));
-        assert!(peek_tenant(br#"{"tenant_id":["a"]}"#).is_err());
     }
 }
 

@@ -29,9 +29,11 @@
 //! ```
 
 mod auth;
+mod body;
 mod context;
 mod directory;
 mod error;
+mod forwarded;
 mod id;
 mod keys;
 mod layer;
@@ -40,9 +42,11 @@ pub mod ratelimit;
 mod resolve;
 
 pub use auth::{AuthError, Authenticator, Credential, Principal, PrincipalKind, bearer_token};
+pub use body::is_json_content_type;
 pub use context::TenantContext;
 pub use directory::{TenantDirectory, TenantStatus};
 pub use error::{ErrorCode, TenancyError, error_response};
+pub use forwarded::client_ip;
 pub use id::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_ID_RULE, TenantId, is_valid};
 pub use ipnet::IpNet;
 pub use keys::{
@@ -50,7 +54,7 @@ pub use keys::{
 };
 pub use layer::{
     BodyTenantRead, DEFAULT_BODY_LIMIT, DEFAULT_EXEMPT_PATHS, TenancyLayer, TenancyLayerBuilder,
-    TenancyService, Tenant, client_ip,
+    TenancyService, Tenant,
 };
 pub use policy::{DEFAULT_TENANT, Policy, PolicyError, TenantPolicy};
 pub use resolve::{

@@ -281,13 +281,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     /// Text is checked at this boundary ([`crate::input`]): a body with a
     /// NUL anywhere is a 422 naming the field, whatever the route.
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let bytes =
-            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-                .await
-                .map_err(JsonRejection::from)?;
-        let request = Request::from_parts(parts, axum::body::Body::from(bytes.clone()));
-        let Json(value) = Json::<T>::from_request(request, state).await?;
+        // One read and one parse: the content type is judged as the tenancy
+        // layer judges it (axum's rule), the bytes parsed once, and the NUL
+        // check scans the same bytes.
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(tenancy::is_json_content_type);
+        if !is_json {
+            return Err(Self::Rejection::UnsupportedMediaType(
+                "Expected a JSON body with 'Content-Type: application/json'".to_owned(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(JsonRejection::from)?;
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         crate::input::check_json_body(&bytes)?;
         Ok(Self(value))
     }

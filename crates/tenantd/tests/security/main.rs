@@ -26,6 +26,7 @@ mod header_access;
 mod input;
 mod oidc;
 mod operator_log;
+mod redaction;
 mod scopes;
 mod timeouts;
 

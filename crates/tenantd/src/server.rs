@@ -16,7 +16,7 @@ use tenancy::ratelimit::{
 };
 
 use crate::app::{AppState, router, tenancy_layer};
-use crate::audit::{AuditLog, AuditTask};
+use crate::audit::{AuditLog, AuditTask, SweepOptions};
 use crate::billing::{BillingWorker, WorkerTask};
 use crate::config::{Config, LimitStoreKind};
 use crate::jobs::worker::JobRunner;
@@ -33,6 +33,12 @@ use crate::tenants::registry::{Maintenance, Registry};
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
 use crate::usage::{RecorderTask, UsageRecorder};
+
+/// How often the audit writer chains events left in outboxes.
+const OUTBOX_SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Beyond the request timeout, how old a parked event must be before a
+/// sweep chains it (its request has ended by then, answered or not).
+const OUTBOX_SWEEP_MARGIN: Duration = Duration::from_secs(5);
 
 /// A configured application, ready to serve.
 pub struct Server {
@@ -142,7 +148,16 @@ impl Server {
             admin_store.clone(),
             Duration::from_millis(config.usage.flush_ms),
         );
-        let (audit, audit_task) = AuditLog::start(admin_store.clone());
+        let (audit, audit_task) = AuditLog::start(
+            admin_store.clone(),
+            SweepOptions {
+                every: OUTBOX_SWEEP_EVERY,
+                // A parked event younger than a request can live may still
+                // be chained by its request, with its status.
+                min_age: Duration::from_secs(config.server.request_timeout_secs)
+                    + OUTBOX_SWEEP_MARGIN,
+            },
+        );
         let billing = BillingWorker::new(
             admin_store.clone(),
             registry.clone(),

@@ -27,9 +27,13 @@
 //! copy of what was read for the event's redacted parameters.
 //!
 //! The event is appended before the response leaves (group-committed with
-//! concurrent requests), so a client that saw its answer can rely on the
-//! event being there.
+//! concurrent requests), within the request's deadline. A request that
+//! commits a write parks its event in the same transaction (see
+//! [`crate::store::outbox`]), so a client that saw a write acknowledged can
+//! rely on its event, even if the database or the process stops before the
+//! event reaches its chain.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -40,11 +44,12 @@ use axum::response::Response;
 use tenancy::ratelimit::RateLimitOutcome;
 use tenancy::{ErrorCode, TenantId};
 
-use super::{NewEvent, SYSTEM_CHAIN, capture, redact_params};
+use super::{NewEvent, OutboxRef, SYSTEM_CHAIN, UNANSWERED, capture, new_event_id, redact_params};
 use crate::app::AppState;
 use crate::clock::{now_ms, rfc3339_from_ms};
 use crate::metrics::Observation;
 use crate::routes::{Access, RouteFacts};
+use crate::store::outbox::{self, PendingAudit};
 use crate::tenants::admin_key::presents_admin_key;
 use crate::usage::layer::{Accounted, DecidedTenant};
 
@@ -125,21 +130,108 @@ fn admin_chain(template: &str, path: &str, response: &Response) -> String {
         .map_or_else(|| SYSTEM_CHAIN.to_owned(), |id| id.as_str().to_owned())
 }
 
-fn header_text(request: &Request<Body>, name: &str) -> Option<String> {
-    request
-        .headers()
+fn header_text(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(512).collect())
 }
 
+/// What the observer knows of an audited request before its handler runs,
+/// and the request's side of parking its event with a write (see
+/// [`crate::store::outbox`]).
+struct RequestAudit {
+    id: String,
+    at_ms: i64,
+    started: Instant,
+    action: String,
+    path: String,
+    template: String,
+    query: Option<String>,
+    request_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    operator: bool,
+    seen: capture::Seen,
+    decided: DecidedTenant,
+    parked: std::sync::Mutex<Option<OutboxRef>>,
+}
+
+impl RequestAudit {
+    fn parked(&self) -> Option<OutboxRef> {
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The event with `chain`, `actor` and `action`, answered `status`.
+    fn event(&self, chain: String, actor: String, action: String, status: u16) -> NewEvent {
+        NewEvent {
+            id: self.id.clone(),
+            tenant: chain,
+            at: rfc3339_from_ms(self.at_ms),
+            at_ms: self.at_ms,
+            actor,
+            action,
+            target: Some(self.path.clone()),
+            request_id: self.request_id.clone(),
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            status,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            params: redact_params(self.query.as_deref(), &self.seen.bytes()),
+            outbox: self.parked(),
+        }
+    }
+
+    /// The chain and actor a write committing now is recorded under: the
+    /// decided tenant's, or for an operator the tenant of the path (a
+    /// create's new tenant is only known from its response: the system
+    /// chain until then).
+    fn provisional(&self) -> Option<(String, String)> {
+        if self.operator {
+            let chain = path_param(&self.template, &self.path, "id")
+                .and_then(|id| TenantId::new(&id).ok())
+                .map_or_else(|| SYSTEM_CHAIN.to_owned(), |t| t.as_str().to_owned());
+            return Some((chain, "admin".to_owned()));
+        }
+        let accounted = Accounted(self.decided.get()?);
+        Some((accounted.tenant().as_str().to_owned(), accounted.actor()))
+    }
+}
+
+impl PendingAudit for RequestAudit {
+    fn event(&self) -> Option<NewEvent> {
+        if self.parked().is_some() {
+            return None;
+        }
+        let (chain, actor) = self.provisional()?;
+        Some(self.event(chain, actor, self.action.clone(), UNANSWERED))
+    }
+
+    fn parked(&self, outbox: OutboxRef) {
+        *self
+            .parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outbox);
+    }
+}
+
 /// Metrics for every request; an audit event for audited ones.
+///
+/// The event is appended before the response leaves, but never past the
+/// request's deadline (arrival plus the request timeout): an event the
+/// writer has not committed by then is written later, and one whose
+/// request committed a write is already durable in an outbox.
 pub async fn observe(
     State(state): State<AppState>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started)
+        + std::time::Duration::from_secs(state.config.server.request_timeout_secs);
     let at_ms = now_ms();
     let method = request.method().clone();
     let template = request
@@ -153,25 +245,36 @@ pub async fn observe(
         return response;
     };
 
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let request_id = header_text(&request, "x-request-id");
-    let user_agent = header_text(&request, header::USER_AGENT.as_str());
     let (parts, body) = request.into_parts();
-    let ip = tenancy::client_ip(&state.trusted_proxies, &parts)
-        .ok()
-        .flatten()
-        .map(|ip| ip.to_string());
     let operator = facts.access == Access::Admin;
     let admin_key = operator && presents_admin_key(&parts.headers, &state.config);
     let (body, seen) = capture::tee(body, state.config.server.max_body_bytes);
-    let mut request = Request::from_parts(parts, body);
     // Filled by the accounting layer as soon as the tenant is decided, so a
     // request that then timed out or panicked (its response made outside
     // that layer) is still audited as its tenant.
     let decided = DecidedTenant::default();
+    let audit = Arc::new(RequestAudit {
+        id: new_event_id(),
+        at_ms,
+        started,
+        action: action(&method, &template),
+        path: parts.uri.path().to_owned(),
+        template: template.clone(),
+        query: parts.uri.query().map(str::to_owned),
+        request_id: header_text(&parts.headers, "x-request-id"),
+        ip: tenancy::client_ip(&state.trusted_proxies, &parts)
+            .ok()
+            .flatten()
+            .map(|ip| ip.to_string()),
+        user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()),
+        operator: admin_key,
+        seen,
+        decided: decided.clone(),
+        parked: std::sync::Mutex::new(None),
+    });
+    let mut request = Request::from_parts(parts, body);
     request.extensions_mut().insert(decided.clone());
-    let response = next.run(request).await;
+    let response = outbox::with_pending(audit.clone(), next.run(request)).await;
     let status = response.status().as_u16();
 
     let limited =
@@ -185,39 +288,29 @@ pub async fn observe(
         Some(accounted) if !operator && !limited => (
             accounted.tenant().as_str().to_owned(),
             accounted.actor(),
-            action(&method, &template),
+            audit.action.clone(),
         ),
         _ if admin_key => (
-            admin_chain(&template, &path, &response),
+            admin_chain(&template, &audit.path, &response),
             "admin".to_owned(),
-            action(&method, &template),
+            audit.action.clone(),
         ),
         _ if operator && status == 401 && state.admin_auth.audit_permit(now_ms()) => (
             SYSTEM_CHAIN.to_owned(),
             "anonymous".to_owned(),
             "admin.auth_failed".to_owned(),
         ),
-        _ => {
-            observe_metrics(&state, &method, &template, &response, started);
-            return response;
-        }
+        // A request that parked its event with a write is always chained.
+        _ => match audit.provisional().filter(|_| audit.parked().is_some()) {
+            Some((chain, actor)) => (chain, actor, audit.action.clone()),
+            None => {
+                observe_metrics(&state, &method, &template, &response, started);
+                return response;
+            }
+        },
     };
-    let params = redact_params(query.as_deref(), &seen.bytes());
-    let event = NewEvent {
-        tenant: chain,
-        at: rfc3339_from_ms(at_ms),
-        at_ms,
-        actor,
-        action,
-        target: Some(path),
-        request_id,
-        ip,
-        user_agent,
-        status,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        params,
-    };
-    state.audit.append(event).await;
+    let event = audit.event(chain, actor, action, status);
+    state.audit.append(event, deadline).await;
     observe_metrics(&state, &method, &template, &response, started);
     response
 }

@@ -28,43 +28,15 @@ use utoipa::ToSchema;
 
 use crate::store::{StoreError, TenantScope};
 
+pub use crate::store::outbox::{NewEvent, OutboxPlace, OutboxRef, UNANSWERED, new_event_id};
 pub use redact::params as redact_params;
-pub use writer::{AuditLog, AuditTask};
+pub use writer::{AuditLog, AuditTask, SweepOptions};
 
 /// The chain of admin actions that concern no single tenant.
 pub const SYSTEM_CHAIN: &str = "";
 
 /// `prev_hash` of a chain's first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// What happened, before it is placed in its chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    /// The chain: a tenant id, or [`SYSTEM_CHAIN`].
-    pub tenant: String,
-    /// RFC 3339 time the request arrived.
-    pub at: String,
-    /// Unix ms of `at` (for range filters).
-    pub at_ms: i64,
-    /// `admin`, `key:<id>`, `jwt:<subject>`, or `anonymous`.
-    pub actor: String,
-    /// `records.create`, `tenants.delete`, …
-    pub action: String,
-    /// The path acted on.
-    pub target: Option<String>,
-    /// `X-Request-Id`.
-    pub request_id: Option<String>,
-    /// Client IP.
-    pub ip: Option<String>,
-    /// `User-Agent`.
-    pub user_agent: Option<String>,
-    /// Response status.
-    pub status: u16,
-    /// Time to answer.
-    pub duration_ms: u64,
-    /// Query and body parameters with secrets redacted (JSON text).
-    pub params: String,
-}
 
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -25,10 +25,10 @@ use async_trait::async_trait;
 use sqlx::{Executor, Postgres};
 
 use super::rows::{
-    COLUMNS, Placed, StoredEvent, chains_of, head_or_genesis, list_sql, place, verify_page_sql,
-    walk_chain,
+    COLUMNS, Placed, StoredEvent, chains_of, head_or_genesis, list_sql, place, still_parked_sql,
+    verify_page_sql, walk_chain,
 };
-use super::{AuditEvent, AuditFilter, AuditRepo, ChainReport, GENESIS, NewEvent};
+use super::{AuditEvent, AuditFilter, AuditRepo, ChainReport, GENESIS, NewEvent, OutboxPlace};
 use crate::store::pg_support::map_pg;
 use crate::store::{PgStore, StoreError, TenantScope};
 
@@ -61,6 +61,33 @@ fn column<'a, 'e, T>(placed: &'a [Placed<'e>], field: impl Fn(&'a Placed<'e>) ->
     placed.iter().map(field).collect()
 }
 
+/// Whether `event` is still to be chained, taking it out of this
+/// database's outbox when it is parked here (see [`still_parked_sql`]).
+async fn still_parked(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
+    match still_parked_sql(event) {
+        None => Ok(true),
+        Some((OutboxPlace::Shared, sql, chain)) => Ok(sqlx::query(sql)
+            .bind(chain)
+            .bind(&event.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_pg)?
+            .rows_affected()
+            > 0),
+        Some((OutboxPlace::Dedicated, sql, _)) => Ok(sqlx::query(sql)
+            .bind(&event.tenant)
+            .bind(event.at_ms)
+            .bind(&event.id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_pg)?
+            .is_none()),
+    }
+}
+
 #[async_trait]
 impl AuditRepo for PgStore {
     async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -68,8 +95,18 @@ impl AuditRepo for PgStore {
             return Ok(());
         }
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            if still_parked(&mut tx, event).await? {
+                fresh.push(event);
+            }
+        }
+        let events = fresh;
+        if events.is_empty() {
+            return tx.commit().await.map_err(map_pg);
+        }
         let mut heads = HashMap::new();
-        for chain in chains_of(events) {
+        for chain in chains_of(&events) {
             sqlx::query(
                 "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) \
                  ON CONFLICT (tenant_id) DO NOTHING",
@@ -87,7 +124,7 @@ impl AuditRepo for PgStore {
                     .map_err(map_pg)?;
             heads.insert(chain, head_or_genesis(Some(head)));
         }
-        let (placed, heads) = place(events, heads);
+        let (placed, heads) = place(&events, heads);
 
         // One multi-row INSERT: a column per array, a row per event.
         let insert = format!(

@@ -9,8 +9,11 @@ use std::future::Future;
 
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
-use super::{AuditEvent, AuditFilter, ChainReport, ChainWalk, GENESIS, HashInput, NewEvent};
+use super::{
+    AuditEvent, AuditFilter, ChainReport, ChainWalk, GENESIS, HashInput, NewEvent, OutboxPlace,
+};
 use crate::store::StoreError;
+use crate::store::outbox::{CHAINED_SQL, UNPARK_SQL};
 
 /// The stored columns, in the order [`StoredEvent`] decodes them.
 pub(crate) const COLUMNS: &str = "tenant_id, seq, id, at, actor, action, target, request_id, ip, \
@@ -117,7 +120,7 @@ pub(crate) struct Placed<'a> {
     pub(crate) event: &'a NewEvent,
     /// Its position in the chain.
     pub(crate) seq: u64,
-    /// Its id (a fresh ULID).
+    /// Its id (the event's own, made when the request arrived).
     pub(crate) id: String,
     /// The hash of the event before it.
     pub(crate) prev_hash: String,
@@ -137,10 +140,29 @@ impl Placed<'_> {
     }
 }
 
+/// How an append tells whether a parked event is still to be chained: the
+/// statement for its outbox, with the chain it was parked under. `None`
+/// for an event that was never parked.
+///
+/// - Parked in the shared database (the one the chain is in): taking the
+///   row out is the claim. Of two appenders of one event (the writer with
+///   the response's status, a sweep after a crash), the one whose delete
+///   removes the row chains it; the other's removes nothing.
+/// - Parked in a dedicated tenant's database: the row is taken out there
+///   after this append commits, so a crash in between leaves it parked
+///   though chained; the append looks for the event in its chain first.
+pub(crate) fn still_parked_sql(event: &NewEvent) -> Option<(OutboxPlace, &'static str, &str)> {
+    let outbox = event.outbox.as_ref()?;
+    Some(match outbox.place {
+        OutboxPlace::Shared => (OutboxPlace::Shared, UNPARK_SQL, outbox.chain.as_str()),
+        OutboxPlace::Dedicated => (OutboxPlace::Dedicated, CHAINED_SQL, event.tenant.as_str()),
+    })
+}
+
 /// The distinct chains of `events`, sorted: the order a backend that
 /// locks chain heads takes the locks in (one order for every writer, so
 /// two of them cannot deadlock).
-pub(crate) fn chains_of(events: &[NewEvent]) -> Vec<&str> {
+pub(crate) fn chains_of<'a>(events: &[&'a NewEvent]) -> Vec<&'a str> {
     let mut chains: Vec<&str> = events.iter().map(|e| e.tenant.as_str()).collect();
     chains.sort_unstable();
     chains.dedup();
@@ -160,16 +182,16 @@ pub(crate) fn head_or_genesis(head: Option<(i64, String)>) -> (u64, String) {
 /// transaction; a chain missing from it starts at genesis). Returns the
 /// rows to insert and each chain's new head (`(chain, seq, hash)`).
 pub(crate) fn place<'a>(
-    events: &'a [NewEvent],
+    events: &[&'a NewEvent],
     mut heads: HashMap<&'a str, (u64, String)>,
 ) -> (Vec<Placed<'a>>, Vec<(&'a str, u64, String)>) {
     let mut placed = Vec::with_capacity(events.len());
-    for event in events {
+    for &event in events {
         let (seq, prev) = heads
             .entry(event.tenant.as_str())
             .or_insert_with(|| (0, GENESIS.to_owned()));
         let next = *seq + 1;
-        let id = ulid::Ulid::new().to_string();
+        let id = event.id.clone();
         let hash = HashInput {
             tenant: &event.tenant,
             seq: next,
@@ -285,6 +307,8 @@ mod tests {
 
     fn event(tenant: &str, action: &str) -> NewEvent {
         NewEvent {
+            id: crate::store::outbox::new_event_id(),
+            outbox: None,
             tenant: tenant.to_owned(),
             at: "2026-01-01T00:00:00Z".to_owned(),
             at_ms: 1_767_225_600_000,
@@ -302,7 +326,8 @@ mod tests {
 
     #[test]
     fn place_links_each_chain_after_its_head() {
-        let events = [event("b", "x"), event("a", "y"), event("b", "z")];
+        let owned = [event("b", "x"), event("a", "y"), event("b", "z")];
+        let events: Vec<&NewEvent> = owned.iter().collect();
         let heads = HashMap::from([("b", (7, "h7".to_owned()))]);
         let (placed, heads) = place(&events, heads);
         assert_eq!(placed[0].seq, 8);
@@ -311,6 +336,7 @@ mod tests {
         assert_eq!(placed[1].prev_hash, GENESIS);
         assert_eq!(placed[2].seq, 9);
         assert_eq!(placed[2].prev_hash, placed[0].hash);
+        assert_eq!(placed[1].id, owned[1].id, "an event keeps its own id");
         assert_eq!(
             heads,
             [

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use sqlx::SqlitePool;
 
 use super::rows::{
-    COLUMNS, StoredEvent, chains_of, head_or_genesis, list_sql, place, verify_page_sql, walk_chain,
+    COLUMNS, StoredEvent, chains_of, head_or_genesis, list_sql, place, still_parked_sql,
+    verify_page_sql, walk_chain,
 };
-use super::{AuditEvent, AuditFilter, AuditRepo, ChainReport, NewEvent};
+use super::{AuditEvent, AuditFilter, AuditRepo, ChainReport, NewEvent, OutboxPlace};
 use crate::store::sqlite_support::map_sqlx;
 use crate::store::{SqliteStore, StoreError, TenantScope};
 
@@ -35,6 +36,33 @@ async fn list(
     Ok(rows.into_iter().map(StoredEvent::into_event).collect())
 }
 
+/// Whether `event` is still to be chained, taking it out of this
+/// database's outbox when it is parked here (see [`still_parked_sql`]).
+async fn still_parked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
+    match still_parked_sql(event) {
+        None => Ok(true),
+        Some((OutboxPlace::Shared, sql, chain)) => Ok(sqlx::query(sql)
+            .bind(chain)
+            .bind(&event.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_sqlx)?
+            .rows_affected()
+            > 0),
+        Some((OutboxPlace::Dedicated, sql, _)) => Ok(sqlx::query(sql)
+            .bind(&event.tenant)
+            .bind(event.at_ms)
+            .bind(&event.id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_sqlx)?
+            .is_none()),
+    }
+}
+
 #[async_trait]
 impl AuditRepo for SqliteStore {
     async fn append_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -42,8 +70,15 @@ impl AuditRepo for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
+        let mut fresh = Vec::with_capacity(events.len());
+        for event in events {
+            if still_parked(&mut tx, event).await? {
+                fresh.push(event);
+            }
+        }
+        let events = fresh;
         let mut heads = HashMap::new();
-        for chain in chains_of(events) {
+        for chain in chains_of(&events) {
             let head: Option<(i64, String)> =
                 sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant_id = ?1")
                     .bind(chain)
@@ -52,7 +87,7 @@ impl AuditRepo for SqliteStore {
                     .map_err(map_sqlx)?;
             heads.insert(chain, head_or_genesis(head));
         }
-        let (placed, heads) = place(events, heads);
+        let (placed, heads) = place(&events, heads);
         let sql: Arc<str> = format!(
             "INSERT INTO audit_events ({COLUMNS}, at_ms) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"

@@ -102,7 +102,7 @@ impl BillingRepo for PgStore {
             .await
             .map_err(map_pg)?;
         }
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(created)
     }
 

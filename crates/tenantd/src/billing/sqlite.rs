@@ -61,7 +61,7 @@ impl BillingRepo for SqliteStore {
                 .await
                 .map_err(map_sqlx)?;
         }
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(created)
     }
 

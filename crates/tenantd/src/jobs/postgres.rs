@@ -213,7 +213,7 @@ impl JobRepo for PgStore {
             .await
             .map_err(map_pg)?;
         let job = decode(&row)?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(job)
     }
 
@@ -300,7 +300,7 @@ impl JobRepo for PgStore {
                 Some(job) => CancelOutcome::AlreadyFinal(job.status),
             },
         };
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(outcome)
     }
 }

@@ -109,7 +109,7 @@ impl JobRepo for SqliteStore {
         let job = Self::fetch_job(&mut tx, tenant, id.as_str())
             .await?
             .ok_or_else(|| StoreError::Internal("inserted job vanished".into()))?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(job)
     }
 
@@ -188,7 +188,7 @@ impl JobRepo for SqliteStore {
         .map_err(map_sqlx)?
         .rows_affected();
         let job = Self::fetch_job(&mut tx, tenant, id.as_str()).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(match job {
             None => CancelOutcome::NotFound,
             Some(job) if changed == 1 => CancelOutcome::Cancelled(Box::new(job)),

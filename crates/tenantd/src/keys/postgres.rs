@@ -142,7 +142,7 @@ impl KeyRepo for PgStore {
             }
         }
         let info = pg_insert(&mut tx, tenant, key).await?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(Some(info))
     }
 
@@ -199,7 +199,7 @@ impl KeyRepo for PgStore {
         } else {
             true
         };
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(exists)
     }
 
@@ -231,7 +231,7 @@ impl KeyRepo for PgStore {
             return Ok(None);
         }
         let info = pg_insert(&mut tx, tenant, new).await?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(Some(info))
     }
 

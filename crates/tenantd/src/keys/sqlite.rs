@@ -122,7 +122,7 @@ impl KeyRepo for SqliteStore {
             }
         }
         let info = sqlite_insert(&mut tx, tenant, key).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Some(info))
     }
 
@@ -178,7 +178,7 @@ impl KeyRepo for SqliteStore {
         } else {
             true
         };
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(exists)
     }
 
@@ -208,7 +208,7 @@ impl KeyRepo for SqliteStore {
             return Ok(None);
         }
         let info = sqlite_insert(&mut tx, tenant, new).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Some(info))
     }
 

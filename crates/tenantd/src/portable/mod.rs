@@ -6,7 +6,7 @@
 //! NDJSON, one JSON object per line:
 //!
 //! ```text
-//! {"type":"header","format":"tenantd.tenant-export","version":1,"schema":4,"tenant_id":"acme","exported_at":"…"}
+//! {"type":"header","format":"tenantd.tenant-export","version":1,"schema":5,"tenant_id":"acme","exported_at":"…"}
 //! {"type":"row","table":"tenants","data":{"id":"acme","name":"Acme",…}}
 //! {"type":"row","table":"records","data":{…}}            one line per row, every tenant table
 //! {"type":"end","counts":{"records":12,…},"sha256":"<hex>","hmac":"<hex>","key_id":"<hex>"}
@@ -212,7 +212,7 @@ pub(crate) fn data_tables() -> impl Iterator<Item = &'static Table> {
 
 /// The storage schema version dumps are written with (the last migration,
 /// the same number on every backend).
-pub(crate) const SCHEMA: u32 = 4;
+pub(crate) const SCHEMA: u32 = 5;
 
 /// An import refused because of what the file holds.
 pub(crate) fn invalid(why: String) -> StoreError {
@@ -534,6 +534,8 @@ async fn audit(
     store
         .audit()
         .append_events(&[NewEvent {
+            id: crate::audit::new_event_id(),
+            outbox: None,
             tenant: SYSTEM_CHAIN.to_owned(),
             at: rfc3339_from_ms(at_ms),
             at_ms,

@@ -309,7 +309,7 @@ impl PortableRepo for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(map_pg)?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(Imported::Written)
     }
 }
@@ -334,13 +334,13 @@ impl DataRows for PgStore {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         delete_data(&mut tx, tenant).await?;
         insert_rows(&mut tx, tenant, rows).await?;
-        tx.commit().await.map_err(map_pg)
+        self.commit(tx, None).await
     }
 
     async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         let n = delete_data(&mut tx, tenant).await?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(n)
     }
 }

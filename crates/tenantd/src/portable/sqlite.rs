@@ -102,7 +102,7 @@ impl PortableRepo for SqliteStore {
         let oidc = crate::tenants::oidc::in_dump(rows);
         crate::tenants::sqlite_refuse_taken_oidc(&mut tx, tenant, oidc.as_ref(), false).await?;
         insert_rows(&mut tx, tenant, rows).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Imported::Written)
     }
 }
@@ -127,13 +127,13 @@ impl DataRows for SqliteStore {
         let mut tx = self.write_tx().await?;
         delete_data(&mut tx, tenant).await?;
         insert_rows(&mut tx, tenant, rows).await?;
-        tx.commit().await.map_err(map_sqlx)
+        self.commit(tx).await
     }
 
     async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let mut tx = self.write_tx().await?;
         let n = delete_data(&mut tx, tenant).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(n)
     }
 }

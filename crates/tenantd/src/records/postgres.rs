@@ -214,7 +214,7 @@ impl RecordRepo for PgStore {
             .await
             .map_err(map_pg)?;
         let record = decode(&row)?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(record)
     }
 
@@ -279,7 +279,7 @@ impl RecordRepo for PgStore {
             return Ok(None);
         };
         let record = decode(&row)?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(Some(record))
     }
 
@@ -290,7 +290,7 @@ impl RecordRepo for PgStore {
     ) -> Result<Record, StoreError> {
         let mut tx = self.tenant_tx(scope).await?;
         let record = upsert_in_tx(&mut tx, scope.tenant(), &new, scope.quotas()).await?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(record)
     }
 
@@ -309,7 +309,7 @@ impl RecordRepo for PgStore {
         if deleted == 0 {
             return Ok(false);
         }
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, Some(scope.tenant())).await?;
         Ok(true)
     }
 

@@ -200,7 +200,7 @@ impl RecordRepo for SqliteStore {
         .map_err(map_sqlx)?;
         index(&mut tx, seq, tenant, &new).await?;
         let record = Self::fetch(&mut tx, tenant, seq).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(record)
     }
 
@@ -263,7 +263,7 @@ impl RecordRepo for SqliteStore {
         };
         index(&mut tx, seq, tenant, &new).await?;
         let record = Self::fetch(&mut tx, tenant, seq).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Some(record))
     }
 
@@ -274,7 +274,7 @@ impl RecordRepo for SqliteStore {
     ) -> Result<Record, StoreError> {
         let mut tx = self.write_tx().await?;
         let record = upsert_in_tx(&mut tx, scope.tenant(), &new, scope.quotas()).await?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(record)
     }
 
@@ -296,7 +296,7 @@ impl RecordRepo for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(true)
     }
 

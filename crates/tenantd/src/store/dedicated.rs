@@ -308,6 +308,11 @@ impl TenantPools {
         n
     }
 
+    /// The pools open now (what an audit outbox sweep drains).
+    pub fn open_backends(&self) -> Vec<Arc<dyn Backend>> {
+        lock(&self.open).values().map(|o| o.backend.clone()).collect()
+    }
+
     /// The state of `tenant`'s pool without opening it.
     pub async fn health(&self, tenant: &TenantId) -> PoolHealth {
         let backend = lock(&self.open).get(tenant).map(|o| o.backend.clone());

@@ -13,6 +13,7 @@
 //! know which one they talk to.
 
 mod dedicated;
+pub mod outbox;
 mod postgres;
 mod sqlite;
 
@@ -31,6 +32,7 @@ use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
+pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use dedicated::{PoolHealth, Target, TenantPools, is_postgres_url};
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, check_isolation, open_postgres};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
@@ -134,6 +136,7 @@ pub trait Backend:
     + AuditRepo
     + BillingRepo
     + PortableRepo
+    + OutboxRepo
     + Send
     + Sync
     + 'static
@@ -293,6 +296,7 @@ impl Store {
         AdminStore {
             backend: self.backend.clone(),
             pools: self.pools.clone(),
+            placement: self.placement.clone(),
             usage: Arc::new(RoutedUsage {
                 shared: self.backend.clone(),
                 placement: self.placement.clone(),
@@ -535,6 +539,7 @@ pub(crate) fn check_not_moving(tenant: &TenantId, placement: &Placement) -> Resu
 pub struct AdminStore {
     backend: Arc<dyn Backend>,
     pools: Arc<TenantPools>,
+    placement: Arc<dyn PlacementSource>,
     usage: Arc<RoutedUsage>,
 }
 
@@ -579,5 +584,35 @@ impl AdminStore {
     /// The dedicated tenants' pools (and the data directory).
     pub fn pools(&self) -> &Arc<TenantPools> {
         &self.pools
+    }
+
+    /// The audit outboxes open now: the shared database's and each open
+    /// dedicated database's (a sweep drains them; a dedicated database
+    /// that is not open keeps its parked events until it is).
+    pub fn outboxes(&self) -> Vec<Arc<dyn OutboxRepo>> {
+        let mut all: Vec<Arc<dyn OutboxRepo>> = vec![self.backend.clone()];
+        all.extend(
+            self.pools
+                .open_backends()
+                .into_iter()
+                .map(|b| -> Arc<dyn OutboxRepo> { b }),
+        );
+        all
+    }
+
+    /// The outbox of `tenant`'s own database, when it has one (opening it
+    /// if needed).
+    pub async fn dedicated_outbox(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<Arc<dyn OutboxRepo>>, StoreError> {
+        let Ok(tenant) = TenantId::new(tenant) else {
+            return Ok(None);
+        };
+        let Some(target) = self.placement.placement(&tenant).dedicated else {
+            return Ok(None);
+        };
+        let backend: Arc<dyn OutboxRepo> = self.pools.get(&tenant, &target).await?;
+        Ok(Some(backend))
     }
 }

@@ -26,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor as _, Postgres, SqlSafeStr, Transaction};
 use tenancy::TenantId;
 
+use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
 use super::{Backend, StoreError, TenantScope};
 use crate::config::RlsCheck;
 
@@ -33,7 +34,7 @@ use crate::config::RlsCheck;
 /// SQLite migrations one for one, so a tenant dump's schema number means
 /// the same tables on both backends.
 fn migrator() -> Migrator {
-    let files: [(i64, &str, &str); 4] = [
+    let files: [(i64, &str, &str); 5] = [
         (
             1,
             "records",
@@ -54,6 +55,11 @@ fn migrator() -> Migrator {
             "accounting",
             include_str!("../../migrations/postgres/0004_accounting.sql"),
         ),
+        (
+            5,
+            "audit_outbox",
+            include_str!("../../migrations/postgres/0005_audit_outbox.sql"),
+        ),
     ];
     Migrator::with_migrations(
         files
@@ -72,7 +78,7 @@ fn migrator() -> Migrator {
 }
 
 /// The schema version this build needs (the last migration).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Where and how to connect (from `storage.*`).
 #[derive(Debug, Clone)]
@@ -99,6 +105,9 @@ pub struct PgOptions {
 pub struct PgStore {
     app: PgPool,
     admin: PgPool,
+    /// Whose outbox this database's is: the shared database's, or (one
+    /// role, [`PgOptions::single_role`]) a dedicated tenant's.
+    outbox: OutboxPlace,
 }
 
 /// Whether sqlx reads the connection URL parameter `name`.
@@ -271,7 +280,12 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
             }
         }
     }
-    Ok(PgStore { app, admin })
+    let outbox = if options.single_role {
+        OutboxPlace::Dedicated
+    } else {
+        OutboxPlace::Shared
+    };
+    Ok(PgStore { app, admin, outbox })
 }
 
 /// Grants the app role row access to the tenant tables only and the
@@ -303,6 +317,12 @@ async fn grant(owner: &PgPool, app: &str, admin: &str) -> Result<(), sqlx::Error
     statements.push(format!(
         "REVOKE UPDATE, DELETE ON audit_events FROM {admin}, {app}"
     ));
+    // The app role parks events and nothing else: a tenant's path cannot
+    // read, change or take back what it parked.
+    statements.push(format!(
+        "REVOKE SELECT, UPDATE, DELETE ON audit_outbox FROM {app}"
+    ));
+    statements.push(format!("REVOKE UPDATE ON audit_outbox FROM {admin}"));
     let mut tx = owner.begin().await?;
     for statement in statements {
         tx.execute(sqlx::AssertSqlSafe(statement)).await?;
@@ -439,6 +459,47 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// Commits a write, parking the request's audit event in this
+    /// database's outbox inside the same transaction (see
+    /// [`super::outbox`]). `tenant` is the tenant a tenant transaction is
+    /// confined to: row-level security lets it park only that tenant's
+    /// events, so an event of another chain is left to the writer alone
+    /// rather than failing the write.
+    pub(crate) async fn commit(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        tenant: Option<&TenantId>,
+    ) -> Result<(), StoreError> {
+        let Some((pending, event)) = outbox::pending()
+            .filter(|(_, e)| tenant.is_none_or(|t| t.as_str() == e.tenant))
+        else {
+            return tx.commit().await.map_err(map_pg);
+        };
+        sqlx::query(PARK_SQL)
+            .bind(&event.tenant)
+            .bind(&event.id)
+            .bind(&event.at)
+            .bind(event.at_ms)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(event.target.as_deref())
+            .bind(event.request_id.as_deref())
+            .bind(event.ip.as_deref())
+            .bind(event.user_agent.as_deref())
+            .bind(i64::from(event.status))
+            .bind(i64::try_from(event.duration_ms).unwrap_or(i64::MAX))
+            .bind(&event.params)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)?;
+        pending.parked(outbox::OutboxRef {
+            place: self.outbox,
+            chain: event.tenant,
+        });
+        Ok(())
+    }
+
     /// The admin role's pool: the explicitly cross-tenant path (registry,
     /// keys, usage writer, audit writer, billing, job scheduler). Never
     /// used for a tenant request's own data.
@@ -490,6 +551,40 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
             StoreError::Unavailable(error.to_string())
         }
         _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+#[async_trait]
+impl OutboxRepo for PgStore {
+    fn outbox_place(&self) -> OutboxPlace {
+        self.outbox
+    }
+
+    async fn due_events(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
+        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.admin)
+            .await
+            .map_err(map_pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| outbox::due_event(row, self.outbox))
+            .collect())
+    }
+
+    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query(UNPARK_SQL)
+            .bind(chain)
+            .bind(id)
+            .execute(&self.admin)
+            .await
+            .map(|_| ())
+            .map_err(map_pg)
     }
 }
 

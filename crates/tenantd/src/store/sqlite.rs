@@ -10,6 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, SqlitePool};
 
+use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
 use super::{Backend, StoreError};
 
 /// File name of the shared database inside `data_dir`.
@@ -46,6 +47,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0004_accounting.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "audit_outbox".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0005_audit_outbox.sql").into_sql_str(),
+            false,
+        ),
     ];
     Migrator::with_migrations(migrations)
 }
@@ -55,6 +63,9 @@ fn migrator() -> Migrator {
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     db_path: PathBuf,
+    /// Whose outbox this file's is: the shared database's, or a dedicated
+    /// tenant's.
+    outbox: OutboxPlace,
 }
 
 /// Opens (creating if needed) the database in `data_dir` and migrates it.
@@ -77,7 +88,7 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> anyhow::Resul
         data_dir.display()
     );
     let db_path = data_dir.join(DB_FILE);
-    connect(&db_path, max_connections, true)
+    connect(&db_path, max_connections, true, OutboxPlace::Shared)
         .await
         .with_context(|| {
             format!(
@@ -94,6 +105,7 @@ async fn connect(
     db_path: &Path,
     max_connections: u32,
     migrate: bool,
+    outbox: OutboxPlace,
 ) -> anyhow::Result<SqliteStore> {
     use anyhow::Context as _;
     let options = SqliteConnectOptions::from_str("sqlite://")
@@ -131,6 +143,7 @@ async fn connect(
     Ok(SqliteStore {
         pool,
         db_path: db_path.to_path_buf(),
+        outbox,
     })
 }
 
@@ -154,7 +167,7 @@ pub async fn open_sqlite_file(
         if !template.exists() {
             let building = template.with_extension("new");
             let _ = std::fs::remove_file(&building);
-            let store = connect(&building, 1, true).await?;
+            let store = connect(&building, 1, true, OutboxPlace::Dedicated).await?;
             // One self-contained file: no WAL beside it to copy.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&store.pool)
@@ -176,7 +189,7 @@ pub async fn open_sqlite_file(
     }
     // A copy of this build's template is current; an older file is
     // migrated on open.
-    connect(path, max_connections, !fresh).await
+    connect(path, max_connections, !fresh, OutboxPlace::Dedicated).await
 }
 
 impl SqliteStore {
@@ -193,6 +206,41 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_sqlx)
+    }
+
+    /// Commits a write, parking the request's audit event in this
+    /// database's outbox inside the same transaction (see
+    /// [`super::outbox`]). Every write a request can make commits here.
+    pub(crate) async fn commit(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    ) -> Result<(), StoreError> {
+        let Some((pending, event)) = outbox::pending() else {
+            return tx.commit().await.map_err(map_sqlx);
+        };
+        sqlx::query(PARK_SQL)
+            .bind(&event.tenant)
+            .bind(&event.id)
+            .bind(&event.at)
+            .bind(event.at_ms)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(event.target.as_deref())
+            .bind(event.request_id.as_deref())
+            .bind(event.ip.as_deref())
+            .bind(event.user_agent.as_deref())
+            .bind(i64::from(event.status))
+            .bind(i64::try_from(event.duration_ms).unwrap_or(i64::MAX))
+            .bind(&event.params)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        pending.parked(outbox::OutboxRef {
+            place: self.outbox,
+            chain: event.tenant,
+        });
+        Ok(())
     }
 
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
@@ -258,15 +306,51 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
 }
 
 #[async_trait]
+impl OutboxRepo for SqliteStore {
+    fn outbox_place(&self) -> OutboxPlace {
+        self.outbox
+    }
+
+    async fn due_events(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
+        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| outbox::due_event(row, self.outbox))
+            .collect())
+    }
+
+    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(UNPARK_SQL)
+            .bind(chain)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)
+    }
+}
+
+#[async_trait]
 impl Backend for SqliteStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.check_writable()?;
         check_free_space(&self.db_path)?;
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx)
+        // Writable, not only reachable: take the write lock (what every
+        // write does first) and let it go. A read-only file or a lock
+        // another process holds fails here; the readiness deadline bounds
+        // the wait behind a running write.
+        let tx = self.write_tx().await?;
+        tx.rollback().await.map_err(map_sqlx)
     }
 
     async fn close(&self) {

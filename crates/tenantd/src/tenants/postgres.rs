@@ -194,7 +194,7 @@ impl TenantRepo for PgStore {
             Some(key) => Some(crate::keys::pg_insert(&mut tx, &row.id, key).await?),
             None => None,
         };
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(Inserted::Created(key.map(Box::new)))
     }
 
@@ -219,7 +219,7 @@ impl TenantRepo for PgStore {
             // keeps its original creation time.
             write_row(&mut tx, row, true).await?;
         }
-        tx.commit().await.map_err(map_pg)
+        self.commit(tx, None).await
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
@@ -270,7 +270,7 @@ impl TenantRepo for PgStore {
         .await
         .map_err(map_pg)?
         .rows_affected();
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(changed == 1)
     }
 
@@ -330,7 +330,7 @@ impl TenantRepo for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(map_pg)?;
-        tx.commit().await.map_err(map_pg)?;
+        self.commit(tx, None).await?;
         Ok(Some(DeletedCounts {
             records,
             detection_jobs: jobs,

@@ -148,7 +148,7 @@ impl TenantRepo for SqliteStore {
             Some(key) => Some(crate::keys::sqlite_insert(&mut tx, &row.id, key).await?),
             None => None,
         };
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Inserted::Created(key.map(Box::new)))
     }
 
@@ -181,7 +181,7 @@ impl TenantRepo for SqliteStore {
             }
             write_row(&mut tx, &row, true).await?;
         }
-        tx.commit().await.map_err(map_sqlx)
+        self.commit(tx).await
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, StoreError> {
@@ -229,7 +229,7 @@ impl TenantRepo for SqliteStore {
         .await
         .map_err(map_sqlx)?
         .rows_affected();
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(changed == 1)
     }
 
@@ -280,7 +280,7 @@ impl TenantRepo for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)?;
+        self.commit(tx).await?;
         Ok(Some(DeletedCounts {
             records,
             detection_jobs: jobs,

@@ -176,8 +176,7 @@ impl Writer {
         let mut chunks = events.into_iter().peekable();
         while chunks.peek().is_some() {
             let chunk: Vec<(NewEvent, Option<Waiter>)> = chunks.by_ref().take(MAX_BATCH).collect();
-            let (events, waiters): (Vec<NewEvent>, Vec<Option<Waiter>>) =
-                chunk.into_iter().unzip();
+            let (events, waiters): (Vec<NewEvent>, Vec<Option<Waiter>>) = chunk.into_iter().unzip();
             match self.store.audit().append_events(&events).await {
                 Ok(()) => {
                     for waiter in waiters.into_iter().flatten() {

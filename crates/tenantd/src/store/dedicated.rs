@@ -310,7 +310,10 @@ impl TenantPools {
 
     /// The pools open now (what an audit outbox sweep drains).
     pub fn open_backends(&self) -> Vec<Arc<dyn Backend>> {
-        lock(&self.open).values().map(|o| o.backend.clone()).collect()
+        lock(&self.open)
+            .values()
+            .map(|o| o.backend.clone())
+            .collect()
     }
 
     /// The state of `tenant`'s pool without opening it.

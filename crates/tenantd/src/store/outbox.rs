@@ -159,8 +159,20 @@ pub(crate) type DueRow = (
 
 /// The event of a due row, parked at `place`.
 pub(crate) fn due_event(row: DueRow, place: OutboxPlace) -> NewEvent {
-    let (tenant, id, at, at_ms, actor, action, target, request_id, ip, user_agent, duration, params) =
-        row;
+    let (
+        tenant,
+        id,
+        at,
+        at_ms,
+        actor,
+        action,
+        target,
+        request_id,
+        ip,
+        user_agent,
+        duration,
+        params,
+    ) = row;
     NewEvent {
         outbox: Some(OutboxRef {
             place,

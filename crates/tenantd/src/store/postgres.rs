@@ -470,8 +470,8 @@ impl PgStore {
         mut tx: Transaction<'static, Postgres>,
         tenant: Option<&TenantId>,
     ) -> Result<(), StoreError> {
-        let Some((pending, event)) = outbox::pending()
-            .filter(|(_, e)| tenant.is_none_or(|t| t.as_str() == e.tenant))
+        let Some((pending, event)) =
+            outbox::pending().filter(|(_, e)| tenant.is_none_or(|t| t.as_str() == e.tenant))
         else {
             return tx.commit().await.map_err(map_pg);
         };

@@ -1,10 +1,15 @@
-//! Faults from outside the process: a full disk. (Slow clients and
-//! SIGTERM with a stuck client are in the security suite's `timeouts`.)
+//! Faults from outside the process: a full disk, a database that crashes
+//! under load, a server killed under load. (Slow clients and SIGTERM with
+//! a stuck client are in the security suite's `timeouts`; a Redis outage
+//! in the tenancy crate's `ratelimit_redis_outage`.)
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cluster;
 mod database;
 mod disk;
+mod outage;
+mod relay;
 
 pub(crate) use support::{ADMIN_KEY, App, config};

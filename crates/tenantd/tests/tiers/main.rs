@@ -7,6 +7,7 @@ mod support;
 
 mod dedicated;
 mod moves;
+mod outbox;
 
 use std::path::Path;
 

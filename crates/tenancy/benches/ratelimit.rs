@@ -3,13 +3,13 @@
 //! tenants (the map is full, so the cost includes cache misses on a large
 //! table). `check_now` is the synchronous body of the async `check`.
 //!
-//! Run: `cargo bench -p tenancy --bench ratelimit`.
+//! Run: `cargo bench -p tower-tenancy --bench ratelimit`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_main};
-use tenancy::TenantId;
-use tenancy::ratelimit::{Bucket, MemoryStore, Window};
+use tower_tenancy::TenantId;
+use tower_tenancy::ratelimit::{Bucket, MemoryStore, Window};
 
 fn bench(c: &mut Criterion) {
     let buckets = [Bucket::tenant([

@@ -7,14 +7,14 @@
 //! current-thread runtime (`Runtime::block_on`), which adds a few tens of
 //! nanoseconds of runtime overhead to every case alike.
 //!
-//! Run: `cargo bench -p tenancy --bench resolve`.
+//! Run: `cargo bench -p tower-tenancy --bench resolve`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_main};
 use http::Request;
 use http::request::Parts;
-use tenancy::{TenancyLayer, TenantId, TenantPolicy};
+use tower_tenancy::{TenancyLayer, TenantId, TenantPolicy};
 
 fn parts(uri: &str, tenant: Option<&str>) -> Parts {
     let mut b = Request::builder()
@@ -38,18 +38,14 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let enabled = TenantPolicy {
-        enabled: true,
-        ..TenantPolicy::default()
-    };
-    let on = layer(enabled.clone());
-    let off = layer(TenantPolicy::default());
-    let allow_list = layer(TenantPolicy {
-        allowed_tenants: (0..10_000)
-            .map(|i| TenantId::new(&format!("tenant-{i}")).expect("valid"))
-            .collect(),
-        ..enabled
-    });
+    let on = layer(TenantPolicy::required());
+    let off = layer(TenantPolicy::single(
+        TenantId::new("default").expect("valid"),
+    ));
+    let allow_list = layer(
+        TenantPolicy::required()
+            .allow((0..10_000).map(|i| TenantId::new(&format!("tenant-{i}")).expect("valid"))),
+    );
 
     let mut group = c.benchmark_group("resolve");
     let header = parts("/records/rec_01JD6ZK8Q3V2N4M5P6R7S8T9VW", Some("tenant-42"));

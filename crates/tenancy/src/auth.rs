@@ -1,4 +1,4 @@
-//! Credentials (DESIGN.md section 2, steps 2 and 4): the [`Authenticator`]
+//! Credentials: the [`Authenticator`]
 //! seam that turns a request's API key or JWT into a [`Principal`] bound to
 //! exactly one tenant.
 //!
@@ -22,7 +22,7 @@ use crate::keys::PlainKey;
 pub struct Principal {
     tenant_id: TenantId,
     kind: PrincipalKind,
-    /// Shared with the registry's cached key: no copy per request.
+    /// Shared with the authenticator's cached key: no copy per request.
     scopes: Arc<[String]>,
 }
 
@@ -126,7 +126,7 @@ impl Credential {
 
 /// The token of `Authorization: Bearer <token>`: `Ok(None)` without the
 /// header, `Err` when it is present but not a non-empty bearer token. Shared
-/// by tenant credentials and tenantd's admin key.
+/// by tenant credentials and any other bearer secret the service checks.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);

@@ -1,7 +1,6 @@
 //! Reading a request's JSON body for its `tenant_id`, on the routes that
 //! take a body tenant ([`crate::TenancyLayerBuilder::body_tenant_routes`]).
 
-use axum_core::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
 use http_body::Body as HttpBody;
@@ -19,7 +18,7 @@ pub(crate) async fn read_body_tenant<B>(
     limit: usize,
     parts: &Parts,
     body: B,
-) -> Result<(B, Option<String>), Response>
+) -> Result<(B, Option<String>), TenancyError>
 where
     B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -35,24 +34,11 @@ where
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(crate::error::error_response(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Request body is larger than the configured limit",
-            ));
+            return Err(TenancyError::BodyTooLarge);
         }
-        Err(_) => {
-            return Err(crate::error::error_response(
-                http::StatusCode::BAD_REQUEST,
-                "bad_request",
-                "The request body could not be read",
-            ));
-        }
+        Err(_) => return Err(TenancyError::UnreadableBody),
     };
-    let tenant = match peek_tenant(&bytes) {
-        Ok(tenant) => tenant,
-        Err(refusal) => return Err(refusal.into_response()),
-    };
+    let tenant = peek_tenant(&bytes)?;
     Ok((B::from(bytes), tenant))
 }
 

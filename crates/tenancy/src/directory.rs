@@ -1,8 +1,9 @@
-//! The tenant registry as the request path sees it (DESIGN.md section 2,
-//! step 6): does the tenant exist, is it active, may this address use it.
+//! [`TenantDirectory`]: the service's list of tenants as the request path
+//! sees it: does the tenant exist, is it active, may this address use it.
 //!
 //! Lookups are synchronous on purpose: an implementation answers from
-//! memory (a registry cache), never with a database round trip per request.
+//! memory (a cache it refreshes on its own schedule), never with a
+//! database round trip per request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use ipnet::IpNet;
 
 use crate::id::TenantId;
 
-/// What the registry knows of a tenant.
+/// What the directory knows of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantStatus {
     /// No such tenant.
@@ -56,10 +57,14 @@ impl TenantStatus {
     }
 }
 
-/// The registry, read by the tenancy layer for every decided tenant.
+/// The tenants that exist, read by the tenancy layer for every decided
+/// tenant ([`crate::TenancyLayerBuilder::directory`]): unknown is 404
+/// `tenant_not_found`, suspended 403 `tenant_suspended`, an address
+/// outside the allow-list 403 `ip_not_allowed`.
 pub trait TenantDirectory: Send + Sync + 'static {
-    /// Whether checks apply at all right now (a deployment with an empty
-    /// registry runs in seed 000's header-only mode).
+    /// Whether checks apply at all right now. A directory may answer
+    /// `false` while it holds no tenant, so that a new deployment serves
+    /// requests before its first tenant is created.
     fn enforced(&self) -> bool {
         true
     }

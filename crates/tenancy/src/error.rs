@@ -1,5 +1,7 @@
 //! [`TenancyError`]: every way tenant resolution can refuse a request, and
-//! its HTTP form (DESIGN.md section 3).
+//! its default HTTP form, `{"detail": "...", "code": "..."}` (a service
+//! can answer differently with
+//! [`crate::TenancyLayerBuilder::on_refusal`]).
 
 use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -10,16 +12,19 @@ use crate::resolve::TenantSource;
 
 /// A refusal from tenant resolution or policy.
 ///
-/// Each variant maps to one status and one machine `code`; the `detail` texts
-/// keep seed 000's wording where it exists. None of them echo a raw input
-/// value except a tenant id that has already been validated.
+/// Each variant maps to one status and one machine `code`. None of the
+/// texts echo a raw input value except a tenant id that has already been
+/// validated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TenancyError {
-    /// Multi-tenancy is on, the tenant is required and no source named one.
-    #[error("Tenant ID required. Use header '{header}' or query parameter 'tenant_id'")]
+    /// The policy requires a tenant and no source named one.
+    #[error("{}", required_detail(hint))]
     Required {
-        /// The configured tenant header name, as the client must send it.
-        header: String,
+        /// Where the client should name it, from the installed resolver
+        /// ("header 'X-Tenant-ID' or query parameter 'tenant_id'"); empty
+        /// when the resolver does not say.
+        hint: String,
     },
     /// A source named a tenant that does not match the id format.
     #[error("Invalid tenant id from the {from}: {TENANT_ID_RULE}")]
@@ -48,7 +53,7 @@ pub enum TenancyError {
     /// A credential was required, malformed, or did not verify.
     #[error("{0}")]
     Unauthorized(#[from] AuthError),
-    /// The registry does not know the tenant.
+    /// The [`crate::TenantDirectory`] does not know the tenant.
     #[error("Tenant '{tenant}' not found")]
     UnknownTenant {
         /// The (valid) tenant id.
@@ -70,10 +75,31 @@ pub enum TenancyError {
     /// that is not an address: the client cannot be told from the proxy.
     #[error("Unreadable X-Forwarded-For: every entry a trusted proxy added must be an IP address")]
     InvalidForwardedFor,
+    /// A body read for its tenant is over the layer's limit
+    /// ([`crate::TenancyLayerBuilder::body_limit`]).
+    #[error("Request body is larger than the configured limit")]
+    BodyTooLarge,
+    /// A body read for its tenant could not be read to its end.
+    #[error("The request body could not be read")]
+    UnreadableBody,
     /// The tenancy layer was not installed in front of a handler that asked
     /// for a tenant: a wiring bug in the service, not a client error.
     #[error("tenant resolution is not configured for this route")]
     NotConfigured,
+    /// A JSON body named a tenant on a route the layer was not told reads
+    /// one ([`crate::TenancyLayerBuilder::body_tenant_routes`]): the tenant
+    /// was decided without it, so serving the request would ignore the
+    /// tenant the body asked for. A wiring bug, not a client error.
+    #[error("a body named a tenant on a route not declared to take a body tenant")]
+    BodyTenantNotDeclared,
+}
+
+fn required_detail(hint: &str) -> String {
+    if hint.is_empty() {
+        "Tenant ID required".to_owned()
+    } else {
+        format!("Tenant ID required. Use {hint}")
+    }
 }
 
 fn conflict_detail(first: TenantSource, second: TenantSource) -> String {
@@ -91,14 +117,16 @@ impl TenancyError {
             Self::Required { .. }
             | Self::InvalidTenantId { .. }
             | Self::Conflict { .. }
-            | Self::InvalidForwardedFor => StatusCode::BAD_REQUEST,
+            | Self::InvalidForwardedFor
+            | Self::UnreadableBody => StatusCode::BAD_REQUEST,
             Self::NotAllowed { .. }
             | Self::Mismatch
             | Self::Suspended { .. }
             | Self::IpNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownTenant { .. } => StatusCode::NOT_FOUND,
-            Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotConfigured | Self::BodyTenantNotDeclared => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -115,7 +143,9 @@ impl TenancyError {
             Self::Suspended { .. } => "tenant_suspended",
             Self::IpNotAllowed { .. } => "ip_not_allowed",
             Self::InvalidForwardedFor => "invalid_forwarded_for",
-            Self::NotConfigured => "internal",
+            Self::BodyTooLarge => "payload_too_large",
+            Self::UnreadableBody => "bad_request",
+            Self::NotConfigured | Self::BodyTenantNotDeclared => "internal",
         }
     }
 }
@@ -125,8 +155,9 @@ impl TenancyError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorCode(pub String);
 
-/// Builds the `{"detail": ..., "code": ...}` body every tenantd error uses
-/// (and sets [`ErrorCode`]).
+/// Builds the `{"detail": ..., "code": ...}` JSON error (and sets
+/// [`ErrorCode`]): the layer's default refusal, there for a service to
+/// answer its own errors in the same shape.
 pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({ "detail": detail, "code": code }).to_string();
     let mut response = (status, body).into_response();
@@ -139,11 +170,16 @@ pub fn error_response(status: StatusCode, code: &str, detail: &str) -> Response 
 }
 
 impl IntoResponse for TenancyError {
+    /// The JSON error; a 500 (a wiring bug) is logged with its cause and
+    /// answered without it.
     fn into_response(self) -> Response {
-        if matches!(self, Self::NotConfigured) {
-            tracing::error!("a handler asked for a tenant but no TenancyLayer is installed");
-        }
-        let mut response = error_response(self.status(), self.code(), &self.to_string());
+        let detail = if self.status().is_server_error() {
+            tracing::error!(cause = %self, "tenant resolution is miswired");
+            "Internal server error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = error_response(self.status(), self.code(), &detail);
         if matches!(self, Self::Unauthorized(_)) {
             response
                 .headers_mut()

@@ -1,4 +1,4 @@
-//! API keys: `{tenant_id}_sk_{secret}` (seed 002's format).
+//! API keys: `{tenant_id}_sk_{secret}`, so a key names its tenant.
 //!
 //! The secret part is 40 random base62 characters (~238 bits). Only an
 //! HMAC-SHA-256 of the whole key under a server-side pepper is stored, so a
@@ -58,7 +58,7 @@ impl PlainKey {
         well_formed.then(|| Self(presented.to_owned()))
     }
 
-    /// The tenant named in the key. Only a hint: the stored key row decides.
+    /// The tenant named in the key. Only a hint: the stored key decides.
     pub fn tenant_hint(&self) -> Option<TenantId> {
         self.0
             .rsplit_once(KEY_MARKER)
@@ -156,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn generated_keys_have_the_seed_format() {
+    fn generated_keys_have_the_documented_format() {
         let key = PlainKey::generate(&acme());
         let text = key.expose();
         assert!(text.starts_with("acme_corp_sk_"));

@@ -1,50 +1,48 @@
 //! [`TenancyLayer`]: the tower layer that decides each request's tenant,
-//! and the [`Tenant`] extractor that hands it to handlers.
+//! and its builder.
 //!
 //! The tenant is decided once, here, before anything that runs as the
 //! tenant (limits, metering, audit, handlers): from a verified credential,
-//! the header, the query, the JSON body's `tenant_id` on routes declared
-//! to take one ([`TenancyLayerBuilder::body_tenant_routes`]), or the
-//! policy's default tenant. Nothing later resolves again, so no source can
-//! reach a tenant without being limited and counted as it.
+//! the installed resolver (header, query, host, path, …), the JSON body's
+//! `tenant_id` on routes declared to take one, or the policy's default
+//! tenant. Nothing later resolves again, so no source can reach a tenant
+//! without being limited and counted as it. A refusal is answered right
+//! there (a JSON 4xx by default, see
+//! [`TenancyLayerBuilder::on_refusal`]), never turned into a 500.
 //!
-//! A refusal is answered right there as the JSON error of DESIGN.md
-//! section 3, never turned into a 500.
-//!
-//! With an [`Authenticator`] installed, a credential is verified first and
-//! its tenant wins (a different requested tenant is 403 `tenant_mismatch`);
-//! with a [`TenantDirectory`], the decided tenant must exist, be active,
-//! admit the client's address, and, when it holds credentials, have been
-//! reached with one (DESIGN.md section 2, steps 2, 4 and 6).
-//!
-//! Once decided, the tenant is recorded as `tenant_id` on the current
-//! tracing span, so the request span must declare that field
-//! (`tenant_id = tracing::field::Empty`).
+//! The steps, in order (the request's service is in `service.rs`):
+//! 1. exempt paths pass untouched, without a tenant;
+//! 2. a credential, if sent, is verified ([`Authenticator`]); a bad one is
+//!    401 and never falls back to weaker sources;
+//! 3. a declared route's JSON body is read for its `tenant_id`;
+//! 4. the resolver proposes a tenant, the credential's tenant wins (a
+//!    different requested one is 403 `tenant_mismatch`), the policy
+//!    validates it or applies its default;
+//! 5. the [`TenantDirectory`] admits it (exists, active, address allowed,
+//!    reached with a credential when it holds credentials);
+//! 6. the path prefix a [`crate::PathPrefixResolver`] read is stripped, the
+//!    context is put in the request's extensions and recorded as
+//!    `tenant_id` on the current tracing span (declare the field as
+//!    `tenant_id = tracing::field::Empty` on the request span).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use axum_core::extract::FromRequestParts;
-use axum_core::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::Request;
+use axum_core::response::Response;
 use http::request::Parts;
-use http_body::Body as HttpBody;
-use tower::{Layer, Service};
-
 use ipnet::IpNet;
 
-use crate::auth::{AuthError, Authenticator, Credential, Principal};
+use crate::auth::Authenticator;
 use crate::context::TenantContext;
-use crate::directory::{TenantDirectory, TenantStatus};
+use crate::directory::TenantDirectory;
 use crate::error::TenancyError;
 use crate::policy::{Policy, PolicyError, TenantPolicy};
-use crate::resolve::{Candidate, ChainResolver, ResolveInput, TenantResolver, TenantSource};
+use crate::resolve::{ChainResolver, HeaderResolver, TenantResolver};
 
 /// Decides whether a route takes its tenant from the JSON body too.
-type BodyTenantRoutes = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+pub(crate) type BodyTenantRoutes = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// Answers a refusal in the service's own way.
+pub(crate) type RefusalHook = Arc<dyn Fn(TenancyError, &Parts) -> Response + Send + Sync>;
 
 /// Largest body the layer reads for a body tenant unless told otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -52,19 +50,21 @@ pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Paths that need no tenant by default (`*` at the end means a prefix).
 pub const DEFAULT_EXEMPT_PATHS: &[&str] = &["/health*", "/openapi.json", "/docs*", "/metrics"];
 
-struct Shared {
-    policy: Policy,
-    resolver: Box<dyn TenantResolver>,
-    exempt: Vec<ExemptPath>,
-    authenticator: Option<Box<dyn Authenticator>>,
-    auth_required: bool,
-    directory: Option<Arc<dyn TenantDirectory>>,
-    trusted_proxies: Vec<IpNet>,
-    body_tenant: Option<BodyTenantRoutes>,
-    body_limit: usize,
+/// What every request's service shares.
+pub(crate) struct Shared {
+    pub(crate) policy: Policy,
+    pub(crate) resolver: Box<dyn TenantResolver>,
+    pub(crate) exempt: Vec<ExemptPath>,
+    pub(crate) authenticator: Option<Box<dyn Authenticator>>,
+    pub(crate) auth_required: bool,
+    pub(crate) directory: Option<Arc<dyn TenantDirectory>>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) body_tenant: Option<BodyTenantRoutes>,
+    pub(crate) body_limit: usize,
+    pub(crate) on_refusal: Option<RefusalHook>,
 }
 
-enum ExemptPath {
+pub(crate) enum ExemptPath {
     Exact(String),
     Prefix(String),
 }
@@ -85,21 +85,45 @@ impl ExemptPath {
     }
 }
 
+impl Shared {
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.iter().any(|e| e.matches(path))
+    }
+}
+
 /// Resolves the tenant of every request that passes through it.
+///
+/// Cheap to clone (one shared `Arc`).
 #[derive(Clone)]
 pub struct TenancyLayer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for TenancyLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenancyLayer")
-            .field("policy", &self.shared.policy)
+            .field("policy", self.shared.policy.config())
             .finish_non_exhaustive()
     }
 }
 
 /// Builds a [`TenancyLayer`]; see [`TenancyLayer::builder`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_tenancy::{ChainResolver, HeaderResolver, TenancyLayer, TenantPolicy};
+///
+/// let layer = TenancyLayer::builder(TenantPolicy::required())
+///     // Where tenants come from (default: X-Tenant-ID, ?tenant_id=, body).
+///     .resolver(ChainResolver::new().with_header(HeaderResolver::new("X-Org")?))
+///     // Paths that need no tenant (default: /health*, /metrics, /docs*, /openapi.json).
+///     .exempt_paths(["/health", "/version"])
+///     // POST /things may name its tenant in the JSON body.
+///     .body_tenant_routes(|parts| parts.method == http::Method::POST && parts.uri.path() == "/things")
+///     .build()?;
+/// assert!(layer.is_exempt("/version"));
+/// # Ok::<(), tower_tenancy::PolicyError>(())
+/// ```
 pub struct TenancyLayerBuilder {
     policy: TenantPolicy,
     resolver: Option<Box<dyn TenantResolver>>,
@@ -110,15 +134,17 @@ pub struct TenancyLayerBuilder {
     trusted_proxies: Vec<IpNet>,
     body_tenant: Option<BodyTenantRoutes>,
     body_limit: usize,
+    on_refusal: Option<RefusalHook>,
 }
 
 impl TenancyLayerBuilder {
     /// Routes for which `declared` answers true take their tenant from the
     /// JSON body's `tenant_id` too: the layer reads the body (up to
     /// [`TenancyLayerBuilder::body_limit`]) before it decides, so limits,
-    /// metering and audit see the tenant the body named. Every other
-    /// route's body is never read. Run the layer inside a timeout so a slow
-    /// body cannot hold it.
+    /// metering and audit see the tenant the body named, and hands the
+    /// bytes on unchanged. Every other route's body is never read. Run the
+    /// layer inside a timeout so a slow body cannot hold it. `declared`
+    /// sees the request as it came (before a path prefix is stripped).
     pub fn body_tenant_routes(
         mut self,
         declared: impl Fn(&Parts) -> bool + Send + Sync + 'static,
@@ -134,15 +160,17 @@ impl TenancyLayerBuilder {
         self
     }
 
-    /// Installs the process's resolver, replacing the standard chain
-    /// (header, then query, then body).
+    /// Installs the resolver, replacing the standard chain
+    /// ([`ChainResolver::standard`] with `X-Tenant-ID`: header, then
+    /// query, then body).
     pub fn resolver(mut self, resolver: impl TenantResolver) -> Self {
         self.resolver = Some(Box::new(resolver));
         self
     }
 
     /// Replaces the paths that need no tenant (default
-    /// [`DEFAULT_EXEMPT_PATHS`]); a trailing `*` makes a prefix.
+    /// [`DEFAULT_EXEMPT_PATHS`]); a trailing `*` makes a prefix. Handlers
+    /// on them can take `Option<Tenant>`, which is `None` there.
     pub fn exempt_paths<I, S>(mut self, paths: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -160,7 +188,9 @@ impl TenancyLayerBuilder {
     }
 
     /// Makes a credential mandatory on tenant routes (401 without one).
-    /// `false` keeps seed 000's header-only mode for trusted networks.
+    /// `false`, the default, lets a request name its tenant without one,
+    /// for trusted networks (a [`TenantDirectory`] can still demand one per
+    /// tenant).
     pub fn require_credentials(mut self, required: bool) -> Self {
         self.auth_required = required;
         self
@@ -180,13 +210,44 @@ impl TenancyLayerBuilder {
         self
     }
 
-    /// Validates the policy and builds the layer.
+    /// Answers the layer's refusals with `hook` instead of the default
+    /// `{"detail": ..., "code": ...}` JSON ([`TenancyError`]'s
+    /// `IntoResponse`). The hook gets the refusal and the request head (to
+    /// vary by `Accept`, say); [`TenancyError::status`] and
+    /// [`TenancyError::code`] give the standard answer, and the response
+    /// still carries the [`crate::ErrorCode`] extension for outer
+    /// middleware unless the hook set one.
+    ///
+    /// ```
+    /// use axum::response::{IntoResponse, Response};
+    /// use tower_tenancy::{TenancyError, TenancyLayer, TenantPolicy};
+    ///
+    /// let layer = TenancyLayer::builder(TenantPolicy::required())
+    ///     .on_refusal(|refusal: TenancyError, _parts: &http::request::Parts| -> Response {
+    ///         let body = format!("<h1>{}</h1><p>{refusal}</p>", refusal.status());
+    ///         (refusal.status(), axum::response::Html(body)).into_response()
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_tenancy::PolicyError>(())
+    /// ```
+    pub fn on_refusal(
+        mut self,
+        hook: impl Fn(TenancyError, &Parts) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        self.on_refusal = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<TenancyLayer, PolicyError> {
-        let policy = Policy::new(self.policy)?;
+        if self.auth_required && !self.policy.is_multi_tenant() {
+            return Err(PolicyError::CredentialsWithoutTenants);
+        }
         let resolver = match self.resolver {
             Some(r) => r,
-            None => Box::new(ChainResolver::standard(policy.header().clone())),
+            None => Box::new(ChainResolver::standard(HeaderResolver::default())),
         };
+        let policy = Policy::new(self.policy, resolver.hint())?;
         let exempt = self.exempt.iter().map(|p| ExemptPath::parse(p)).collect();
         Ok(TenancyLayer {
             shared: Arc::new(Shared {
@@ -199,13 +260,16 @@ impl TenancyLayerBuilder {
                 trusted_proxies: self.trusted_proxies,
                 body_tenant: self.body_tenant,
                 body_limit: self.body_limit,
+                on_refusal: self.on_refusal,
             }),
         })
     }
 }
 
 impl TenancyLayer {
-    /// Starts a layer for `policy` with the standard resolver chain.
+    /// Starts a layer that applies `policy` (there is no default: choose
+    /// [`TenantPolicy::required`], [`TenantPolicy::optional`] or
+    /// [`TenantPolicy::single`]) with the standard resolver chain.
     pub fn builder(policy: TenantPolicy) -> TenancyLayerBuilder {
         TenancyLayerBuilder {
             policy,
@@ -220,6 +284,7 @@ impl TenancyLayer {
             trusted_proxies: Vec::new(),
             body_tenant: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            on_refusal: None,
         }
     }
 
@@ -229,239 +294,21 @@ impl TenancyLayer {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> &Policy {
-        &self.shared.policy
+    pub fn policy(&self) -> &TenantPolicy {
+        self.shared.policy.config()
     }
 
     /// Whether `path` needs no tenant.
     pub fn is_exempt(&self, path: &str) -> bool {
-        self.shared.exempt.iter().any(|e| e.matches(path))
+        self.shared.is_exempt(path)
     }
 
     /// Decides the tenant of a request from its head alone (no body
-    /// tenant): what the layer does for routes that take none.
+    /// tenant), with every check the layer makes: what the layer does on
+    /// routes that take no body tenant, for callers that are not a tower
+    /// stack (a WebSocket upgrade handled elsewhere, a benchmark).
     pub async fn resolve_parts(&self, parts: &Parts) -> Result<TenantContext, TenancyError> {
-        let principal = authenticate(&self.shared, parts).await?;
-        decide(&self.shared, parts, principal, None).await
-    }
-}
-
-/// Decides the tenant of a request whose credential (if any) was already
-/// verified as `principal`.
-async fn decide(
-    shared: &Shared,
-    parts: &Parts,
-    principal: Option<Principal>,
-    body_tenant: Option<&str>,
-) -> Result<TenantContext, TenancyError> {
-    if !shared.policy.enabled() {
-        return Ok(shared.policy.default_context());
-    }
-    let input = ResolveInput { parts, body_tenant };
-    let candidate = shared.resolver.resolve(&input).await?;
-    let ctx = match principal {
-        Some(principal) => reconcile(shared, principal, candidate.as_ref())?,
-        None if shared.auth_required => return Err(AuthError::Missing.into()),
-        None => shared.policy.decide(candidate)?,
-    };
-    admit(shared, parts, &ctx)?;
-    Ok(ctx)
-}
-
-/// Step 2: verifies the request's credential, if multi-tenancy is on, an
-/// authenticator is installed and one was sent. A bad credential is an
-/// error, never "none". With multi-tenancy off every request runs in the
-/// default tenant and credentials are not looked at.
-async fn authenticate(shared: &Shared, parts: &Parts) -> Result<Option<Principal>, TenancyError> {
-    let Some(authenticator) = &shared.authenticator else {
-        return Ok(None);
-    };
-    if !shared.policy.enabled() {
-        return Ok(None);
-    }
-    let Some(credential) = Credential::from_parts(parts)? else {
-        return Ok(None);
-    };
-    Ok(Some(authenticator.authenticate(&credential).await?))
-}
-
-/// Step 4: the credential's tenant wins; a request naming another is 403.
-/// The allow-list still applies to it.
-fn reconcile(
-    shared: &Shared,
-    principal: Principal,
-    requested: Option<&Candidate>,
-) -> Result<TenantContext, TenancyError> {
-    if requested.is_some_and(|c| c.value() != principal.tenant_id().as_str()) {
-        return Err(TenancyError::Mismatch);
-    }
-    let own = Candidate::new(principal.tenant_id().as_str(), TenantSource::Credential)
-        .ok_or(TenancyError::Mismatch)?;
-    Ok(shared.policy.decide(Some(own))?.with_principal(principal))
-}
-
-/// Step 6: the registry must know the tenant, it must be active, the
-/// client's address must be in its allow-list (if it has one), and a tenant
-/// that holds credentials is reached only with one (a header naming it is
-/// not proof of anything).
-fn admit(shared: &Shared, parts: &Parts, ctx: &TenantContext) -> Result<(), TenancyError> {
-    let Some(directory) = &shared.directory else {
-        return Ok(());
-    };
-    let enforced = shared
-        .policy
-        .config()
-        .registry
-        .unwrap_or_else(|| directory.enforced());
-    if !shared.policy.enabled() || !enforced {
-        return Ok(());
-    }
-    let tenant = ctx.tenant_id();
-    match directory.status(tenant) {
-        TenantStatus::Unknown => Err(TenancyError::UnknownTenant {
-            tenant: tenant.to_string(),
-        }),
-        TenantStatus::Suspended => Err(TenancyError::Suspended {
-            tenant: tenant.to_string(),
-        }),
-        status => {
-            if status.requires_credential() && ctx.principal().is_none() {
-                return Err(AuthError::Missing.into());
-            }
-            if status.admits(crate::forwarded::client_ip(&shared.trusted_proxies, parts)?) {
-                Ok(())
-            } else {
-                Err(TenancyError::IpNotAllowed {
-                    tenant: tenant.to_string(),
-                })
-            }
-        }
-    }
-}
-
-fn record_on_span(ctx: &TenantContext) {
-    tracing::Span::current().record("tenant_id", ctx.tenant_id().as_str());
-}
-
-impl<S> Layer<S> for TenancyLayer {
-    type Service = TenancyService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TenancyService {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-/// The service [`TenancyLayer`] wraps around the application.
-#[derive(Clone)]
-pub struct TenancyService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-/// Marks a request whose JSON body the layer read for its `tenant_id`
-/// (the route was declared to take a body tenant). A body extractor that
-/// finds a `tenant_id` without this mark is on a route that was not
-/// declared: the tenant was decided without the body, so it must refuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BodyTenantRead;
-
-impl<S, B> Service<Request<B>> for TenancyService<S>
-where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: HttpBody<Data = Bytes> + From<Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The clone that was polled ready is the one that serves.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            if shared.exempt.iter().any(|e| e.matches(req.uri().path())) {
-                return inner.call(req).await;
-            }
-            let (mut parts, body) = req.into_parts();
-            // The credential is checked from the head, before any body is
-            // read: an anonymous client on a route that needs one is refused
-            // without the server buffering what it sends.
-            let principal = match authenticate(&shared, &parts).await {
-                Ok(None) if shared.auth_required && shared.policy.enabled() => {
-                    return Ok(TenancyError::from(AuthError::Missing).into_response());
-                }
-                Ok(principal) => principal,
-                Err(refusal) => return Ok(refusal.into_response()),
-            };
-            let reads_body = shared
-                .body_tenant
-                .as_ref()
-                .is_some_and(|declared| declared(&parts));
-            let (body, body_tenant) = if reads_body {
-                parts.extensions.insert(BodyTenantRead);
-                match crate::body::read_body_tenant(
-                    shared.policy.enabled(),
-                    shared.body_limit,
-                    &parts,
-                    body,
-                )
-                .await
-                {
-                    Ok(read) => read,
-                    Err(refusal) => return Ok(refusal),
-                }
-            } else {
-                (body, None)
-            };
-            match decide(&shared, &parts, principal, body_tenant.as_deref()).await {
-                Err(refusal) => {
-                    tracing::debug!(code = refusal.code(), "tenant refused");
-                    Ok(refusal.into_response())
-                }
-                Ok(ctx) => {
-                    record_on_span(&ctx);
-                    parts.extensions.insert(ctx);
-                    inner.call(Request::from_parts(parts, body)).await
-                }
-            }
-        })
-    }
-}
-
-/// Extractor for the request's tenant, as the [`TenancyLayer`] decided it
-/// (from the credential, header, query, a declared route's body, or the
-/// default tenant). Without the layer it refuses with a 500: a route that
-/// asks for a tenant must sit behind it.
-#[derive(Debug, Clone)]
-pub struct Tenant(pub TenantContext);
-
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
-    type Rejection = TenancyError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<TenantContext>()
-            .cloned()
-            .map(Tenant)
-            .ok_or(TenancyError::NotConfigured)
-    }
-}
-
-impl std::ops::Deref for Tenant {
-    type Target = TenantContext;
-
-    fn deref(&self) -> &TenantContext {
-        &self.0
+        let principal = crate::service::authenticate(&self.shared, parts).await?;
+        crate::service::decide(&self.shared, parts, principal, None).await
     }
 }

@@ -1,140 +1,206 @@
-//! [`TenantPolicy`]: the operator's rules for which tenant a request runs
-//! in (seed 000's `tenant:` section), and [`Policy`], its checked form.
+//! [`TenantPolicy`]: the service's rules for which tenant a request runs
+//! in, chosen explicitly (there is no default policy), and `Policy`, its
+//! checked form inside the layer.
 
 use std::collections::HashSet;
-
-use http::HeaderName;
-use serde::{Deserialize, Serialize};
 
 use crate::context::TenantContext;
 use crate::error::TenancyError;
 use crate::id::TenantId;
 use crate::resolve::{Candidate, TenantSource};
 
-/// Seed 000's tenant configuration, with its defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// What the layer does with the tenant a request names (or does not).
+///
+/// There is deliberately no `Default`: a service states whether it needs a
+/// tenant on every request, falls back to one, or serves a single tenant,
+/// so that installing the layer never quietly puts every request in one
+/// tenant.
+///
+/// ```
+/// use tower_tenancy::{TenantId, TenantPolicy};
+///
+/// // Every request names its tenant (400 `tenant_required` otherwise),
+/// // and only these two exist.
+/// let strict = TenantPolicy::required()
+///     .allow(["acme".parse::<TenantId>()?, "globex".parse()?]);
+/// assert!(strict.is_multi_tenant());
+///
+/// // Requests naming none run in `public`.
+/// let lenient = TenantPolicy::optional("public".parse()?);
+///
+/// // Multi-tenancy off: everything runs in `main`, tenant inputs are ignored.
+/// let single = TenantPolicy::single("main".parse()?);
+/// assert!(!single.is_multi_tenant());
+/// # Ok::<(), tower_tenancy::InvalidTenantId>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPolicy {
-    /// Whether multi-tenancy is on. Off: every request runs in
-    /// `default_tenant` and tenant inputs are ignored (backward compatible).
-    pub enabled: bool,
-    /// The tenant of requests that name none (when not required), and of
-    /// everything while multi-tenancy is off.
-    pub default_tenant: TenantId,
-    /// Header the tenant is read from (matched case-insensitively).
-    pub tenant_header: String,
-    /// Whether a request must name a tenant (400 `tenant_required` if not).
-    pub tenant_required: bool,
-    /// Tenants that may be used; empty means all.
-    pub allowed_tenants: Vec<TenantId>,
-    /// Whether the installed [`crate::TenantDirectory`] is consulted
-    /// (unknown → 404, suspended → 403, IP allow-lists). Unset: the
-    /// directory decides (tenantd: once any tenant is registered).
-    pub registry: Option<bool>,
+    mode: Mode,
+    allowed: Vec<TenantId>,
 }
 
-/// The name of the tenant everything belongs to by default.
-pub const DEFAULT_TENANT: &str = "default";
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Required,
+    Optional(TenantId),
+    Single(TenantId),
+}
 
-impl Default for TenantPolicy {
-    fn default() -> Self {
+impl TenantPolicy {
+    /// Every request must name a tenant; one that names none is refused
+    /// (400 `tenant_required`).
+    pub fn required() -> Self {
         Self {
-            enabled: false,
-            // "default" matches the id rule; covered by the unit tests.
-            default_tenant: TenantId::new(DEFAULT_TENANT).unwrap_or_else(|_| unreachable!()),
-            tenant_header: "X-Tenant-ID".to_owned(),
-            tenant_required: true,
-            allowed_tenants: Vec::new(),
-            registry: None,
+            mode: Mode::Required,
+            allowed: Vec::new(),
+        }
+    }
+
+    /// A request that names no tenant runs in `default`.
+    pub fn optional(default: TenantId) -> Self {
+        Self {
+            mode: Mode::Optional(default),
+            allowed: Vec::new(),
+        }
+    }
+
+    /// Multi-tenancy off: every request runs in `tenant`, and tenant
+    /// inputs (headers, credentials' tenants, bodies) are not looked at.
+    /// The allow-list does not apply.
+    pub fn single(tenant: TenantId) -> Self {
+        Self {
+            mode: Mode::Single(tenant),
+            allowed: Vec::new(),
+        }
+    }
+
+    /// Only these tenants may be used (403 `tenant_not_allowed` for any
+    /// other; the list is never disclosed). Empty, the default, allows all.
+    pub fn allow(mut self, tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        self.allowed = tenants.into_iter().collect();
+        self
+    }
+
+    /// Whether requests choose their tenant (false for [`Self::single`]).
+    pub fn is_multi_tenant(&self) -> bool {
+        !matches!(self.mode, Mode::Single(_))
+    }
+
+    /// The tenant of requests that name none, if they have one.
+    pub fn default_tenant(&self) -> Option<&TenantId> {
+        match &self.mode {
+            Mode::Required => None,
+            Mode::Optional(tenant) | Mode::Single(tenant) => Some(tenant),
+        }
+    }
+
+    /// The allow-list (empty: every tenant).
+    pub fn allowed(&self) -> &[TenantId] {
+        &self.allowed
+    }
+
+    /// Checks that the policy can be applied. The layer builder runs it;
+    /// a configuration loader can call it to report the problem early.
+    pub fn check(&self) -> Result<(), PolicyError> {
+        match &self.mode {
+            Mode::Optional(default)
+                if !self.allowed.is_empty() && !self.allowed.contains(default) =>
+            {
+                Err(PolicyError::DefaultNotAllowed(default.to_string()))
+            }
+            _ => Ok(()),
         }
     }
 }
 
-/// A [`TenantPolicy`] that cannot be applied.
+/// A configuration the layer cannot apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
-    /// `tenant_header` is not a legal HTTP header name.
-    #[error("tenant.tenant_header: '{0}' is not a valid HTTP header name")]
+    /// A tenant header name is not a legal HTTP header name.
+    #[error("'{0}' is not a valid HTTP header name")]
     InvalidHeader(String),
     /// Requests without a tenant would land in a tenant the allow-list
     /// refuses: every such request would fail, which is never intended.
     #[error(
-        "tenant.default_tenant: '{0}' is not in tenant.allowed_tenants, but tenant_required is false so requests without a tenant would use it"
+        "the default tenant '{0}' is not in the allow-list, so every request that names no tenant would be refused"
     )]
     DefaultNotAllowed(String),
+    /// Credentials are required, but the policy serves a single tenant,
+    /// where credentials are not looked at: the combination would serve
+    /// without authentication.
+    #[error(
+        "credentials are required, but a single-tenant policy does not look at them (credentials select the tenant)"
+    )]
+    CredentialsWithoutTenants,
+    /// A [`crate::SubdomainResolver`] base is not a DNS name.
+    #[error("'{0}' is not a domain name (letters, digits, '-' and dots, no port)")]
+    InvalidDomain(String),
+    /// A [`crate::PathPrefixResolver`] prefix is not plain path segments.
+    #[error("'{0}' is not a path prefix (segments of letters, digits, '-', '_', '.', '~')")]
+    InvalidPathPrefix(String),
 }
 
-/// A validated policy, ready to decide requests.
+/// A checked policy, ready to decide requests: the one place a request
+/// context is made from a candidate.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     config: TenantPolicy,
-    header: HeaderName,
     allowed: HashSet<TenantId>,
     required_error: TenancyError,
-    default_context: TenantContext,
+    default_context: Option<TenantContext>,
 }
 
 impl Policy {
-    /// Checks `config` and prepares the lookups it needs.
-    pub fn new(config: TenantPolicy) -> Result<Self, PolicyError> {
-        let header = HeaderName::try_from(config.tenant_header.trim())
-            .map_err(|_| PolicyError::InvalidHeader(config.tenant_header.clone()))?;
-        let allowed: HashSet<TenantId> = config.allowed_tenants.iter().cloned().collect();
-        if config.enabled
-            && !config.tenant_required
-            && !allowed.is_empty()
-            && !allowed.contains(&config.default_tenant)
-        {
-            return Err(PolicyError::DefaultNotAllowed(
-                config.default_tenant.to_string(),
-            ));
-        }
-        let required_error = TenancyError::Required {
-            header: config.tenant_header.trim().to_owned(),
-        };
-        let default_context =
-            TenantContext::new(config.default_tenant.clone(), TenantSource::Default);
+    /// Checks `config`; `hint` says where clients name a tenant (from the
+    /// installed resolver), for the `tenant_required` message.
+    pub(crate) fn new(config: TenantPolicy, hint: Option<String>) -> Result<Self, PolicyError> {
+        config.check()?;
+        let allowed = config.allowed.iter().cloned().collect();
+        let default_context = config
+            .default_tenant()
+            .map(|tenant| TenantContext::new(tenant.clone(), TenantSource::Default));
         Ok(Self {
             config,
-            header,
             allowed,
-            required_error,
+            required_error: TenancyError::Required {
+                hint: hint.unwrap_or_default(),
+            },
             default_context,
         })
     }
 
-    /// The configuration this policy was built from.
-    pub fn config(&self) -> &TenantPolicy {
+    pub(crate) fn config(&self) -> &TenantPolicy {
         &self.config
     }
 
-    /// The parsed tenant header name.
-    pub fn header(&self) -> &HeaderName {
-        &self.header
+    /// Whether requests choose their tenant.
+    pub(crate) fn enabled(&self) -> bool {
+        self.config.is_multi_tenant()
     }
 
-    /// Whether multi-tenancy is on.
-    pub fn enabled(&self) -> bool {
-        self.config.enabled
-    }
-
-    /// The context of a request that runs in the default tenant.
-    pub fn default_context(&self) -> TenantContext {
-        self.default_context.clone()
+    /// The context of every request when the policy serves one tenant.
+    pub(crate) fn single_context(&self) -> Option<TenantContext> {
+        match self.config.mode {
+            Mode::Single(_) => self.default_context.clone(),
+            Mode::Required | Mode::Optional(_) => None,
+        }
     }
 
     /// Decides the tenant of a request from the candidate its resolver
-    /// found (DESIGN.md section 2, step 5).
-    pub fn decide(&self, candidate: Option<Candidate>) -> Result<TenantContext, TenancyError> {
-        if !self.config.enabled {
-            return Ok(self.default_context());
+    /// found: validation of the id, the default, the allow-list.
+    pub(crate) fn decide(
+        &self,
+        candidate: Option<Candidate>,
+    ) -> Result<TenantContext, TenancyError> {
+        if let Some(single) = self.single_context() {
+            return Ok(single);
         }
         let Some(candidate) = candidate else {
-            return if self.config.tenant_required {
-                Err(self.required_error.clone())
-            } else {
-                Ok(self.default_context())
-            };
+            return self
+                .default_context
+                .clone()
+                .ok_or_else(|| self.required_error.clone());
         };
         let source = candidate.source();
         let tenant = TenantId::new(candidate.value())
@@ -152,19 +218,22 @@ impl Policy {
 mod tests {
     use super::*;
 
+    const HINT: &str = "header 'X-Tenant-ID' or query parameter 'tenant_id'";
+
     fn id(s: &str) -> TenantId {
         TenantId::new(s).expect("valid test id")
     }
 
     fn policy(enabled: bool, required: bool, allowed: &[&str]) -> Policy {
-        Policy::new(TenantPolicy {
-            enabled,
-            default_tenant: id("default"),
-            tenant_header: "X-Tenant-ID".into(),
-            tenant_required: required,
-            allowed_tenants: allowed.iter().map(|s| id(s)).collect(),
-            registry: None,
-        })
+        let config = match (enabled, required) {
+            (false, _) => TenantPolicy::single(id("default")),
+            (true, true) => TenantPolicy::required(),
+            (true, false) => TenantPolicy::optional(id("default")),
+        };
+        Policy::new(
+            config.allow(allowed.iter().map(|s| id(s))),
+            Some(HINT.to_owned()),
+        )
         .expect("valid policy")
     }
 
@@ -180,6 +249,8 @@ mod tests {
             TenantSource::Header,
             TenantSource::Query,
             TenantSource::Body,
+            TenantSource::Host,
+            TenantSource::Path,
         ];
         let values: [&str; 6] = ["", "   ", "a", " a\t", "z", "a/b"];
         for enabled in [false, true] {
@@ -221,17 +292,21 @@ mod tests {
     }
 
     #[test]
-    fn required_message_names_the_configured_header() {
-        let p = Policy::new(TenantPolicy {
-            enabled: true,
-            tenant_header: "X-Custom-Tenant".into(),
-            ..TenantPolicy::default()
-        })
+    fn required_message_names_where_to_put_the_tenant() {
+        let p = Policy::new(
+            TenantPolicy::required(),
+            Some("header 'X-Custom-Tenant' or query parameter 'tenant_id'".to_owned()),
+        )
         .expect("valid");
         let err = p.decide(None).expect_err("required");
         assert_eq!(
             err.to_string(),
             "Tenant ID required. Use header 'X-Custom-Tenant' or query parameter 'tenant_id'"
+        );
+        let quiet = Policy::new(TenantPolicy::required(), None).expect("valid");
+        assert_eq!(
+            quiet.decide(None).expect_err("required").to_string(),
+            "Tenant ID required"
         );
     }
 
@@ -246,34 +321,34 @@ mod tests {
     }
 
     #[test]
-    fn invalid_header_name_and_unreachable_default_are_config_errors() {
-        let bad = TenantPolicy {
-            tenant_header: "X Tenant".into(),
-            ..TenantPolicy::default()
-        };
+    fn an_unreachable_default_is_a_config_error() {
+        let unreachable_default = TenantPolicy::optional(id("default")).allow([id("a")]);
         assert!(matches!(
-            Policy::new(bad),
-            Err(PolicyError::InvalidHeader(_))
-        ));
-        let unreachable_default = TenantPolicy {
-            enabled: true,
-            tenant_required: false,
-            allowed_tenants: vec![id("a")],
-            ..TenantPolicy::default()
-        };
-        assert!(matches!(
-            Policy::new(unreachable_default),
+            unreachable_default.check(),
             Err(PolicyError::DefaultNotAllowed(_))
         ));
+        assert!(Policy::new(unreachable_default, None).is_err());
+        // Required and single policies have no default to reach.
+        assert!(TenantPolicy::required().allow([id("a")]).check().is_ok());
+        assert!(
+            TenantPolicy::single(id("default"))
+                .allow([id("a")])
+                .check()
+                .is_ok()
+        );
     }
 
     #[test]
-    fn defaults_match_seed_000() {
-        let d = TenantPolicy::default();
-        assert!(!d.enabled);
-        assert_eq!(d.default_tenant.as_str(), "default");
-        assert_eq!(d.tenant_header, "X-Tenant-ID");
-        assert!(d.tenant_required);
-        assert!(d.allowed_tenants.is_empty());
+    fn each_constructor_states_its_mode() {
+        let required = TenantPolicy::required();
+        assert!(required.is_multi_tenant());
+        assert_eq!(required.default_tenant(), None);
+        assert!(required.allowed().is_empty());
+        let optional = TenantPolicy::optional(id("public"));
+        assert!(optional.is_multi_tenant());
+        assert_eq!(optional.default_tenant(), Some(&id("public")));
+        let single = TenantPolicy::single(id("main"));
+        assert!(!single.is_multi_tenant());
+        assert_eq!(single.default_tenant(), Some(&id("main")));
     }
 }

@@ -1,5 +1,5 @@
-//! Credentials, reconciliation and the registry checks of the layer
-//! (DESIGN.md section 2, steps 2, 4 and 6), end to end in an axum app.
+//! Credentials, reconciliation and the directory checks of the layer, end
+//! to end in an axum app.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,11 +11,11 @@ use axum::body::{Body, to_bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
-use tenancy::{
+use tower::ServiceExt;
+use tower_tenancy::{
     AuthError, Authenticator, Credential, IpNet, Principal, PrincipalKind, TenancyLayer, Tenant,
     TenantDirectory, TenantId, TenantPolicy, TenantStatus,
 };
-use tower::ServiceExt;
 
 const ACME_KEY: &str = "acme_sk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const EXPIRED_KEY: &str = "acme_sk_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
@@ -96,12 +96,9 @@ async fn body_tenant(Tenant(ctx): Tenant) -> String {
 }
 
 fn app(required: bool) -> Router {
-    let layer = TenancyLayer::builder(TenantPolicy {
-        enabled: true,
-        tenant_required: false,
-        default_tenant: TenantId::new("nobody").expect("valid"),
-        ..TenantPolicy::default()
-    })
+    let layer = TenancyLayer::builder(TenantPolicy::optional(
+        TenantId::new("nobody").expect("valid"),
+    ))
     .authenticator(Keys)
     .require_credentials(required)
     .directory(directory())
@@ -247,7 +244,7 @@ async fn required_credentials_refuse_header_only_requests() {
 }
 
 #[tokio::test]
-async fn the_registry_refuses_unknown_and_suspended_tenants() {
+async fn the_directory_refuses_unknown_and_suspended_tenants() {
     let app = app(false);
     let cases = [
         (
@@ -356,12 +353,14 @@ async fn a_tenant_holding_credentials_is_reached_only_with_one() {
 
 #[tokio::test]
 async fn with_tenancy_off_credentials_are_not_looked_at() {
-    let layer = TenancyLayer::builder(TenantPolicy::default())
-        .authenticator(Keys)
-        .directory(directory())
-        .body_tenant_routes(|parts| parts.uri.path() == "/body")
-        .build()
-        .expect("valid");
+    let layer = TenancyLayer::builder(TenantPolicy::single(
+        TenantId::new("default").expect("valid"),
+    ))
+    .authenticator(Keys)
+    .directory(directory())
+    .body_tenant_routes(|parts| parts.uri.path() == "/body")
+    .build()
+    .expect("valid");
     let app = Router::new().route("/who", get(whoami)).layer(layer);
     let (status, body, _) = call(
         &app,

@@ -4,12 +4,13 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tenancy::{
-    Candidate, ResolveInput, TenancyError, TenancyLayer, Tenant, TenantPolicy, TenantResolver,
-    TenantSource,
-};
 use tower::ServiceExt;
+use tower_tenancy::{
+    Candidate, ResolveInput, TenancyError, TenancyLayer, Tenant, TenantId, TenantPolicy,
+    TenantResolver, TenantSource,
+};
 
 async fn whoami(Tenant(ctx): Tenant) -> String {
     format!("{}:{:?}", ctx.tenant_id(), ctx.source())
@@ -23,7 +24,7 @@ async fn body_tenant(Tenant(ctx): Tenant, body: String) -> String {
 }
 
 /// A layer builder that reads the body of `POST /body` for its tenant.
-fn declared(policy: TenantPolicy) -> tenancy::TenancyLayerBuilder {
+fn declared(policy: TenantPolicy) -> tower_tenancy::TenancyLayerBuilder {
     TenancyLayer::builder(policy).body_tenant_routes(|parts| parts.uri.path() == "/body")
 }
 
@@ -37,10 +38,11 @@ fn app(layer: TenancyLayer) -> Router {
 }
 
 fn enabled() -> TenantPolicy {
-    TenantPolicy {
-        enabled: true,
-        ..TenantPolicy::default()
-    }
+    TenantPolicy::required()
+}
+
+fn id(s: &str) -> TenantId {
+    s.parse().expect("valid")
 }
 
 async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String) {
@@ -111,10 +113,7 @@ async fn refusals_are_json_4xx_never_500() {
 
 #[tokio::test]
 async fn allow_list_refusal_is_403_without_the_list() {
-    let policy = TenantPolicy {
-        allowed_tenants: vec!["secret-co".parse().expect("valid")],
-        ..enabled()
-    };
+    let policy = enabled().allow([id("secret-co")]);
     let app = app(declared(policy).build().expect("valid"));
     let (status, body) = call(&app, get_req("/who", &[("X-Tenant-ID", "evil")])).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -138,10 +137,7 @@ async fn resolves_header_query_and_default() {
         (StatusCode::OK, "acme:Query".to_owned()),
         "whitespace header falls through to the query"
     );
-    let optional = TenantPolicy {
-        tenant_required: false,
-        ..enabled()
-    };
+    let optional = TenantPolicy::optional(id("default"));
     let app = app_with(optional);
     assert_eq!(
         call(&app, get_req("/who", &[])).await,
@@ -155,7 +151,7 @@ fn app_with(policy: TenantPolicy) -> Router {
 
 #[tokio::test]
 async fn disabled_puts_everything_in_the_default_tenant() {
-    let app = app_with(TenantPolicy::default());
+    let app = app_with(TenantPolicy::single(id("default")));
     for req in [
         get_req("/who", &[]),
         get_req("/who", &[("x-tenant-id", "acme")]),
@@ -183,10 +179,7 @@ async fn exempt_paths_need_no_tenant() {
 
 #[tokio::test]
 async fn body_tenant_goes_through_the_same_policy() {
-    let policy = TenantPolicy {
-        allowed_tenants: vec!["a".parse().expect("valid")],
-        ..enabled()
-    };
+    let policy = enabled().allow([id("a")]);
     let app = app_with(policy);
     let (status, body) = call(&app, post_req("/body", &[], r#"{"tenant_id":"a"}"#)).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
@@ -281,4 +274,114 @@ async fn a_body_tenant_over_the_limit_is_413_and_a_non_string_is_400() {
     let (status, body) = call(&app, post_req("/plain", &[], r#"{"tenant_id":"a"}"#)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(json(&body)["code"], "tenant_required");
+}
+
+/// The service's own refusal format: plain text, with a header naming the
+/// code. The default JSON is what every other test sees.
+fn plain_refusals(policy: TenantPolicy) -> TenancyLayer {
+    declared(policy)
+        .on_refusal(|refusal: TenancyError, parts: &http::request::Parts| {
+            let text = format!("{} refused: {refusal}", parts.uri.path());
+            let mut response = (refusal.status(), text).into_response();
+            response
+                .headers_mut()
+                .insert("x-refusal", http::HeaderValue::from_static(refusal.code()));
+            response
+        })
+        .build()
+        .expect("valid")
+}
+
+#[tokio::test]
+async fn on_refusal_answers_every_layer_refusal_the_services_way() {
+    let app = app(plain_refusals(enabled().allow([id("a")])).clone());
+    let big = format!(r#"{{"tenant_id":"a","pad":"{}"}}"#, "x".repeat(3 << 20));
+    for (req, status, code) in [
+        (
+            get_req("/who", &[]),
+            StatusCode::BAD_REQUEST,
+            "tenant_required",
+        ),
+        (
+            get_req("/who", &[("x-tenant-id", "a/b")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant_id",
+        ),
+        (
+            get_req("/who", &[("x-tenant-id", "z")]),
+            StatusCode::FORBIDDEN,
+            "tenant_not_allowed",
+        ),
+        (
+            post_req("/body", &[], &big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["x-refusal"], code);
+        assert_eq!(
+            resp.extensions().get::<tower_tenancy::ErrorCode>(),
+            Some(&tower_tenancy::ErrorCode(code.to_owned())),
+            "outer middleware still sees the code"
+        );
+        let body = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains(" refused: ") && !text.starts_with('{'),
+            "{text}"
+        );
+    }
+    let (status, body) = call(&app, get_req("/who", &[("x-tenant-id", "a")])).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a:Header"));
+}
+
+#[tokio::test]
+async fn the_required_message_names_what_the_resolver_reads() {
+    let standard = app(declared(enabled()).build().expect("valid"));
+    let (_, body) = call(&standard, get_req("/who", &[])).await;
+    assert_eq!(
+        json(&body)["detail"],
+        "Tenant ID required. Use header 'X-Tenant-ID' or query parameter 'tenant_id'"
+    );
+    let custom = app(declared(enabled())
+        .resolver(OrgHeader)
+        .build()
+        .expect("valid"));
+    let (_, body) = call(&custom, get_req("/who", &[])).await;
+    assert_eq!(json(&body)["detail"], "Tenant ID required");
+}
+
+#[tokio::test]
+async fn exempt_routes_can_take_an_optional_tenant() {
+    async fn maybe(tenant: Option<Tenant>) -> String {
+        tenant.map_or_else(|| "none".to_owned(), |t| t.tenant_id().to_string())
+    }
+    let layer = declared(enabled()).build().expect("valid");
+    let app = Router::new()
+        .route("/health", get(maybe))
+        .route("/maybe", get(maybe))
+        .layer(layer);
+    let (_, body) = call(&app, get_req("/health", &[("x-tenant-id", "a")])).await;
+    assert_eq!(body, "none", "exempt: nothing is decided");
+    let (_, body) = call(&app, get_req("/maybe", &[("x-tenant-id", "a")])).await;
+    assert_eq!(body, "a");
+}
+
+#[test]
+fn a_single_tenant_policy_cannot_require_credentials() {
+    let built = TenancyLayer::builder(TenantPolicy::single(id("main")))
+        .require_credentials(true)
+        .build();
+    assert!(matches!(
+        built,
+        Err(tower_tenancy::PolicyError::CredentialsWithoutTenants)
+    ));
+    let unreachable_default =
+        TenancyLayer::builder(TenantPolicy::optional(id("default")).allow([id("a")])).build();
+    assert!(matches!(
+        unreachable_default,
+        Err(tower_tenancy::PolicyError::DefaultNotAllowed(_))
+    ));
 }

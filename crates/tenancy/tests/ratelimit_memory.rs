@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use tenancy::TenantId;
-use tenancy::ratelimit::{Bucket, MemoryStore, RateLimitStore, Window};
+use tower_tenancy::TenantId;
+use tower_tenancy::ratelimit::{Bucket, MemoryStore, RateLimitStore, Window};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_burst_admits_exactly_the_limit() {

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::RedisResult;
-use tenancy::ratelimit::{
+use tokio::task::JoinHandle;
+use tower_tenancy::ratelimit::{
     Bucket, Clock, ManualClock, MemoryStore, OnStoreError, Outcome, RateLimiter, RedisStore, Window,
 };
-use tokio::task::JoinHandle;
 
 use redis_support::*;
 

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::ConnectionAddr;
-use tenancy::TenantId;
-use tenancy::ratelimit::{
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::AbortHandle;
+use tower_tenancy::TenantId;
+use tower_tenancy::ratelimit::{
     Bucket, Decision, ManualClock, OnStoreError, Outcome, RateLimitStore, RateLimiter, RedisStore,
     Window,
 };
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::task::AbortHandle;
 
 use redis_support::*;
 

@@ -69,7 +69,7 @@ fn config(data: &Path, workers: Option<usize>) -> Config {
 }
 
 fn ctx(tenant: &str) -> TenantContext {
-    TenantContext::new(TenantId::new(tenant).expect("valid"), TenantSource::Stored)
+    TenantContext::for_testing(TenantId::new(tenant).expect("valid"), TenantSource::Static)
 }
 
 async fn enqueue(

@@ -191,7 +191,12 @@ pub fn tenancy_layer(
     verifier: CredentialVerifier,
     registry: Arc<Registry>,
 ) -> anyhow::Result<TenancyLayer> {
-    let mut builder = TenancyLayer::builder(config.tenant.clone())
+    let resolver = match resolver {
+        Some(resolver) => resolver,
+        None => Box::new(config.tenant.resolver()?),
+    };
+    let builder = TenancyLayer::builder(config.tenant.policy())
+        .resolver(resolver)
         .authenticator(verifier)
         .require_credentials(config.auth.required)
         .directory(registry)
@@ -203,9 +208,6 @@ pub fn tenancy_layer(
                 .get::<RouteFacts>()
                 .is_some_and(|facts| facts.body_tenant)
         });
-    if let Some(resolver) = resolver {
-        builder = builder.resolver(resolver);
-    }
     Ok(builder.build()?)
 }
 

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tenancy::{TenancyError, TenantContext};
+use tenancy::TenancyError;
 use utoipa::ToSchema;
 
 use crate::jobs::JobsError;
@@ -346,51 +346,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Request bodies that may name a tenant.
-pub trait BodyTenant {
-    /// The body's `tenant_id`, if sent.
-    fn body_tenant(&self) -> Option<&str>;
-}
+/// The JSON-body tenant extractor lives in the tenancy library; tenant
+/// routes parse with [`ApiJson`], so its rejections are [`ApiError`]s:
+/// `TenantJson(ctx, ApiJson(body)): TenantJson<ApiJson<T>>`.
+pub use tenancy::{BodyTenant, TenantJson};
 
-/// A JSON body together with the request's tenant. The tenancy layer
-/// decided the tenant before anything ran, from the head *and* this body's
-/// `tenant_id` (on routes declared with `RouteFacts::body_tenant`); this
-/// extractor only parses the body and takes that decision. A body naming a
-/// tenant on a route the layer did not read is a wiring bug, refused
-/// rather than served in a tenant the body did not ask for.
-#[derive(Debug)]
-pub struct TenantJson<T>(pub TenantContext, pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + BodyTenant + Send> FromRequest<S> for TenantJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let ctx = req.extensions().get::<TenantContext>().cloned();
-        let read_by_layer = req.extensions().get::<tenancy::BodyTenantRead>().is_some();
-        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
-        let ctx = ctx.ok_or(TenancyError::NotConfigured)?;
-        let named = value.body_tenant().map(str::trim).filter(|t| !t.is_empty());
-        if named.is_some() && !read_by_layer {
-            return Err(ApiError::Internal(
-                "a body named a tenant on a route not declared with body_tenant".to_owned(),
-            ));
-        }
-        // The layer judged this body; should it ever have seen it otherwise
-        // than this parser (a content type it did not take for JSON), the
-        // request is refused rather than served in another tenant than the
-        // one its body names. With tenancy off every request runs in the
-        // default tenant and tenant inputs are ignored.
-        if let Some(named) = named
-            && named != ctx.tenant_id().as_str()
-            && ctx.source() != tenancy::TenantSource::Default
-        {
-            return Err(TenancyError::Conflict {
-                first: ctx.source(),
-                second: tenancy::TenantSource::Body,
-            }
-            .into());
-        }
-        Ok(Self(ctx, value))
+impl<T: BodyTenant> BodyTenant for ApiJson<T> {
+    fn body_tenant(&self) -> Option<&str> {
+        self.0.body_tenant()
     }
 }
 

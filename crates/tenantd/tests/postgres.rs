@@ -172,7 +172,7 @@ async fn startup_refuses_an_app_role_that_owns_tables_or_bypasses_rls() {
 }
 
 fn ctx(tenant: &str) -> TenantContext {
-    TenantContext::new(TenantId::new(tenant).expect("valid"), TenantSource::Stored)
+    TenantContext::for_testing(TenantId::new(tenant).expect("valid"), TenantSource::Static)
 }
 
 fn record(name: &str) -> NewRecord {

@@ -49,9 +49,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn ctx(tenant: usize) -> TenantContext {
-    TenantContext::new(
+    TenantContext::for_testing(
         TenantId::new(TENANTS[tenant]).expect("valid"),
-        TenantSource::Stored,
+        TenantSource::Static,
     )
 }
 

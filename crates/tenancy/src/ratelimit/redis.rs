@@ -13,8 +13,8 @@
 //! # Keys
 //!
 //! `{namespace}:{{tenant}}:rl:{subject}:{period_secs}:{index}`, e.g.
-//! `tenantd:{acme}:rl:t:60:29512345`: every key of a tenant sits under its
-//! own prefix (seed 001's separate Redis namespace), the braces make the
+//! `myapp:{acme}:rl:t:60:29512345`: every key of a tenant sits under its
+//! own prefix (a separate namespace per tenant), the braces make the
 //! tenant the Redis Cluster hash tag (one check's keys share a slot, as a
 //! multi-key script requires), and each key expires two periods after its
 //! window starts, so idle tenants cost nothing.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
-use tenancy::TenantId;
-use tenancy::ratelimit::{Bucket, Decision, RateLimitStore, RedisStore};
+use tower_tenancy::TenantId;
+use tower_tenancy::ratelimit::{Bucket, Decision, RateLimitStore, RedisStore};
 
 /// 2026-01-01T00:00:00Z: a minute, hour and day boundary.
 pub const DAY_START: u64 = 1_767_225_600_000;

@@ -10,6 +10,7 @@
 mod accounting;
 mod env;
 mod storage;
+mod tenant;
 mod yaml;
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
-use tenancy::{IpNet, Policy, TenantId, TenantPolicy};
+use tenancy::{IpNet, TenantId};
 
 use crate::tenants::model::Quotas;
 use crate::tenants::statics::{self, StaticTenant};
@@ -29,6 +30,7 @@ pub use accounting::{
 };
 pub use env::ENV_PREFIX;
 pub use storage::{Backend, RlsCheck, StorageConfig};
+pub use tenant::{DEFAULT_TENANT, TenantConfig};
 
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -39,7 +41,7 @@ pub struct Config {
     /// Where data lives.
     pub storage: StorageConfig,
     /// Multi-tenancy policy (seed 000's keys).
-    pub tenant: TenantPolicy,
+    pub tenant: TenantConfig,
     /// Detection job workers.
     pub jobs: JobsConfig,
     /// Logging.
@@ -344,13 +346,13 @@ impl Config {
     /// Seed 002: without an explicit default, the first static tenant is
     /// the default tenant.
     fn default_from_static_tenants(mut self) -> Self {
-        let builtin = self.tenant.default_tenant.as_str() == tenancy::DEFAULT_TENANT;
+        let builtin = self.tenant.default_tenant.as_str() == DEFAULT_TENANT;
         let named = |id: &str| {
             self.tenants
                 .iter()
                 .any(|t| t.tenant_id.as_deref().map(str::trim) == Some(id))
         };
-        if builtin && !named(tenancy::DEFAULT_TENANT) {
+        if builtin && !named(DEFAULT_TENANT) {
             let first = self
                 .tenants
                 .first()
@@ -419,9 +421,7 @@ impl Config {
                 problems.push(format!("{key}: must be greater than 0"));
             }
         }
-        if let Err(e) = Policy::new(self.tenant.clone()) {
-            problems.push(e.to_string());
-        }
+        problems.extend(self.tenant.problem());
         if self.server.max_body_bytes == 0 {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
         }

@@ -10,7 +10,9 @@ use utoipa::IntoParams;
 use super::detect::parse_location;
 use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJob, SubmitInput};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
+use crate::error::{
+    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
+};
 use crate::records::check_limit;
 use crate::routes::{RouteFacts, Routes, Scope};
 
@@ -73,7 +75,7 @@ fn validate(input: SubmitInput, allow_local: bool) -> Result<NewJob, JobsError> 
 )]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    TenantJson(tenant, input): TenantJson<SubmitInput>,
+    TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<SubmitInput>>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     let jobs = &state.config.jobs;
     let new = validate(input, jobs.allow_local_paths)?;

@@ -10,7 +10,9 @@ use utoipa::IntoParams;
 use super::model::{RecordInput, SearchRequest, check_limit};
 use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo};
+use crate::error::{
+    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
+};
 use crate::routes::{RouteFacts, Routes, Scope};
 
 /// Routes under `/records`.
@@ -61,7 +63,7 @@ fn parse_id(raw: &str) -> Result<RecordId, RecordsError> {
 )]
 pub(crate) async fn create_record(
     State(state): State<AppState>,
-    TenantJson(tenant, input): TenantJson<RecordInput>,
+    TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<RecordInput>>,
 ) -> Result<(StatusCode, Json<Record>), ApiError> {
     let new = NewRecord::try_from(input)?;
     let record = state.store.scoped(&tenant).create_record(new).await?;
@@ -104,7 +106,7 @@ pub(crate) async fn get_record(
 pub(crate) async fn replace_record(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    TenantJson(tenant, input): TenantJson<RecordInput>,
+    TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<RecordInput>>,
 ) -> Result<Json<Record>, ApiError> {
     let id = parse_id(&id)?;
     let new = NewRecord::try_from(input)?;
@@ -146,7 +148,7 @@ pub(crate) async fn delete_record(
 )]
 pub(crate) async fn search_records(
     State(state): State<AppState>,
-    TenantJson(tenant, request): TenantJson<SearchRequest>,
+    TenantJson(tenant, ApiJson(request)): TenantJson<ApiJson<SearchRequest>>,
 ) -> Result<Json<SearchPage>, ApiError> {
     let query = SearchQuery::try_from(request)?;
     Ok(Json(

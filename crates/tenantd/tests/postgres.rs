@@ -284,6 +284,21 @@ async fn unscoped_sql_inside_a_tenant_transaction_sees_only_that_tenant() {
         .await;
     assert!(changed.is_err(), "audit events are append-only");
 
+    // The app role parks audit events and nothing else: a tenant's path
+    // can neither read the outbox nor take back what it parked.
+    let app = sqlx::PgPool::connect(&db.app_url()).await.expect("app");
+    for sql in [
+        "SELECT count(*) FROM audit_outbox",
+        "DELETE FROM audit_outbox",
+        "UPDATE audit_outbox SET status = 1",
+    ] {
+        let refused = sqlx::query(sql).execute(&app).await;
+        let Err(sqlx::Error::Database(e)) = refused else {
+            panic!("{sql}: allowed to the app role");
+        };
+        assert_eq!(e.code().as_deref(), Some("42501"), "{sql}: {e}");
+    }
+
     // Nothing above leaked into the stores' view: acme still has 3, globex 5.
     for (tenant, n) in [("acme", 3usize), ("globex", 5)] {
         let page = store

@@ -37,8 +37,20 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The searchable terms of `text`, lower-cased, at most [`MAX_TERMS`].
+///
+/// Lower-casing can add a character that is not a letter or digit (`İ`
+/// becomes `i` and a combining dot): those are dropped, so a term stays
+/// letters and digits, the one property the quoting relies on.
 pub fn terms(text: &str) -> Vec<String> {
-    words(text).map(str::to_lowercase).collect()
+    words(text)
+        .map(|w| {
+            w.to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// The PostgreSQL `tsquery` text for `text`, the counterpart of
@@ -156,6 +168,11 @@ mod tests {
     #[test]
     fn tenant_token_is_one_alnum_token() {
         assert_eq!(tenant_token("a-b_C"), "t612d625f43");
+    }
+
+    #[test]
+    fn lower_casing_keeps_terms_alphanumeric() {
+        assert_eq!(terms("İstanbul"), ["istanbul"]);
     }
 
     proptest! {

@@ -51,7 +51,7 @@ const PARKED: &str = "SELECT count(*) FROM audit_outbox WHERE tenant_id = $1";
 const LEFT_BEHIND: &str = "INSERT INTO audit_outbox (tenant_id, id, at, at_ms, actor, action, \
      target, request_id, ip, user_agent, status, duration_ms, params) \
      VALUES ($1, $2, '2026-01-01T00:00:00Z', CAST($3 AS BIGINT), 'anonymous', 'records.create', \
-     '/records', NULL, NULL, NULL, 0, 3, '{}') RETURNING 1";
+     '/records', NULL, NULL, NULL, 0, 3, '{}') RETURNING CAST(1 AS BIGINT)";
 
 async fn chain(app: &App, tenant: &str) -> Vec<Value> {
     let resp = app

@@ -14,7 +14,7 @@
 # (a) and (b)), DURATION seconds each after a WARMUP. The modes alternate
 # for ROUNDS rounds and the median round of each is reported, so a burst of
 # noise on this shared machine does not land on one mode only. Prints req/s,
-# p50, p99 and the ratios (DESIGN.md section 9: enabled/disabled >= 0.95;
+# p50, p99 and the ratios (targets: enabled/disabled >= 0.95;
 # API key/header >= 0.90; 100k tenants/10 tenants >= 0.95; GET >= 20k
 # req/s), the startup time with BIG_TENANTS tenants and the registry memory
 # per tenant (RSS difference after startup / extra tenants; target 2 KiB).

@@ -1,6 +1,7 @@
 //! The application: shared state, the router, and the middleware stack.
 //!
-//! Order of the stack, outermost first (DESIGN.md section 2):
+//! Order of the stack, outermost first (`docs/architecture.md`, "The
+//! request pipeline"):
 //! request id → trace span (with `request_id`, later `tenant_id`) → panic
 //! catcher → JSON-error normaliser → body limit → route facts → observer
 //! (metrics, audit) → panic catcher → timeout → routes, where the tenant

@@ -1,4 +1,4 @@
-//! The one place errors become HTTP (DESIGN.md section 3): every error body
+//! The one place errors become HTTP: every error body
 //! is `{"detail": "...", "code": "..."}`.
 //!
 //! Feature modules keep their own `thiserror` enums; [`ApiError`] converts

@@ -417,8 +417,9 @@ pub async fn shutdown_signal() {
 }
 
 /// Dedicated tenants' pools: with `storage.eager`, opens each at startup
-/// (seed 002's log lines; a tenant whose database cannot be opened is
-/// logged and shown by `/health/tenants`, it does not stop the server).
+/// (one `Initializing tenant` line per tenant; a tenant whose database
+/// cannot be opened is logged and shown by `/health/tenants`, it does not
+/// stop the server).
 /// Then closes idle pools in the background for as long as the store
 /// lives.
 async fn open_dedicated_pools(store: &Store, registry: &Registry, eager: bool) {

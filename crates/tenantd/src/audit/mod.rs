@@ -1,4 +1,4 @@
-//! The audit log (seed 001 "Audit Logging"): every mutating request and
+//! The audit log: every mutating request and
 //! every admin action, append-only and hash-chained per tenant.
 //!
 //! Each event stores the hash of the previous event of its chain, and its

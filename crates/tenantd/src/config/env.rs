@@ -20,7 +20,7 @@ enum Kind {
     Json,
 }
 
-/// Seed 000's variable names (with our prefix) and a few conveniences.
+/// The documented variable names of the `tenant` keys and static tenants.
 const ALIASES: &[(&str, &[&str], Kind)] = &[
     ("TENANTD_TENANT_ENABLED", &["tenant", "enabled"], Kind::Bool),
     (
@@ -48,7 +48,7 @@ const ALIASES: &[(&str, &[&str], Kind)] = &[
         &["tenant", "registry"],
         Kind::Bool,
     ),
-    // Seed 002's variables.
+    // Static tenants and the default tenant's id.
     ("TENANTD_TENANT_CONFIGS", &["tenants"], Kind::Json),
     (
         "TENANTD_DEFAULT_TENANT_ID",
@@ -108,7 +108,7 @@ pub(super) struct EnvOverrides {
     pub(super) problems: Vec<String>,
 }
 
-/// Parses seed-style booleans: true/false/1/0/yes/no in any case.
+/// Parses the documented booleans: true/false/1/0/yes/no in any case.
 pub(super) fn parse_bool(text: &str) -> Option<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),

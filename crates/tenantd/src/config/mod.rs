@@ -1,8 +1,9 @@
-//! Configuration: defaults < YAML file < `TENANTD_*` environment (DESIGN.md
-//! section 6), validated once, with every problem reported together.
+//! Configuration: defaults < YAML file < `TENANTD_*` environment,
+//! validated once, with every problem reported together.
 //!
 //! Environment variables come in two forms:
-//! - the documented aliases of seed 000 (`TENANTD_TENANT_ENABLED`, ...), see
+//! - the documented aliases of the `tenant` keys (`TENANTD_TENANT_ENABLED`,
+//!   ...) and of the static tenants (`TENANTD_TENANT_CONFIGS`), see
 //!   [`env`];
 //! - any key by its path, sections joined with `__`:
 //!   `TENANTD_SERVER__BIND=0.0.0.0:8000`, `TENANTD_STORAGE__DATA_DIR=/var/lib/tenantd`.
@@ -40,7 +41,7 @@ pub struct Config {
     pub server: ServerConfig,
     /// Where data lives.
     pub storage: StorageConfig,
-    /// Multi-tenancy policy (seed 000's keys).
+    /// Multi-tenancy policy: on/off, default tenant, header, required, allow-list.
     pub tenant: TenantConfig,
     /// Detection job workers.
     pub jobs: JobsConfig,
@@ -50,7 +51,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Credentials: API keys and JWTs.
     pub auth: AuthConfig,
-    /// Static tenants (seed 002's shape; also `TENANTD_TENANT_CONFIGS`).
+    /// Static tenants, re-applied at every start (also `TENANTD_TENANT_CONFIGS`).
     pub tenants: Vec<StaticTenant>,
     /// Rate limits: counter store and global default windows.
     pub limits: LimitsConfig,
@@ -93,7 +94,8 @@ impl Default for AdminConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// A credential is mandatory on tenant routes (401 without one).
-    /// `false` keeps seed 000's header-only mode for trusted networks.
+    /// `false` keeps header-only access for tenants without credentials
+    /// (trusted networks).
     pub required: bool,
     /// Server secret for API key hashes (`TENANTD_KEY_PEPPER`, at least 32
     /// characters). Unset: generated into `data_dir/key_pepper` on first
@@ -343,8 +345,8 @@ impl Config {
         Self::load(file, std::env::vars())
     }
 
-    /// Seed 002: without an explicit default, the first static tenant is
-    /// the default tenant.
+    /// Without an explicit default, the first static tenant is the default
+    /// tenant, so a list of static tenants needs no second setting.
     fn default_from_static_tenants(mut self) -> Self {
         let builtin = self.tenant.default_tenant.as_str() == DEFAULT_TENANT;
         let named = |id: &str| {

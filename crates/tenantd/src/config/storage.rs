@@ -59,8 +59,8 @@ pub struct StorageConfig {
     pub max_open_tenant_pools: usize,
     /// Dedicated tenants: a pool unused this long is closed.
     pub tenant_pool_idle_secs: u64,
-    /// Dedicated tenants: open every pool at startup (seed 002's
-    /// behaviour, one log line per tenant) instead of on first use.
+    /// Dedicated tenants: open every pool at startup (one log line per
+    /// tenant) instead of on first use.
     pub eager: bool,
 }
 

@@ -16,7 +16,7 @@ fn yaml(text: &str) -> tempfile::NamedTempFile {
 }
 
 #[test]
-fn defaults_follow_seed_000() {
+fn defaults_keep_a_single_tenant_deployment_unchanged() {
     let c = Config::load(None, vars(&[])).expect("defaults are valid");
     assert!(!c.tenant.enabled);
     assert_eq!(c.tenant.default_tenant.as_str(), "default");

@@ -1,4 +1,5 @@
-//! HTTP routes of detection jobs (seed 000's paths).
+//! HTTP routes of detection jobs: submit, status, list and cancel under
+//! `/detect`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -38,7 +39,7 @@ fn parse_id(raw: &str) -> Result<DetectionId, JobsError> {
         .map_err(|_| JobsError::NotFound(truncate_for_echo(raw)))
 }
 
-/// Validates a submission (seed 000's error texts).
+/// Validates a submission, answering with the README's fixed error texts.
 fn validate(input: SubmitInput, allow_local: bool) -> Result<NewJob, JobsError> {
     input.check_text()?;
     let url = input.repository_url.as_deref().map(str::trim).unwrap_or("");

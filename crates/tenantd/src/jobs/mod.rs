@@ -1,5 +1,5 @@
-//! Detection jobs (seed 000's second half; DESIGN.md section 5): durable,
-//! leased, retried, fair across tenants, and restart-safe.
+//! Detection jobs (`/detect/*`): durable, leased, retried, fair across
+//! tenants, and restart-safe.
 //!
 //! Two storage interfaces, deliberately separate:
 //! - [`JobRepo`]: what a tenant does with its own jobs (submit, read, list,
@@ -8,7 +8,7 @@
 //!   next job fairly, renew leases, complete, fail, release). It is the one
 //!   explicitly named cross-tenant path, and it never takes a tenant from a
 //!   request: a claimed job carries the tenant of its row, and the record it
-//!   produces is written into that tenant (seed 003: children inherit the
+//!   produces is written into that tenant (a child row inherits its
 //!   parent's tenant).
 
 pub mod detect;
@@ -43,7 +43,8 @@ pub enum JobsError {
         /// Its final state.
         status: &'static str,
     },
-    /// The request is not acceptable (seed 000's exact texts for URLs).
+    /// The request is not acceptable. The texts are fixed and documented in
+    /// the README, so clients can match on them.
     #[error("{0}")]
     BadRequest(&'static str),
     /// A field is out of range.

@@ -1,7 +1,6 @@
-//! JWT bearer tokens with a tenant claim (seed 002: "JWT Token: contains
-//! tenant_id claim in the token payload"), verified with HS256 against the
-//! configured shared secret: signature, `exp` (required), `nbf`, and `iss`
-//! / `aud` when configured.
+//! JWT bearer tokens with a `tenant_id` claim in the payload, verified with
+//! HS256 against the configured shared secret: signature, `exp`
+//! (required), `nbf`, and `iss` / `aud` when configured.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

@@ -1,4 +1,4 @@
-//! API keys (seed 002's `{tenant}_sk_…`): issue, list, revoke, rotate, and
+//! API keys (`{tenant}_sk_…`): issue, list, revoke, rotate, and
 //! the authenticator that turns a presented key or JWT into a principal.
 //!
 //! Keys are stored only as HMAC-SHA-256 under the server's pepper

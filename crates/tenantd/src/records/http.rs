@@ -1,4 +1,5 @@
-//! HTTP routes of the records feature (seed 000's paths).
+//! HTTP routes of the records feature (`/records`, `/records/{id}`,
+//! `/records/search`).
 
 use axum::Json;
 use axum::extract::{Path, State};

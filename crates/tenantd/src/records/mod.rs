@@ -1,4 +1,4 @@
-//! Tenant-scoped records (seed 000): create, replace, get, delete, list and
+//! Tenant-scoped records: create, replace, get, delete, list and
 //! full-text search. Every operation runs inside one tenant's
 //! [`TenantStore`](crate::store::TenantStore).
 

@@ -104,7 +104,8 @@ pub struct Record {
     /// Arbitrary structured facts.
     #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
-    /// Creation time (seed 000's name for it), RFC 3339 UTC.
+    /// Creation time, RFC 3339 UTC; serialised as `@timestamp`, the name
+    /// clients of the records API already read.
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
     /// Creation time, RFC 3339 UTC.

@@ -42,7 +42,7 @@ impl Target {
     /// Where a tenant bound by `binding` keeps its records: `None` for the
     /// shared database. `isolation: dedicated` with a `postgres://` URL is
     /// a PostgreSQL database (`database` overrides the URL's); without a
-    /// URL, or with one tenantd cannot use (seed 002's `mongo_uri`), it is
+    /// URL, or with one tenantd cannot use (a MongoDB `mongo_uri`), it is
     /// a SQLite file under `data_dir/tenants/`.
     pub fn of(
         data_dir: &Path,

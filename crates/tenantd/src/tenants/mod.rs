@@ -1,4 +1,4 @@
-//! The tenant registry (seeds 001 and 002): tenants as objects an operator
+//! The tenant registry: tenants as objects an operator
 //! manages through the admin API, the CLI, or static configuration.
 //!
 //! - [`model`]: the tenant, its limits, quotas, security and OIDC settings;

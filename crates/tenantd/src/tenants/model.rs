@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use tenancy::{IpNet, TenantId};
 use utoipa::ToSchema;
 
-/// Default OIDC scopes (seed 002).
+/// Default OIDC scopes when a tenant's OIDC settings name none.
 pub const DEFAULT_OIDC_SCOPES: &str = "openid profile email";
 /// Default plan of a new tenant.
 pub const DEFAULT_PLAN: &str = "free";
@@ -42,7 +42,7 @@ impl TenantState {
     }
 }
 
-/// Rate limits (seed 001's `requestsPerMinute/Hour/Day`); unset = the
+/// Rate limits per minute, hour and day; unset = the
 /// plan's or the global default. Enforced by the rate-limit feature.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,7 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-/// Per-tenant OpenID Connect login (seed 002). The client secret is
+/// Per-tenant OpenID Connect login. The client secret is
 /// write-only: responses say whether one is set, never what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +141,7 @@ fn default_scopes() -> String {
     DEFAULT_OIDC_SCOPES.to_owned()
 }
 
-/// Seed 002's per-tenant storage fields: where the tenant's records live
+/// Per-tenant storage fields: where the tenant's records live
 /// (`isolation: dedicated` gives it a database of its own) and its Redis.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -149,16 +149,16 @@ pub struct StorageBinding {
     /// `shared` (default) or `dedicated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<String>,
-    /// Connection URL of a dedicated database (seed 002's `mongo_uri`).
+    /// Connection URL of a dedicated database (static tenants' `mongo_uri`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Database name (seed 002's `mongo_database`).
+    /// Database name (static tenants' `mongo_database`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
-    /// Redis address of the tenant (seed 002's `redis_addr`).
+    /// Redis address of the tenant (static tenants' `redis_addr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_addr: Option<String>,
-    /// Redis database number 0..=15 (seed 002's `redis_db`).
+    /// Redis database number 0..=15 (static tenants' `redis_db`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_db: Option<u8>,
 }
@@ -338,7 +338,7 @@ pub struct CreateTenant {
     /// OIDC login.
     #[serde(default)]
     pub oidc: Option<Oidc>,
-    /// Storage binding (seed 002's per-tenant database fields).
+    /// Storage binding: where the tenant's records live.
     #[serde(default)]
     pub storage: Option<StorageBinding>,
     /// Whether to issue a first API key (default true).

@@ -1,6 +1,6 @@
 //! The registry cache: what the request path reads for every request,
-//! served from memory (DESIGN.md section 2: "resolution must cost
-//! microseconds, not a database round trip").
+//! served from memory, because resolution runs on every request and must
+//! cost microseconds, not a database round trip.
 //!
 //! It holds, per tenant, only its status, IP allow-list, settings,
 //! placement and OIDC binding, and per live API key its hash, tenant, id,

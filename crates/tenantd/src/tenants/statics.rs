@@ -1,13 +1,14 @@
 //! Static tenants: the config file's `tenants:` list and
-//! `TENANTD_TENANT_CONFIGS` (a JSON array in seed 002's shape).
+//! `TENANTD_TENANT_CONFIGS` (a JSON array of flat tenant objects:
+//! `tenant_id`, `name`, `mongo_uri`, `oidc_issuer`, ...; the mapping to the
+//! product this shape comes from is in `docs/compatibility.md`).
 //!
-//! Seed 002's rules apply and every violation is reported at once:
-//! required fields, unique ids, the OIDC fields required once
-//! `oidc_issuer` is set (scopes default to `openid profile email`), and the
-//! id format. Seed 002 also required `mongo_uri`, `mongo_database` and
-//! `redis_addr`; tenantd's embedded store needs no per-tenant database, so
-//! those fields (and `redis_db`) are accepted and kept for the storage
-//! binding but not required.
+//! Every violation is reported at once: required fields, unique ids, the
+//! OIDC fields required once `oidc_issuer` is set (scopes default to
+//! `openid profile email`), and the id format. `mongo_uri`,
+//! `mongo_database` and `redis_addr` are accepted and kept for the storage
+//! binding but not required: tenantd's embedded store needs no per-tenant
+//! database.
 
 use std::collections::HashSet;
 
@@ -20,7 +21,7 @@ use super::model::{
 };
 use crate::clock::now_rfc3339;
 
-/// One static tenant, in seed 002's flat shape plus tenantd's fields.
+/// One static tenant: the flat configuration shape plus tenantd's fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StaticTenant {
@@ -34,13 +35,13 @@ pub struct StaticTenant {
     pub plan: Option<String>,
     /// `active` (default) or `suspended`.
     pub status: Option<TenantState>,
-    /// Seed 002: a dedicated database URL.
+    /// A dedicated database URL.
     pub mongo_uri: Option<String>,
-    /// Seed 002: the database name.
+    /// The dedicated database's name.
     pub mongo_database: Option<String>,
-    /// Seed 002: Redis address.
+    /// Redis address.
     pub redis_addr: Option<String>,
-    /// Seed 002: Redis database 0..=15.
+    /// Redis database 0..=15.
     pub redis_db: Option<u8>,
     /// Frontend URL.
     pub frontend_url: Option<String>,
@@ -133,9 +134,10 @@ pub fn validate_all(tenants: &[StaticTenant]) -> Vec<String> {
             &plan,
             &t.spec(),
         );
-        // Report OIDC fields by their seed 002 names.
+        // Report fields by the flat names the operator wrote, not by the
+        // nested names of the admin API.
         for p in &mut found {
-            for (ours, seeds) in [
+            for (ours, flat) in [
                 ("oidc.client_id", "oidc_client_id"),
                 ("oidc.client_secret", "oidc_client_secret"),
                 ("oidc.redirect_url", "oidc_redirect_url"),
@@ -143,7 +145,7 @@ pub fn validate_all(tenants: &[StaticTenant]) -> Vec<String> {
                 ("security.allowed_ips", "allowed_ips"),
                 ("storage.redis_db", "redis_db"),
             ] {
-                *p = p.replace(ours, seeds);
+                *p = p.replace(ours, flat);
             }
         }
         problems.extend(found);
@@ -205,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_002_example_is_valid_and_keeps_its_storage_fields() {
+    fn documented_example_is_valid_and_keeps_its_storage_fields() {
         let tenants = parse(
             r#"[{"tenant_id": "acme_corp", "name": "Acme Corporation",
                  "mongo_uri": "mongodb://acme-mongo:27017", "mongo_database": "acme_corp_db",

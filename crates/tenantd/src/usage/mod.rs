@@ -1,5 +1,5 @@
-//! Usage: what each tenant did, per month and per day (seed 001's usage
-//! report and tenant metrics).
+//! Usage: what each tenant did, per month and per day (the monthly usage
+//! report and the daily tenant metrics).
 //!
 //! Two sources feed the same counters:
 //! - writes a quota limits (records written, detections) are counted in

@@ -1,5 +1,6 @@
 //! Reports built from the counters: the monthly usage report with cost
-//! (seed 001's `getUsage`) and per-day request metrics (`getMetrics`).
+//! (`GET /admin/tenants/{id}/usage`) and per-day request metrics
+//! (`GET /admin/tenants/{id}/metrics`).
 
 use std::collections::BTreeMap;
 

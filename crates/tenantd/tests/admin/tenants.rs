@@ -240,7 +240,7 @@ async fn registry_refuses_unknown_suspended_and_outside_addresses() {
         c.server.trusted_proxies = vec!["127.0.0.1/32".into()];
     }))
     .await;
-    // Empty registry: seed 000's header-only mode.
+    // Empty registry: header-only access, as on a trusted network.
     let (status, _) = app.get_json("anyone", "/records").await;
     assert_eq!(status, 200);
 

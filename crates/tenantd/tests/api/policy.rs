@@ -1,4 +1,5 @@
-//! Tenant policy over HTTP (DESIGN.md section 2, steps 3 and 5).
+//! Tenant policy over HTTP: the policy step and the registry check of
+//! `docs/architecture.md`, "Deciding the tenant".
 
 use reqwest::Method;
 use serde_json::json;
@@ -10,7 +11,7 @@ fn tid(s: &str) -> tenancy::TenantId {
 }
 
 #[tokio::test]
-async fn a_missing_tenant_is_400_with_the_seed_text_or_the_default() {
+async fn a_missing_tenant_is_400_with_the_documented_text_or_the_default() {
     let data = tempfile::tempdir().expect("tempdir");
     let app = App::start(config(data.path(), |_| {})).await;
     let resp = app
@@ -70,7 +71,7 @@ async fn the_allow_list_applies_to_every_source() {
         .expect("get");
     assert_error(query, 403, "tenant_not_allowed").await;
 
-    // Seed 000 let a body tenant skip the allow-list; we do not.
+    // A tenant named in the body goes through the allow-list like any other.
     let body = app
         .client
         .post(format!("{}/records", app.base))
@@ -209,7 +210,7 @@ async fn disabled_puts_every_request_in_the_default_tenant() {
     app.stop().await;
 
     // Turning it on later: the data written so far belongs to the default
-    // tenant (seed 000 "Migration").
+    // tenant, with no migration step.
     let app = App::start(config(data.path(), |_| {})).await;
     let (_, page) = app.get_json("default", "/records").await;
     assert_eq!(page["total"], 1);

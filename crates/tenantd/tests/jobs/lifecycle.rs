@@ -95,7 +95,7 @@ async fn detection_computes_every_fact_into_a_record_of_the_jobs_tenant() {
 }
 
 #[tokio::test]
-async fn bad_submissions_are_refused_with_seed_texts() {
+async fn bad_submissions_are_refused_with_the_documented_texts() {
     let data = tempfile::tempdir().expect("tempdir");
     let app = App::start(config(data.path(), |c| c.jobs.workers = Some(0))).await;
     for body in [

@@ -271,7 +271,8 @@ async fn ten_thousand_dedicated_tenants_work_with_64_open_pools() {
 }
 
 /// `storage.eager: true` opens every dedicated tenant's pool at startup
-/// and says so per tenant, as seed 002's platform does.
+/// and says so per tenant (`Initializing tenant: X`, then
+/// `Storage pool created for tenant: X`).
 #[tokio::test]
 async fn eager_startup_opens_each_dedicated_pool_and_logs_it() {
     let dir = tempfile::tempdir().expect("tempdir");

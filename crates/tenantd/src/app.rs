@@ -236,8 +236,8 @@ fn all_routes(state: &AppState) -> (Routes, Routes) {
 /// Tenant routes, outermost first: tenancy (decide the tenant, from the
 /// body too on routes declared so, and authenticate) → accounting (usage;
 /// sees refused requests too) → rate limit → scope check → handler.
-/// Around every route, outermost first: route facts → observer (metrics,
-/// audit) → timeout (bodies are read inside it) → routes.
+/// Around every route, outermost first: route facts → metrics → audit
+/// observer → timeout (bodies are read inside it) → routes.
 pub fn router(
     state: AppState,
     tenancy: TenancyLayer,
@@ -280,6 +280,10 @@ pub fn router(
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::layer::observe,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::observe,
         ))
         .layer(axum::middleware::from_fn(move |request, next| {
             crate::routes::tag_request(table.clone(), request, next)

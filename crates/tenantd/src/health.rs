@@ -16,9 +16,17 @@ use crate::tenants::http::{Admin, tenant_page};
 /// `/health`, `/health/ready` and `/health/tenants`.
 pub fn routes() -> Routes {
     Routes::new()
-        .get("/health", RouteFacts::public(), health)
-        .get("/health/ready", RouteFacts::public(), ready)
-        .get("/health/tenants", RouteFacts::admin(), tenants)
+        .get("/health", RouteFacts::public().named("health.live"), health)
+        .get(
+            "/health/ready",
+            RouteFacts::public().named("health.ready"),
+            ready,
+        )
+        .get(
+            "/health/tenants",
+            RouteFacts::admin().named("tenants.health"),
+            tenants,
+        )
 }
 
 /// Liveness: the process answers.

@@ -283,10 +283,58 @@ impl Metrics {
     }
 }
 
+/// Records every request's method, route, status, latency, tenant and
+/// error code (the middleware around every route, outside the audit
+/// observer, so an audited request's time includes its audit append).
+pub async fn observe(
+    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let template = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(
+            || crate::routes::UNMATCHED.to_owned(),
+            |p| p.as_str().to_owned(),
+        );
+    let response = next.run(request).await;
+    if response
+        .extensions()
+        .get::<tenancy::ratelimit::RateLimitOutcome>()
+        == Some(&tenancy::ratelimit::RateLimitOutcome::StoreError)
+    {
+        state.metrics.limiter_store_error();
+    }
+    let tenant = response
+        .extensions()
+        .get::<crate::usage::layer::Accounted>()
+        .map(crate::usage::layer::Accounted::tenant);
+    let code = response
+        .extensions()
+        .get::<tenancy::ErrorCode>()
+        .map(|c| c.0.as_str());
+    state.metrics.observe(&Observation {
+        method: method.as_str(),
+        route: &template,
+        status: response.status().as_u16(),
+        latency: started.elapsed(),
+        tenant,
+        code,
+    });
+    response
+}
+
 /// `GET /metrics` (admin key required: the series name the busiest
 /// tenants, which no tenant may learn about another).
 pub fn routes() -> crate::routes::Routes {
-    crate::routes::Routes::new().get("/metrics", crate::routes::RouteFacts::admin(), scrape)
+    crate::routes::Routes::new().get(
+        "/metrics",
+        crate::routes::RouteFacts::admin().named("metrics.scrape"),
+        scrape,
+    )
 }
 
 async fn scrape(

@@ -95,10 +95,11 @@ use crate::routes::{Access, RouteFacts, RouteTable, Routes, Scope};
 )]
 pub struct ApiDoc;
 
-/// The document with each operation's access from the route table: a
-/// tenant route names the scope a restricted key needs
-/// (`x-required-scope`, and an `apiKey` security requirement), an
-/// operator route the admin key. The facts are read from the table, so the
+/// The document with each operation's facts from the route table: its
+/// audit action (`x-audit-action`, and `x-audited`), a tenant route the
+/// scope a restricted key needs (`x-required-scope`, and an `apiKey`
+/// security requirement) and the usage counter it adds to
+/// (`x-usage-class`), an operator route the admin key. The facts are read from the table, so the
 /// document cannot disagree with what the server enforces.
 pub fn document(table: &RouteTable) -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
@@ -113,8 +114,11 @@ pub fn document(table: &RouteTable) -> serde_json::Value {
         else {
             continue;
         };
+        operation.insert("x-audit-action".into(), facts.action.into());
+        operation.insert("x-audited".into(), facts.audited().into());
         match facts.access {
             Access::Tenant(scope) => {
+                operation.insert("x-usage-class".into(), facts.usage.as_str().into());
                 operation.insert("x-required-scope".into(), scope.as_str().into());
                 operation.insert(
                     "security".into(),
@@ -152,8 +156,12 @@ pub fn document(table: &RouteTable) -> serde_json::Value {
 /// `/openapi.json`, described from `table` (every route's facts).
 pub fn routes(table: &RouteTable) -> Routes {
     let document = document(table).to_string();
-    Routes::new().get("/openapi.json", RouteFacts::public(), move || {
-        let document = document.clone();
-        async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
-    })
+    Routes::new().get(
+        "/openapi.json",
+        RouteFacts::public().named("openapi.read"),
+        move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
+        },
+    )
 }

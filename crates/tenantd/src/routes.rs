@@ -25,6 +25,14 @@ use tenancy::{Principal, PrincipalKind, TenantContext};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::usage::RouteClass;
+
+/// The route label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The action of a route that was given none (a unit test keeps every
+/// route named).
+pub const UNNAMED: &str = "unnamed";
 
 /// What a tenant credential may do. A key with scopes may call exactly the
 /// routes whose scope it holds (`<resource>:write` includes
@@ -120,6 +128,11 @@ pub struct RouteFacts {
     /// Whether the JSON body's `tenant_id` names the tenant (read by the
     /// tenancy layer before anything runs as the tenant).
     pub body_tenant: bool,
+    /// The audit action of a call (`<resource>.<verb>`: `records.create`,
+    /// `api_keys.rotate`), named with the route ([`RouteFacts::named`]).
+    pub action: &'static str,
+    /// Which usage counter a tenant's call adds to.
+    pub usage: RouteClass,
 }
 
 impl RouteFacts {
@@ -128,6 +141,8 @@ impl RouteFacts {
         Self {
             access: Access::Public,
             body_tenant: false,
+            action: UNNAMED,
+            usage: RouteClass::Other,
         }
     }
 
@@ -136,20 +151,41 @@ impl RouteFacts {
         Self {
             access: Access::Admin,
             body_tenant: false,
+            action: UNNAMED,
+            usage: RouteClass::Other,
         }
     }
 
-    /// A tenant route needing `scope`.
+    /// A tenant route needing `scope`; its calls count as the usage class
+    /// of the scope's resource.
     pub const fn tenant(scope: Scope) -> Self {
         Self {
             access: Access::Tenant(scope),
             body_tenant: false,
+            action: UNNAMED,
+            usage: match scope {
+                Scope::RecordsRead | Scope::RecordsWrite => RouteClass::Records,
+                Scope::DetectionsRead | Scope::DetectionsWrite => RouteClass::Detections,
+                Scope::TenantRead | Scope::AuditRead => RouteClass::Account,
+            },
         }
     }
 
     /// The route's JSON body may name the tenant (`tenant_id`).
     pub const fn body_tenant(mut self) -> Self {
         self.body_tenant = true;
+        self
+    }
+
+    /// The route's audit action (`<resource>.<verb>`).
+    pub const fn named(mut self, action: &'static str) -> Self {
+        self.action = action;
+        self
+    }
+
+    /// Counts the route's calls as `usage` instead of its scope's class.
+    pub const fn counted_as(mut self, usage: RouteClass) -> Self {
+        self.usage = usage;
         self
     }
 

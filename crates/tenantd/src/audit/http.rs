@@ -27,12 +27,20 @@ const NDJSON: &str = "application/x-ndjson";
 
 /// `GET /audit` (tenant route).
 pub fn tenant_routes() -> Routes {
-    Routes::new().get("/audit", RouteFacts::tenant(Scope::AuditRead), tenant_audit)
+    Routes::new().get(
+        "/audit",
+        RouteFacts::tenant(Scope::AuditRead).named("audit.read"),
+        tenant_audit,
+    )
 }
 
 /// `GET /admin/audit`.
 pub fn admin_routes() -> Routes {
-    Routes::new().get("/admin/audit", RouteFacts::admin(), admin_audit)
+    Routes::new().get(
+        "/admin/audit",
+        RouteFacts::admin().named("audit.read"),
+        admin_audit,
+    )
 }
 
 /// Filters and paging.

@@ -38,72 +38,24 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use tenancy::TenantId;
 use tenancy::ratelimit::RateLimitOutcome;
-use tenancy::{ErrorCode, TenantId};
 
 use super::{NewEvent, OutboxRef, SYSTEM_CHAIN, UNANSWERED, capture, new_event_id, redact_params};
 use crate::app::AppState;
 use crate::clock::{now_ms, rfc3339_from_ms};
-use crate::metrics::Observation;
 use crate::routes::{Access, RouteFacts};
 use crate::store::outbox::{self, PendingAudit};
 use crate::tenants::admin_key::presents_admin_key;
 use crate::usage::layer::{Accounted, DecidedTenant};
 
-/// Route label of requests no route matched.
-pub const UNMATCHED: &str = "unmatched";
-
 /// The tenant an operator request acted on, when a handler names it in
 /// its response (a create, whose id is in the body, not the path).
 #[derive(Debug, Clone)]
 pub struct AuditTenant(pub TenantId);
-
-/// The action name of a route: `<resource>.<verb>`, e.g. `records.create`,
-/// `api_keys.rotate`, `usage.read`.
-pub fn action(method: &Method, template: &str) -> String {
-    let literals: Vec<&str> = template
-        .split('/')
-        .filter(|s| !s.is_empty() && !s.starts_with('{') && *s != "admin")
-        .collect();
-    let resource_name = |s: &str| match s {
-        "detect" => "detections".to_owned(),
-        other => other.replace('-', "_"),
-    };
-    match literals.as_slice() {
-        [
-            ..,
-            resource,
-            verb @ ("submit" | "cancel" | "rotate" | "close"),
-        ] => {
-            format!("{}.{verb}", resource_name(resource))
-        }
-        [.., resource] => {
-            let verb = match *method {
-                Method::POST => "create",
-                Method::PUT => "replace",
-                Method::PATCH => "update",
-                Method::DELETE => {
-                    if template.ends_with("{key_id}") {
-                        "revoke"
-                    } else {
-                        "delete"
-                    }
-                }
-                _ => "read",
-            };
-            let verb = if *resource == "api-keys" && *method == Method::POST {
-                "issue"
-            } else {
-                verb
-            };
-            format!("{}.{verb}", resource_name(resource))
-        }
-        [] => format!("{}.root", method.as_str().to_ascii_lowercase()),
-    }
-}
 
 /// The `{id}` segment of an admin path, when the template has one.
 fn path_param(template: &str, path: &str, name: &str) -> Option<String> {
@@ -233,16 +185,13 @@ pub async fn observe(
     let deadline = tokio::time::Instant::from_std(started)
         + std::time::Duration::from_secs(state.config.server.request_timeout_secs);
     let at_ms = now_ms();
-    let method = request.method().clone();
-    let template = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED.to_owned(), |p| p.as_str().to_owned());
+    let template = request.extensions().get::<MatchedPath>().map_or_else(
+        || crate::routes::UNMATCHED.to_owned(),
+        |p| p.as_str().to_owned(),
+    );
     let facts = request.extensions().get::<RouteFacts>().copied();
     let Some(facts) = facts.filter(RouteFacts::audited) else {
-        let response = next.run(request).await;
-        observe_metrics(&state, &method, &template, &response, started);
-        return response;
+        return next.run(request).await;
     };
 
     let (parts, body) = request.into_parts();
@@ -257,7 +206,7 @@ pub async fn observe(
         id: new_event_id(),
         at_ms,
         started,
-        action: action(&method, &template),
+        action: facts.action.to_owned(),
         path: parts.uri.path().to_owned(),
         template: template.clone(),
         query: parts.uri.query().map(str::to_owned),
@@ -303,84 +252,17 @@ pub async fn observe(
         // A request that parked its event with a write is always chained.
         _ => match audit.provisional().filter(|_| audit.parked().is_some()) {
             Some((chain, actor)) => (chain, actor, audit.action.clone()),
-            None => {
-                observe_metrics(&state, &method, &template, &response, started);
-                return response;
-            }
+            None => return response,
         },
     };
     let event = audit.event(chain, actor, action, status);
     state.audit.append(event, deadline).await;
-    observe_metrics(&state, &method, &template, &response, started);
     response
-}
-
-fn observe_metrics(
-    state: &AppState,
-    method: &Method,
-    template: &str,
-    response: &Response,
-    started: Instant,
-) {
-    if response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::StoreError) {
-        state.metrics.limiter_store_error();
-    }
-    let tenant = response
-        .extensions()
-        .get::<Accounted>()
-        .map(Accounted::tenant);
-    let code = response
-        .extensions()
-        .get::<ErrorCode>()
-        .map(|c| c.0.as_str());
-    state.metrics.observe(&Observation {
-        method: method.as_str(),
-        route: template,
-        status: response.status().as_u16(),
-        latency: started.elapsed(),
-        tenant,
-        code,
-    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_are_named_by_resource_and_verb() {
-        let cases = [
-            (Method::POST, "/records", "records.create"),
-            (Method::PUT, "/records/{id}", "records.replace"),
-            (Method::DELETE, "/records/{id}", "records.delete"),
-            (Method::POST, "/detect/submit", "detections.submit"),
-            (Method::POST, "/detect/{id}/cancel", "detections.cancel"),
-            (Method::POST, "/admin/tenants", "tenants.create"),
-            (Method::PATCH, "/admin/tenants/{id}", "tenants.update"),
-            (Method::DELETE, "/admin/tenants/{id}", "tenants.delete"),
-            (Method::GET, "/admin/tenants/{id}", "tenants.read"),
-            (
-                Method::POST,
-                "/admin/tenants/{id}/api-keys",
-                "api_keys.issue",
-            ),
-            (
-                Method::DELETE,
-                "/admin/tenants/{id}/api-keys/{key_id}",
-                "api_keys.revoke",
-            ),
-            (
-                Method::POST,
-                "/admin/tenants/{id}/api-keys/{key_id}/rotate",
-                "api_keys.rotate",
-            ),
-            (Method::POST, "/admin/billing/close", "billing.close"),
-            (Method::GET, "/admin/tenants/{id}/usage", "usage.read"),
-        ];
-        for (method, template, expected) in cases {
-            assert_eq!(action(&method, template), expected, "{method} {template}");
-        }
-    }
 
     #[test]
     fn operator_refusals_go_to_the_operator_chain() {

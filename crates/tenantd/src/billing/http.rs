@@ -16,8 +16,16 @@ use crate::usage::http::month_arg;
 /// Admin billing routes.
 pub fn routes() -> Routes {
     Routes::new()
-        .post("/admin/billing/close", RouteFacts::admin(), close)
-        .get("/admin/billing/events", RouteFacts::admin(), events)
+        .post(
+            "/admin/billing/close",
+            RouteFacts::admin().named("billing.close"),
+            close,
+        )
+        .get(
+            "/admin/billing/events",
+            RouteFacts::admin().named("billing_events.read"),
+            events,
+        )
 }
 
 /// Query of a close.

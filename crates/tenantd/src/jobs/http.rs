@@ -22,10 +22,18 @@ pub fn routes() -> Routes {
     let read = RouteFacts::tenant(Scope::DetectionsRead);
     let write = RouteFacts::tenant(Scope::DetectionsWrite);
     Routes::new()
-        .post("/detect/submit", write.body_tenant(), submit)
-        .get("/detect", read, list)
-        .get("/detect/{id}/status", read, status)
-        .post("/detect/{id}/cancel", write, cancel)
+        .post(
+            "/detect/submit",
+            write.body_tenant().named("detections.submit"),
+            submit,
+        )
+        .get("/detect", read.named("detections.list"), list)
+        .get("/detect/{id}/status", read.named("detections.read"), status)
+        .post(
+            "/detect/{id}/cancel",
+            write.named("detections.cancel"),
+            cancel,
+        )
 }
 
 impl BodyTenant for SubmitInput {

@@ -14,12 +14,24 @@ use crate::tenants::http::{Admin, path_tenant};
 pub fn routes() -> Routes {
     let admin = RouteFacts::admin();
     Routes::new()
-        .get("/admin/tenants/{id}/api-keys", admin, list_keys)
-        .post("/admin/tenants/{id}/api-keys", admin, issue_key)
-        .delete("/admin/tenants/{id}/api-keys/{key_id}", admin, revoke_key)
+        .get(
+            "/admin/tenants/{id}/api-keys",
+            admin.named("api_keys.list"),
+            list_keys,
+        )
+        .post(
+            "/admin/tenants/{id}/api-keys",
+            admin.named("api_keys.issue"),
+            issue_key,
+        )
+        .delete(
+            "/admin/tenants/{id}/api-keys/{key_id}",
+            admin.named("api_keys.revoke"),
+            revoke_key,
+        )
         .post(
             "/admin/tenants/{id}/api-keys/{key_id}/rotate",
-            admin,
+            admin.named("api_keys.rotate"),
             rotate_key,
         )
 }

@@ -17,7 +17,11 @@ use crate::usage::report::UsageReport;
 
 /// Tenant routes of the limits feature.
 pub fn routes() -> Routes {
-    Routes::new().get("/tenant", RouteFacts::tenant(Scope::TenantRead), me)
+    Routes::new().get(
+        "/tenant",
+        RouteFacts::tenant(Scope::TenantRead).named("tenant.read"),
+        me,
+    )
 }
 
 /// One quota with its current use.

@@ -15,18 +15,37 @@ use crate::error::{
     ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
 };
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::usage::RouteClass;
 
 /// Routes under `/records`.
 pub fn routes() -> Routes {
     let read = RouteFacts::tenant(Scope::RecordsRead);
     let write = RouteFacts::tenant(Scope::RecordsWrite);
     Routes::new()
-        .post("/records", write.body_tenant(), create_record)
-        .get("/records", read, list_records)
-        .post("/records/search", read.body_tenant(), search_records)
-        .get("/records/{id}", read, get_record)
-        .put("/records/{id}", write.body_tenant(), replace_record)
-        .delete("/records/{id}", write, delete_record)
+        .post(
+            "/records",
+            write.body_tenant().named("records.create"),
+            create_record,
+        )
+        .get("/records", read.named("records.list"), list_records)
+        .post(
+            "/records/search",
+            read.body_tenant()
+                .named("records.search")
+                .counted_as(RouteClass::Search),
+            search_records,
+        )
+        .get("/records/{id}", read.named("records.read"), get_record)
+        .put(
+            "/records/{id}",
+            write.body_tenant().named("records.replace"),
+            replace_record,
+        )
+        .delete(
+            "/records/{id}",
+            write.named("records.delete"),
+            delete_record,
+        )
 }
 
 impl BodyTenant for RecordInput {

@@ -24,12 +24,32 @@ use crate::routes::{RouteFacts, Routes};
 pub fn routes() -> Routes {
     let admin = RouteFacts::admin();
     Routes::new()
-        .post("/admin/tenants", admin, create_tenant)
-        .get("/admin/tenants", admin, list_tenants)
-        .get("/admin/tenants/{id}", admin, get_tenant)
-        .patch("/admin/tenants/{id}", admin, update_tenant)
-        .delete("/admin/tenants/{id}", admin, delete_tenant)
-        .post("/admin/tenants/{id}/move", admin, move_tenant)
+        .post(
+            "/admin/tenants",
+            admin.named("tenants.create"),
+            create_tenant,
+        )
+        .get("/admin/tenants", admin.named("tenants.list"), list_tenants)
+        .get(
+            "/admin/tenants/{id}",
+            admin.named("tenants.read"),
+            get_tenant,
+        )
+        .patch(
+            "/admin/tenants/{id}",
+            admin.named("tenants.update"),
+            update_tenant,
+        )
+        .delete(
+            "/admin/tenants/{id}",
+            admin.named("tenants.delete"),
+            delete_tenant,
+        )
+        .post(
+            "/admin/tenants/{id}/move",
+            admin.named("tenants.move"),
+            move_tenant,
+        )
 }
 
 /// Move a tenant's records to the shared database or a database of its

@@ -15,8 +15,16 @@ use crate::tenants::http::{Admin, path_tenant};
 /// Admin usage routes.
 pub fn routes() -> Routes {
     Routes::new()
-        .get("/admin/tenants/{id}/usage", RouteFacts::admin(), usage)
-        .get("/admin/tenants/{id}/metrics", RouteFacts::admin(), metrics)
+        .get(
+            "/admin/tenants/{id}/usage",
+            RouteFacts::admin().named("usage.read"),
+            usage,
+        )
+        .get(
+            "/admin/tenants/{id}/metrics",
+            RouteFacts::admin().named("metrics.read"),
+            metrics,
+        )
 }
 
 /// Query of the usage report.

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tenancy::{PrincipalKind, TenantContext, TenantId};
@@ -15,6 +15,7 @@ use tenancy::{PrincipalKind, TenantContext, TenantId};
 use super::RouteClass;
 use crate::app::AppState;
 use crate::clock::now_ms;
+use crate::routes::RouteFacts;
 
 /// The tenant context a request ran in, put in the response extensions
 /// for the metrics and audit observer (a clone of the context: two `Arc`s,
@@ -101,8 +102,8 @@ pub async fn account(
     }
     let class = request
         .extensions()
-        .get::<MatchedPath>()
-        .map_or(RouteClass::Other, |p| RouteClass::of(p.as_str()));
+        .get::<RouteFacts>()
+        .map_or(RouteClass::Other, |facts| facts.usage);
     let mut unfinished = Unfinished {
         state: &state,
         ctx: &ctx,

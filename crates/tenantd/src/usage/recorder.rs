@@ -20,7 +20,8 @@ use crate::store::{AdminStore, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// What kind of route a call hit (usage is reported per class).
+/// What kind of route a call hit (usage is reported per class), as the
+/// route declares it ([`crate::routes::RouteFacts::usage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteClass {
     /// `/records` create/read/replace/delete/list.
@@ -52,21 +53,6 @@ impl RouteClass {
             Self::Detections => "detections",
             Self::Account => "account",
             Self::Other => "other",
-        }
-    }
-
-    /// The class of a route template (`MatchedPath`).
-    pub fn of(template: &str) -> Self {
-        if template == "/records/search" {
-            Self::Search
-        } else if template.starts_with("/records") {
-            Self::Records
-        } else if template.starts_with("/detect") {
-            Self::Detections
-        } else if template == "/tenant" || template.starts_with("/audit") {
-            Self::Account
-        } else {
-            Self::Other
         }
     }
 
@@ -323,13 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_classes() {
-        assert_eq!(RouteClass::of("/records/search"), RouteClass::Search);
-        assert_eq!(RouteClass::of("/records/{id}"), RouteClass::Records);
-        assert_eq!(RouteClass::of("/detect/submit"), RouteClass::Detections);
-        assert_eq!(RouteClass::of("/tenant"), RouteClass::Account);
-        assert_eq!(RouteClass::of("/audit"), RouteClass::Account);
-        assert_eq!(RouteClass::of("/x"), RouteClass::Other);
+    fn status_classes() {
         assert_eq!(StatusClass::of(204), StatusClass::Success);
         assert_eq!(StatusClass::of(429), StatusClass::RateLimited);
         assert_eq!(StatusClass::of(404), StatusClass::ClientError);

@@ -176,8 +176,42 @@ async fn unknown_scopes_are_refused_at_issue_and_documented() {
                 || operation.get("security").is_some()
                 || public.contains(&path.as_str());
             assert!(declared, "{method} {path} has no declared access");
+            // And its audit action, named with the route: `<resource>.<verb>`.
+            let action = operation["x-audit-action"].as_str().unwrap_or_default();
+            let named = action.split_once('.').is_some_and(|(r, v)| {
+                !r.is_empty()
+                    && !v.is_empty()
+                    && action
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+            });
+            assert!(named, "{method} {path} has no audit action: {action:?}");
+            let audited = operation["x-audited"].as_bool().expect("x-audited");
+            let admin =
+                operation.get("x-required-scope").is_none() && !public.contains(&path.as_str());
+            let writes = operation["x-required-scope"]
+                .as_str()
+                .is_some_and(|s| s.ends_with(":write"));
+            assert_eq!(
+                audited,
+                admin || writes,
+                "{method} {path}: every admin route and every write is audited"
+            );
         }
     }
+    assert_eq!(
+        doc["paths"]["/records"]["post"]["x-audit-action"],
+        "records.create"
+    );
+    assert_eq!(
+        doc["paths"]["/records/search"]["post"]["x-usage-class"],
+        "search"
+    );
+    assert_eq!(
+        doc["paths"]["/records/{id}"]["get"]["x-usage-class"],
+        "records"
+    );
+    assert_eq!(doc["paths"]["/health/tenants"]["get"]["x-audited"], true);
     app.stop().await;
 }
 

@@ -10,9 +10,8 @@ use utoipa::IntoParams;
 use super::detect::parse_location;
 use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJob, SubmitInput};
 use crate::app::AppState;
-use crate::error::{
-    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
-};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::records::check_limit;
 use crate::routes::{RouteFacts, Routes, Scope};
 
@@ -176,4 +175,20 @@ pub(crate) async fn list(
         .list_jobs(status, limit, params.cursor.as_deref())
         .await?;
     Ok(Json(page))
+}
+
+/// How the jobs feature's errors answer: 404 for an absent job (or another
+/// tenant's), 409 for cancelling a finished one, 400 for an unreadable
+/// location, 422 for a refused value; storage failures as the storage core
+/// maps them.
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::NotFound(_) => Self::NotFound(e.to_string()),
+            JobsError::AlreadyFinal { .. } => Self::Conflict(e.to_string()),
+            JobsError::BadRequest(text) => Self::BadRequest(text.to_owned()),
+            JobsError::Invalid { .. } => Self::Validation(e.to_string()),
+            JobsError::Store(s) => s.into(),
+        }
+    }
 }

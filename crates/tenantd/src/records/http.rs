@@ -10,9 +10,8 @@ use utoipa::IntoParams;
 use super::model::{RecordInput, SearchRequest, check_limit};
 use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
 use crate::app::AppState;
-use crate::error::{
-    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
-};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::routes::{RouteFacts, Routes, Scope};
 
 /// Routes under `/records`.
@@ -212,4 +211,18 @@ pub(crate) async fn list_records(
     Ok(Json(
         state.store.scoped(&tenant).search_records(&query).await?,
     ))
+}
+
+/// How the records feature's errors answer: 404 for an absent record (or
+/// another tenant's), 409 for a conflicting write, 422 for a refused value;
+/// storage failures as the storage core maps them.
+impl From<RecordsError> for ApiError {
+    fn from(e: RecordsError) -> Self {
+        match e {
+            RecordsError::NotFound(_) => Self::NotFound(e.to_string()),
+            RecordsError::Conflict { .. } => Self::Conflict(e.to_string()),
+            RecordsError::Invalid { .. } => Self::Validation(e.to_string()),
+            RecordsError::Store(s) => s.into(),
+        }
+    }
 }

@@ -15,7 +15,8 @@ use super::service::TenantPage;
 use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::app::AppState;
 use crate::audit::layer::AuditTenant;
-use crate::error::{ApiError, ApiJson, ApiQuery, ErrorBody, truncate_for_echo};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::keys::IssuedKey;
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
@@ -266,4 +267,22 @@ pub(crate) async fn delete_tenant(
         deleted: id.to_string(),
         removed,
     }))
+}
+
+/// How the tenants feature's errors answer: 404 for an absent tenant or
+/// key, 409 for an id that exists, is retired or is moving, 422 for a
+/// refused value; storage failures as the storage core maps them.
+impl From<TenantsError> for ApiError {
+    fn from(e: TenantsError) -> Self {
+        match e {
+            TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) | TenantsError::Moving(_) => {
+                Self::Conflict(e.to_string())
+            }
+            TenantsError::Invalid(_) => Self::Validation(e.to_string()),
+            TenantsError::Store(s) => s.into(),
+        }
+    }
 }

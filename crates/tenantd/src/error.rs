@@ -92,7 +92,9 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str) {
+    /// The status and the stable code this error answers with; features'
+    /// tests check their mappings through it.
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Tenancy(e) => (e.status(), e.code()),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -192,3 +192,59 @@ impl From<JobsError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: JobsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_jobs_error_keeps_its_status_code_and_text() {
+        assert_eq!(
+            answer(JobsError::NotFound("j1".into())),
+            (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Detection job j1 not found or access denied".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::AlreadyFinal {
+                id: "j1".into(),
+                status: "completed"
+            }),
+            (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Detection job j1 is already completed".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::BadRequest("Invalid repository URL")),
+            (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Invalid repository URL".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::invalid("priority", "out of range")),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "priority: out of range".into()
+            )
+        );
+        let (status, code, _) = answer(JobsError::Store(StoreError::Full("disk".into())));
+        assert_eq!(
+            (status, code),
+            (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
+        );
+    }
+}

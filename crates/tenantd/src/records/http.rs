@@ -226,3 +226,51 @@ impl From<RecordsError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: RecordsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_records_error_keeps_its_status_code_and_text() {
+        assert_eq!(
+            answer(RecordsError::NotFound("r1".into())),
+            (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Record r1 not found or access denied".into()
+            )
+        );
+        assert_eq!(
+            answer(RecordsError::Conflict {
+                kind: "note".into(),
+                name: "a".into()
+            }),
+            (
+                StatusCode::CONFLICT,
+                "conflict",
+                "A record of kind 'note' named 'a' already exists".into()
+            )
+        );
+        assert_eq!(
+            answer(RecordsError::invalid("name", "too long")),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "name: too long".into()
+            )
+        );
+        let (status, code, _) = answer(RecordsError::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(
+            (status, code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+    }
+}

@@ -286,3 +286,57 @@ impl From<TenantsError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: TenantsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_tenants_error_keeps_its_status_code_and_text() {
+        let not_found = [
+            (
+                TenantsError::NotFound("acme".into()),
+                "Tenant 'acme' not found",
+            ),
+            (
+                TenantsError::KeyNotFound("k1".into()),
+                "API key k1 not found",
+            ),
+        ];
+        for (e, detail) in not_found {
+            assert_eq!(
+                answer(e),
+                (StatusCode::NOT_FOUND, "not_found", detail.into())
+            );
+        }
+        let conflicts = [
+            TenantsError::AlreadyExists("acme".into()),
+            TenantsError::Retired("acme".into()),
+            TenantsError::Moving("acme".into()),
+        ];
+        for e in conflicts {
+            let detail = e.to_string();
+            assert_eq!(answer(e), (StatusCode::CONFLICT, "conflict", detail));
+        }
+        assert_eq!(
+            answer(TenantsError::Invalid(vec![
+                "a: bad".into(),
+                "b: bad".into()
+            ])),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "a: bad; b: bad".into()
+            )
+        );
+        let (status, code, _) = answer(TenantsError::Store(StoreError::Conflict("dup".into())));
+        assert_eq!((status, code), (StatusCode::CONFLICT, "conflict"));
+    }
+}

@@ -1,26 +1,21 @@
-//! The one place errors become HTTP: every error body
-//! is `{"detail": "...", "code": "..."}`.
+//! The one place errors become HTTP (see `docs/architecture.md`, "Errors"):
+//! every error body is `{"detail": "...", "code": "..."}`.
 //!
-//! Feature modules keep their own `thiserror` enums; [`ApiError`] converts
-//! them. Internal errors are logged here with their cause and answered with
-//! an opaque 500.
+//! This module knows no feature. Each feature keeps its own `thiserror`
+//! enum and maps it into [`ApiError`] in its own module (`records::http`,
+//! `jobs::http`, `tenants::http`, …), so adding a feature never edits this
+//! file. Request extractors and the framework rejections they produce live
+//! in [`crate::extract`]. Internal errors are logged here with their cause
+//! and answered with an opaque 500.
 
-use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tenancy::TenancyError;
 use utoipa::ToSchema;
 
-use crate::jobs::JobsError;
-use crate::limits::QuotaExceeded;
-use crate::records::RecordsError;
 use crate::routes::Scope;
 use crate::store::StoreError;
-use crate::tenants::TenantsError;
 
 /// The JSON shape of every error.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -58,9 +53,10 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 403: the write would cross a quota; nothing was written.
-    #[error(transparent)]
-    Quota(#[from] QuotaExceeded),
+    /// 403: the write would cross a quota; nothing was written. The text
+    /// is the quota's own message (`limits::QuotaExceeded`).
+    #[error("{0}")]
+    Quota(String),
     /// 503: storage is unavailable; nothing was changed.
     #[error("{0}")]
     Unavailable(String),
@@ -96,7 +92,9 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str) {
+    /// The status and the stable code this error answers with; features'
+    /// tests check their mappings through it.
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Tenancy(e) => (e.status(), e.code()),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -170,21 +168,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<TenantsError> for ApiError {
-    fn from(e: TenantsError) -> Self {
-        match e {
-            TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
-                Self::NotFound(e.to_string())
-            }
-            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) | TenantsError::Moving(_) => {
-                Self::Conflict(e.to_string())
-            }
-            TenantsError::Invalid(_) => Self::Validation(e.to_string()),
-            TenantsError::Store(s) => s.into(),
-        }
-    }
-}
-
+/// The storage core's error is mapped here rather than in `store`:
+/// dependencies point from features to the core and from HTTP to storage,
+/// never back. Features depend on both `store` and this module, so their
+/// own mappings (`RecordsError::Store(s) => s.into()`) reuse this one, and
+/// `store` stays free of HTTP (the CLI and the workers use it without axum).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -199,7 +187,7 @@ impl From<StoreError> for ApiError {
                     truncate_for_echo(&c)
                 ))
             }
-            StoreError::QuotaExceeded(q) => Self::Quota(q),
+            StoreError::QuotaExceeded(q) => Self::Quota(q.to_string()),
             e @ StoreError::Moving {
                 retry_after_secs, ..
             } => Self::Moving {
@@ -207,153 +195,6 @@ impl From<StoreError> for ApiError {
                 retry_after_secs,
             },
         }
-    }
-}
-
-impl From<RecordsError> for ApiError {
-    fn from(e: RecordsError) -> Self {
-        match e {
-            RecordsError::NotFound(_) => Self::NotFound(e.to_string()),
-            RecordsError::Conflict { .. } => Self::Conflict(e.to_string()),
-            RecordsError::Invalid { .. } => Self::Validation(e.to_string()),
-            RecordsError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<JobsError> for ApiError {
-    fn from(e: JobsError) -> Self {
-        match e {
-            JobsError::NotFound(_) => Self::NotFound(e.to_string()),
-            JobsError::AlreadyFinal { .. } => Self::Conflict(e.to_string()),
-            JobsError::BadRequest(text) => Self::BadRequest(text.to_owned()),
-            JobsError::Invalid { .. } => Self::Validation(e.to_string()),
-            JobsError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<crate::input::TextError> for ApiError {
-    fn from(e: crate::input::TextError) -> Self {
-        Self::Validation(e.to_string())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => Self::Validation(format!(
-                "Invalid request body: {}",
-                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
-            )),
-            JsonRejection::JsonSyntaxError(e) => Self::BadRequest(format!(
-                "Malformed JSON body: {}",
-                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
-            )),
-            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
-                "Expected a JSON body with 'Content-Type: application/json'".to_owned(),
-            ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::PayloadTooLarge("Request body is larger than the configured limit".to_owned())
-            }
-            other => Self::BadRequest(format!(
-                "Cannot read the request body: {}",
-                other.body_text()
-            )),
-        }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::BadRequest(format!("Invalid query string: {}", rejection.body_text()))
-    }
-}
-
-/// `Json<T>` whose rejections are [`ApiError`]s (400 syntax, 422 data,
-/// 413 size, 415 content type).
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    /// Text is checked at this boundary ([`crate::input`]): a body with a
-    /// NUL anywhere is a 422 naming the field, whatever the route.
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        // One read and one parse: the content type is judged as the tenancy
-        // layer judges it (axum's rule), the bytes parsed once, and the NUL
-        // check scans the same bytes.
-        let is_json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(tenancy::is_json_content_type);
-        if !is_json {
-            return Err(Self::Rejection::UnsupportedMediaType(
-                "Expected a JSON body with 'Content-Type: application/json'".to_owned(),
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(JsonRejection::from)?;
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
-        crate::input::check_json_body(&bytes)?;
-        Ok(Self(value))
-    }
-}
-
-/// An optional JSON body: a request without one (no `Content-Type`, no
-/// length) gets `T::default()`; any body goes through [`ApiJson`] and its
-/// rejections.
-#[derive(Debug)]
-pub struct OptionalJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = req.headers();
-        let no_body = !headers.contains_key(axum::http::header::CONTENT_TYPE)
-            && headers
-                .get(axum::http::header::CONTENT_LENGTH)
-                .is_none_or(|len| len.as_bytes() == b"0");
-        if no_body {
-            return Ok(Self(T::default()));
-        }
-        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
-        Ok(Self(value))
-    }
-}
-
-/// `Query<T>` whose rejections are [`ApiError`]s.
-#[derive(Debug)]
-pub struct ApiQuery<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    /// Every parameter is checked as text ([`crate::input`]) once the
-    /// query has been read.
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        crate::input::check_query(parts.uri.query().unwrap_or_default())?;
-        Ok(Self(value))
-    }
-}
-
-/// The JSON-body tenant extractor lives in the tenancy library; tenant
-/// routes parse with [`ApiJson`], so its rejections are [`ApiError`]s:
-/// `TenantJson(ctx, ApiJson(body)): TenantJson<ApiJson<T>>`.
-pub use tenancy::{BodyTenant, TenantJson};
-
-impl<T: BodyTenant> BodyTenant for ApiJson<T> {
-    fn body_tenant(&self) -> Option<&str> {
-        self.0.body_tenant()
     }
 }
 

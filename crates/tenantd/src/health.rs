@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
 use crate::store::PoolHealth;
 use crate::tenants::http::{Admin, tenant_page};

@@ -7,7 +7,7 @@
 //! that names the field (`description`, `fields.lang`, `tags[2]`, `action`).
 //!
 //! Two places call it: the JSON and query-string extractors
-//! ([`crate::error::ApiJson`], [`crate::error::ApiQuery`]), so every route's
+//! ([`crate::extract::ApiJson`], [`crate::extract::ApiQuery`]), so every route's
 //! body and query is covered, later ones included; and the model
 //! validations (records, jobs, tenants), which also serve inputs that do not
 //! come through HTTP (the CLI, static configuration).
@@ -111,6 +111,13 @@ pub fn check_query(query: &str) -> Result<(), TextError> {
         check_text(&name, &name)?;
         check_text(&name, &value)
     })
+}
+
+/// A refused text is the client's doing: 422 naming the field.
+impl From<TextError> for crate::error::ApiError {
+    fn from(e: TextError) -> Self {
+        Self::Validation(e.to_string())
+    }
 }
 
 #[cfg(test)]

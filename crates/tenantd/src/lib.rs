@@ -7,7 +7,7 @@
 //! and backends), [`limits`] (rate-limit policy and quotas), [`usage`]
 //! (metering and reports), [`portable`] (one tenant's export/import), [`billing`] (month-close events and their
 //! webhook), [`audit`] (the hash-chained log), [`metrics`], [`config`],
-//! and the glue in [`app`], [`error`] and [`server`].
+//! and the glue in [`app`], [`error`], [`extract`] and [`server`].
 
 pub mod app;
 pub mod audit;
@@ -15,6 +15,7 @@ pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod input;
 pub mod jobs;

@@ -30,7 +30,7 @@ pub use accounting::{
     Prices, UsageConfig,
 };
 pub use env::ENV_PREFIX;
-pub use storage::{Backend, RlsCheck, StorageConfig};
+pub use storage::{Backend, RlsCheck, StorageConfig, is_postgres_url};
 pub use tenant::{DEFAULT_TENANT, TenantConfig};
 
 /// The whole server configuration.
@@ -372,7 +372,7 @@ impl Config {
         self.server
             .trusted_proxies
             .iter()
-            .filter_map(|s| crate::tenants::model::parse_net(s))
+            .filter_map(|s| parse_net(s))
             .collect()
     }
 
@@ -381,7 +381,7 @@ impl Config {
         let mut problems = Vec::new();
         problems.extend(statics::validate_all(&self.tenants));
         for (i, cidr) in self.server.trusted_proxies.iter().enumerate() {
-            if crate::tenants::model::parse_net(cidr).is_none() {
+            if parse_net(cidr).is_none() {
                 problems.push(format!(
                     "server.trusted_proxies[{i}]: not a CIDR block or IP address"
                 ));
@@ -524,6 +524,16 @@ fn describe_figment_error(error: figment::Error) -> String {
         })
         .unwrap_or_default();
     format!("{key}: {}{origin}", error.kind)
+}
+
+/// A CIDR block, or a single address as its /32 or /128: how every address
+/// list of the configuration is read (trusted proxies, a tenant's
+/// `allowed_ips`), so tenants and config share one rule.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 #[cfg(test)]

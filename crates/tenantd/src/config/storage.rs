@@ -94,7 +94,7 @@ impl StorageConfig {
                     None | Some("") => {
                         problems.push(format!("{key}: required with storage.backend postgres"));
                     }
-                    Some(u) if !crate::store::is_postgres_url(u) => {
+                    Some(u) if !is_postgres_url(u) => {
                         problems.push(format!("{key}: must be a postgres:// URL"));
                     }
                     Some(_) => {}
@@ -106,4 +106,11 @@ impl StorageConfig {
         }
         problems
     }
+}
+
+/// Whether `url` names a PostgreSQL server. Config decides the backend from
+/// the URL's scheme, so the rule lives here and `store` reads it (config
+/// imports no store or feature: `docs/architecture.md`, "Crates").
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

@@ -11,9 +11,8 @@ use utoipa::IntoParams;
 use super::detect::parse_location;
 use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJob, SubmitInput};
 use crate::app::AppState;
-use crate::error::{
-    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
-};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::records::check_limit;
 use crate::routes::{RouteFacts, Routes, Scope};
 
@@ -185,4 +184,76 @@ pub(crate) async fn list(
         .list_jobs(status, limit, params.cursor.as_deref())
         .await?;
     Ok(Json(page))
+}
+
+/// How the jobs feature's errors answer: 404 for an absent job (or another
+/// tenant's), 409 for cancelling a finished one, 400 for an unreadable
+/// location, 422 for a refused value; storage failures as the storage core
+/// maps them.
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> Self {
+        match e {
+            JobsError::NotFound(_) => Self::NotFound(e.to_string()),
+            JobsError::AlreadyFinal { .. } => Self::Conflict(e.to_string()),
+            JobsError::BadRequest(text) => Self::BadRequest(text.to_owned()),
+            JobsError::Invalid { .. } => Self::Validation(e.to_string()),
+            JobsError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: JobsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_jobs_error_keeps_its_status_code_and_text() {
+        assert_eq!(
+            answer(JobsError::NotFound("j1".into())),
+            (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Detection job j1 not found or access denied".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::AlreadyFinal {
+                id: "j1".into(),
+                status: "completed"
+            }),
+            (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Detection job j1 is already completed".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::BadRequest("Invalid repository URL")),
+            (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Invalid repository URL".into()
+            )
+        );
+        assert_eq!(
+            answer(JobsError::invalid("priority", "out of range")),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "priority: out of range".into()
+            )
+        );
+        let (status, code, _) = answer(JobsError::Store(StoreError::Full("disk".into())));
+        assert_eq!(
+            (status, code),
+            (StatusCode::INSUFFICIENT_STORAGE, "storage_full")
+        );
+    }
 }

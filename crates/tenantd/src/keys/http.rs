@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 
 use super::{ApiKeyInfo, IssueKey, IssuedKey, RotateKey};
 use crate::app::AppState;
-use crate::error::{ApiError, ApiJson, ErrorBody, OptionalJson};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, OptionalJson};
 use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
 

@@ -11,9 +11,8 @@ use utoipa::IntoParams;
 use super::model::{RecordInput, SearchRequest, check_limit};
 use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
 use crate::app::AppState;
-use crate::error::{
-    ApiError, ApiJson, ApiQuery, BodyTenant, ErrorBody, TenantJson, truncate_for_echo,
-};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::routes::{RouteFacts, Routes, Scope};
 use crate::usage::RouteClass;
 
@@ -232,4 +231,66 @@ pub(crate) async fn list_records(
     Ok(Json(
         state.store.scoped(&tenant).search_records(&query).await?,
     ))
+}
+
+/// How the records feature's errors answer: 404 for an absent record (or
+/// another tenant's), 409 for a conflicting write, 422 for a refused value;
+/// storage failures as the storage core maps them.
+impl From<RecordsError> for ApiError {
+    fn from(e: RecordsError) -> Self {
+        match e {
+            RecordsError::NotFound(_) => Self::NotFound(e.to_string()),
+            RecordsError::Conflict { .. } => Self::Conflict(e.to_string()),
+            RecordsError::Invalid { .. } => Self::Validation(e.to_string()),
+            RecordsError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: RecordsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_records_error_keeps_its_status_code_and_text() {
+        assert_eq!(
+            answer(RecordsError::NotFound("r1".into())),
+            (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Record r1 not found or access denied".into()
+            )
+        );
+        assert_eq!(
+            answer(RecordsError::Conflict {
+                kind: "note".into(),
+                name: "a".into()
+            }),
+            (
+                StatusCode::CONFLICT,
+                "conflict",
+                "A record of kind 'note' named 'a' already exists".into()
+            )
+        );
+        assert_eq!(
+            answer(RecordsError::invalid("name", "too long")),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "name: too long".into()
+            )
+        );
+        let (status, code, _) = answer(RecordsError::Store(StoreError::Unavailable("down".into())));
+        assert_eq!(
+            (status, code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+    }
 }

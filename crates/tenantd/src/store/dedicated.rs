@@ -23,7 +23,7 @@ use tenancy::TenantId;
 use super::postgres::{PgOptions, open_postgres};
 use super::sqlite::open_sqlite_file;
 use super::{Backend, StoreError};
-use crate::config::RlsCheck;
+use crate::config::{RlsCheck, is_postgres_url};
 use crate::tenants::model::StorageBinding;
 
 /// Where a dedicated tenant's database is.
@@ -77,11 +77,6 @@ impl Target {
             Target::Postgres(url) => crate::audit::redact::url(url),
         }
     }
-}
-
-/// Whether `url` names a PostgreSQL server.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// `url` with its database replaced by `database` (when given).

@@ -32,7 +32,7 @@ use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
-pub use dedicated::{PoolHealth, Target, TenantPools, is_postgres_url};
+pub use dedicated::{PoolHealth, Target, TenantPools};
 pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, check_isolation, open_postgres};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};

@@ -15,7 +15,8 @@ use super::service::TenantPage;
 use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::app::AppState;
 use crate::audit::layer::AuditTenant;
-use crate::error::{ApiError, ApiJson, ApiQuery, ErrorBody, truncate_for_echo};
+use crate::error::{ApiError, ErrorBody, truncate_for_echo};
+use crate::extract::{ApiJson, ApiQuery};
 use crate::keys::IssuedKey;
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
@@ -286,4 +287,76 @@ pub(crate) async fn delete_tenant(
         deleted: id.to_string(),
         removed,
     }))
+}
+
+/// How the tenants feature's errors answer: 404 for an absent tenant or
+/// key, 409 for an id that exists, is retired or is moving, 422 for a
+/// refused value; storage failures as the storage core maps them.
+impl From<TenantsError> for ApiError {
+    fn from(e: TenantsError) -> Self {
+        match e {
+            TenantsError::NotFound(_) | TenantsError::KeyNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            TenantsError::AlreadyExists(_) | TenantsError::Retired(_) | TenantsError::Moving(_) => {
+                Self::Conflict(e.to_string())
+            }
+            TenantsError::Invalid(_) => Self::Validation(e.to_string()),
+            TenantsError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn answer(e: TenantsError) -> (StatusCode, &'static str, String) {
+        let api = ApiError::from(e);
+        let (status, code) = api.parts();
+        (status, code, api.to_string())
+    }
+
+    #[test]
+    fn each_tenants_error_keeps_its_status_code_and_text() {
+        let not_found = [
+            (
+                TenantsError::NotFound("acme".into()),
+                "Tenant 'acme' not found",
+            ),
+            (
+                TenantsError::KeyNotFound("k1".into()),
+                "API key k1 not found",
+            ),
+        ];
+        for (e, detail) in not_found {
+            assert_eq!(
+                answer(e),
+                (StatusCode::NOT_FOUND, "not_found", detail.into())
+            );
+        }
+        let conflicts = [
+            TenantsError::AlreadyExists("acme".into()),
+            TenantsError::Retired("acme".into()),
+            TenantsError::Moving("acme".into()),
+        ];
+        for e in conflicts {
+            let detail = e.to_string();
+            assert_eq!(answer(e), (StatusCode::CONFLICT, "conflict", detail));
+        }
+        assert_eq!(
+            answer(TenantsError::Invalid(vec![
+                "a: bad".into(),
+                "b: bad".into()
+            ])),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "a: bad; b: bad".into()
+            )
+        );
+        let (status, code, _) = answer(TenantsError::Store(StoreError::Conflict("dup".into())));
+        assert_eq!((status, code), (StatusCode::CONFLICT, "conflict"));
+    }
 }

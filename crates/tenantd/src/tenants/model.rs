@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 use tenancy::{IpNet, TenantId};
 use utoipa::ToSchema;
 
+use crate::config::parse_net;
+
 /// Default OIDC scopes when a tenant's OIDC settings name none.
 pub const DEFAULT_OIDC_SCOPES: &str = "openid profile email";
 /// Default plan of a new tenant.
@@ -108,14 +110,6 @@ impl Security {
             .filter_map(|s| parse_net(s))
             .collect()
     }
-}
-
-/// A CIDR block, or a single address as its /32 or /128.
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 /// Per-tenant OpenID Connect login. The client secret is

@@ -437,7 +437,7 @@ fn desired_binding(
         }
         Tier::Dedicated => {
             if let Some(url) = &request.url
-                && (!crate::store::is_postgres_url(url) || url.contains('\0'))
+                && (!crate::config::is_postgres_url(url) || url.contains('\0'))
             {
                 return Err(TenantsError::Invalid(vec![
                     "url: a postgres:// URL (omit it for a SQLite file under data_dir/tenants/)"

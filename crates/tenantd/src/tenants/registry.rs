@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::DirectoryRow;
-use super::model::{TenantState, parse_net};
+use super::model::TenantState;
 use super::oidc::{BindingMap, Lookup};
 use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::config::parse_net;
 use crate::keys::KeyRow;
 use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
 use crate::store::{AdminStore, Placement, PlacementSource, StoreError, Target};

@@ -9,8 +9,8 @@ use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpe
 use super::registry::Registry;
 use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
 use crate::clock::now_rfc3339;
+use crate::config::is_postgres_url;
 use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
-use crate::store::is_postgres_url;
 use crate::store::{AdminStore, StoreError};
 
 /// Tenant administration.

@@ -8,7 +8,8 @@ use utoipa::IntoParams;
 use super::report::{MetricsReport, UsageReport};
 use crate::app::AppState;
 use crate::clock::{day_of_ms, month_of_ms, now_ms, parse_day, parse_month};
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
 

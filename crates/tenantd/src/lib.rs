@@ -28,6 +28,7 @@ pub mod records;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod task;
 pub mod telemetry;
 pub mod tenants;
 pub mod usage;

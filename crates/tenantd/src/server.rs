@@ -16,8 +16,8 @@ use tenancy::ratelimit::{
 };
 
 use crate::app::{AppState, router, tenancy_layer};
-use crate::audit::{AuditLog, AuditTask, SweepOptions};
-use crate::billing::{BillingWorker, WorkerTask};
+use crate::audit::{AuditLog, SweepOptions};
+use crate::billing::BillingWorker;
 use crate::config::{Config, LimitStoreKind};
 use crate::jobs::worker::JobRunner;
 use crate::keys::auth::CredentialVerifier;
@@ -28,11 +28,12 @@ use crate::limits::PlanBook;
 use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::task::OwnedTask;
 use crate::tenants::admin_key::AuthFailures;
-use crate::tenants::registry::{Maintenance, Registry};
+use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
-use crate::usage::{RecorderTask, UsageRecorder};
+use crate::usage::UsageRecorder;
 
 /// How often the audit writer chains events left in outboxes.
 const OUTBOX_SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -40,16 +41,20 @@ const OUTBOX_SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// sweep chains it (its request has ended by then, answered or not).
 const OUTBOX_SWEEP_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long each background task may take to finish its last flush at
+/// shutdown (a storage pool wait is 5 s).
+const FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+
 /// A configured application, ready to serve.
 pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
     jobs: JobRunner,
-    registry: Maintenance,
-    recorder: RecorderTask,
-    audit: AuditTask,
-    billing: WorkerTask,
+    registry: OwnedTask,
+    recorder: OwnedTask,
+    audit: OwnedTask,
+    billing: OwnedTask,
 }
 
 /// The rate limiter the configuration asks for, or `None` when limits
@@ -238,11 +243,13 @@ impl Server {
         self.jobs.shutdown().await;
         // Every counted request and every audit event reaches storage
         // before it closes.
-        self.recorder.stop().await;
-        self.audit.stop().await;
-        self.billing.stop().await;
+        // Each gets a deadline: one stuck on a storage that stopped
+        // answering must not keep the process from exiting.
+        self.recorder.stop_within(FLUSH_DEADLINE).await;
+        self.audit.stop_within(FLUSH_DEADLINE).await;
+        self.billing.stop_within(FLUSH_DEADLINE).await;
         // Last writes of API keys' last_used_at, then close storage.
-        self.registry.stop().await;
+        self.registry.stop_within(FLUSH_DEADLINE).await;
         self.state.store.close().await;
         served?;
         tracing::info!("tenantd stopped");

@@ -30,7 +30,7 @@ use crate::store::{StoreError, TenantScope};
 
 pub use crate::store::outbox::{NewEvent, OutboxPlace, OutboxRef, UNANSWERED, new_event_id};
 pub use redact::params as redact_params;
-pub use writer::{AuditLog, AuditTask, SweepOptions};
+pub use writer::{AuditLog, SweepOptions};
 
 /// The chain of admin actions that concern no single tenant.
 pub const SYSTEM_CHAIN: &str = "";

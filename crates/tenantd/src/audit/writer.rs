@@ -22,8 +22,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::task::OwnedTask;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,9 +61,8 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer over `store`.
-    pub fn start(store: AdminStore, sweep: SweepOptions) -> (Self, AuditTask) {
+    pub fn start(store: AdminStore, sweep: SweepOptions) -> (Self, OwnedTask) {
         let (sender, receiver) = mpsc::channel(4096);
-        let cancel = CancellationToken::new();
         let writer = Writer {
             store,
             sweep,
@@ -71,8 +70,8 @@ impl AuditLog {
             failing_until: None,
             backoff: FIRST_BACKOFF,
         };
-        let task = tokio::spawn(writer.run(receiver, cancel.clone()));
-        (Self { sender }, AuditTask { cancel, task })
+        let task = OwnedTask::spawn("audit writer", move |cancel| writer.run(receiver, cancel));
+        (Self { sender }, task)
     }
 
     /// Appends `event`, waiting for its commit until `deadline`. Returns
@@ -308,20 +307,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The writer task.
-#[derive(Debug)]
-pub struct AuditTask {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl AuditTask {
-    /// Writes what is queued, then stops.
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
     }
 }

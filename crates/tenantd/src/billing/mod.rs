@@ -38,7 +38,7 @@ use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
-pub use worker::{BillingWorker, WorkerTask, sign};
+pub use worker::{BillingWorker, sign};
 
 /// Event type of a month close.
 pub const EVENT_TYPE: &str = "usage.month_closed";

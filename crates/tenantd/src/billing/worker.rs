@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::task::OwnedTask;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tenancy::TenantId;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{BillingEvent, CloseReport, EVENT_TYPE, NewBillingEvent};
@@ -65,23 +65,6 @@ impl std::fmt::Debug for BillingWorker {
         f.debug_struct("BillingWorker")
             .field("webhook_url", &self.config.webhook_url)
             .finish_non_exhaustive()
-    }
-}
-
-/// The running delivery loop.
-#[derive(Debug)]
-pub struct WorkerTask {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl WorkerTask {
-    /// Stops after the attempt in flight (its outcome is recorded).
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "billing worker ended abnormally");
-        }
     }
 }
 
@@ -196,12 +179,9 @@ impl BillingWorker {
 
     /// Starts the loop: auto-closes the previous month once it has ended
     /// (when `billing.auto_close`) and delivers due events.
-    pub fn start(&self) -> WorkerTask {
-        let cancel = CancellationToken::new();
+    pub fn start(&self) -> OwnedTask {
         let worker = self.clone();
-        let token = cancel.clone();
-        let task = tokio::spawn(async move { worker.run(token).await });
-        WorkerTask { cancel, task }
+        OwnedTask::spawn("billing worker", move |token| worker.run(token))
     }
 
     async fn run(self, cancel: CancellationToken) {

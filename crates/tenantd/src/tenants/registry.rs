@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::task::OwnedTask;
 use tenancy::{
     AuthError, IpNet, KeyHash, Principal, PrincipalKind, TenantDirectory, TenantId, TenantStatus,
 };
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::DirectoryRow;
 use super::model::TenantState;
@@ -375,17 +374,15 @@ impl Registry {
 
     /// Starts the background task: reloads when the store's registry
     /// version moves, flushes key uses every `flush`. Stop it with
-    /// [`Maintenance::stop`], which flushes once more.
+    /// [`OwnedTask::stop_within`], which flushes once more.
     pub fn maintain(
         self: &Arc<Self>,
         store: AdminStore,
         poll: Duration,
         flush: Duration,
-    ) -> Maintenance {
-        let cancel = CancellationToken::new();
+    ) -> OwnedTask {
         let registry = self.clone();
-        let token = cancel.clone();
-        let task = tokio::spawn(async move {
+        OwnedTask::spawn("registry maintenance", move |token| async move {
             let mut poll_tick = tokio::time::interval(poll);
             let mut flush_tick = tokio::time::interval(flush);
             loop {
@@ -412,23 +409,7 @@ impl Registry {
             if let Err(e) = registry.flush_uses(&store).await {
                 tracing::warn!(error = %e, "recording API key use at shutdown failed");
             }
-        });
-        Maintenance { cancel, task }
-    }
-}
-
-/// Handle of the registry's background task.
-#[derive(Debug)]
-pub struct Maintenance {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Maintenance {
-    /// Stops the task after a final flush of key uses.
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
+        })
     }
 }
 

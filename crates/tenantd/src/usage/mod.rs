@@ -22,7 +22,7 @@ use tenancy::TenantId;
 use crate::store::{StoreError, TenantStore};
 
 pub use histogram::Histogram;
-pub use recorder::{RecorderTask, RouteClass, StatusClass, UsageRecorder};
+pub use recorder::{RouteClass, StatusClass, UsageRecorder};
 /// Counter helpers for other features' SQLite transactions.
 pub(crate) mod sqlite_support {
     pub(crate) use super::sqlite::{count_in_tx, counter_in_tx};

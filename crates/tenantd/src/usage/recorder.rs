@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::task::OwnedTask;
 use tenancy::TenantId;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::{DayStats, UsageBatch, metric};
 use crate::clock::{day_of_ms, month_of_ms};
@@ -262,13 +261,10 @@ impl UsageRecorder {
         }
     }
 
-    /// Starts the periodic flush; [`RecorderTask::stop`] flushes a last
-    /// time.
-    pub fn start(self: &Arc<Self>, store: AdminStore, every: Duration) -> RecorderTask {
-        let cancel = CancellationToken::new();
-        let token = cancel.clone();
+    /// Starts the periodic flush; stopping the task flushes a last time.
+    pub fn start(self: &Arc<Self>, store: AdminStore, every: Duration) -> OwnedTask {
         let recorder = self.clone();
-        let task = tokio::spawn(async move {
+        OwnedTask::spawn("usage recorder", move |token| async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -284,23 +280,7 @@ impl UsageRecorder {
             if let Err(e) = recorder.flush(&store).await {
                 tracing::error!(error = %e, lost_requests = recorder.pending_requests(), "writing usage counters at shutdown failed");
             }
-        });
-        RecorderTask { cancel, task }
-    }
-}
-
-/// The recorder's background flush.
-#[derive(Debug)]
-pub struct RecorderTask {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl RecorderTask {
-    /// Stops after a final flush.
-    pub async fn stop(self) {
-        self.cancel.cancel();
-        let _ = self.task.await;
+        })
     }
 }
 

@@ -230,8 +230,30 @@ async fn no_acknowledged_write_loses_its_event_when_the_database_dies_before_the
         })
     });
     let writes: Vec<_> = writes.collect();
-    // The writes commit (their own path is up) and wait for the writer.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The writes commit (their own path is up) and wait for the writer:
+    // crash once all four are in the database.
+    let mut db =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&cluster.url("postgres", "tenantd"))
+            .await
+            .expect("superuser connection");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM records WHERE tenant_id = 'acme' AND name LIKE 'in-flight%'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+        if stored == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writes did not commit: {stored} of 4"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(db);
     cluster.crash();
     let mut acknowledged: BTreeSet<String> = ["before".to_owned()].into();
     for write in writes {

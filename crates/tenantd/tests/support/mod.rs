@@ -17,6 +17,28 @@ use tenantd::{Config, Server};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The log level `TEST_LOG` asks for: `1` is `info`, any other value an
+/// `EnvFilter` directive (`debug`, `tenantd=trace`); unset or `0`, none.
+fn test_log() -> Option<String> {
+    let value = std::env::var("TEST_LOG").ok()?;
+    match value.as_str() {
+        "" | "0" => None,
+        "1" => Some("info".to_owned()),
+        _ => Some(value),
+    }
+}
+
+/// With `TEST_LOG`, the in-process servers log through the test harness's
+/// capture: a failing test shows its server's logs, a passing one does not.
+fn init_test_log() {
+    if let Some(level) = test_log() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+            .try_init();
+    }
+}
+
 /// A server on a random port over `data_dir`, stopped gracefully on `stop`.
 pub struct App {
     /// `http://127.0.0.1:PORT`.
@@ -92,6 +114,7 @@ pub fn config(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Config {
 impl App {
     /// Builds and serves `config` in the background.
     pub async fn start(config: Config) -> App {
+        init_test_log();
         let server = Server::build(config, None).await.expect("server builds");
         Self::serve(server)
     }
@@ -101,6 +124,7 @@ impl App {
         config: Config,
         clock: std::sync::Arc<dyn tenancy::ratelimit::Clock>,
     ) -> App {
+        init_test_log();
         let server = Server::build_with_clock(config, None, clock)
             .await
             .expect("server builds");
@@ -109,6 +133,7 @@ impl App {
 
     /// Serves an already built server in the background.
     pub fn serve(server: Server) -> App {
+        init_test_log();
         let addr = server.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -267,6 +292,9 @@ impl Proc {
         for (k, v) in backend_env(data_dir) {
             cmd.env(k, v);
         }
+        if let Some(level) = test_log() {
+            cmd.env("RUST_LOG", level);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -304,5 +332,14 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // With TEST_LOG, a failing test shows the child's logs too.
+        if test_log().is_some()
+            && std::thread::panicking()
+            && let Some(mut e) = self.child.stderr.take()
+        {
+            let mut err = String::new();
+            let _ = e.read_to_string(&mut err);
+            eprintln!("--- tenantd stderr ---\n{err}");
+        }
     }
 }

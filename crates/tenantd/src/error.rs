@@ -131,17 +131,17 @@ impl IntoResponse for ApiError {
         let (status, code) = self.parts();
         let detail = match &self {
             Self::Internal(cause) => {
-                let cause = crate::audit::redact::text(cause);
+                let cause = crate::redact::text(cause);
                 tracing::error!(%cause, "internal error");
                 "Internal server error".to_owned()
             }
             Self::Unavailable(cause) => {
-                let cause = crate::audit::redact::text(cause);
+                let cause = crate::redact::text(cause);
                 tracing::warn!(%cause, "storage unavailable");
                 "Storage is unavailable; the request changed nothing. Retry later".to_owned()
             }
             Self::StorageFull(cause) => {
-                let cause = crate::audit::redact::text(cause);
+                let cause = crate::redact::text(cause);
                 tracing::error!(%cause, "storage full");
                 "The disk holding the data is full; the request changed nothing. Retry once space is freed".to_owned()
             }
@@ -181,7 +181,7 @@ impl From<StoreError> for ApiError {
             StoreError::Full(c) => Self::StorageFull(c),
             StoreError::Internal(c) => Self::Internal(c),
             StoreError::Invalid(c) => {
-                tracing::warn!(cause = %crate::audit::redact::text(&c), "storage refused a value");
+                tracing::warn!(cause = %crate::redact::text(&c), "storage refused a value");
                 Self::Validation(format!(
                     "A value of the request cannot be stored: {}",
                     truncate_for_echo(&c)

@@ -132,7 +132,7 @@ pub(crate) async fn tenants(
                 "shared".to_owned(),
                 match &shared {
                     Ok(()) => PoolHealth::Ok,
-                    Err(e) => PoolHealth::Error(crate::audit::redact::text(&e.to_string())),
+                    Err(e) => PoolHealth::Error(crate::redact::text(&e.to_string())),
                 },
             ),
             Some(target) => ("dedicated", target.describe(), pools.health(&id).await),

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod portable;
 pub mod records;
+pub mod redact;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -155,7 +155,7 @@ impl Source {
             Self::Admin(store, chain) => store.audit().list_events(chain, filter).await?,
         };
         for event in &mut events {
-            super::redact::json(&mut event.params);
+            crate::redact::json(&mut event.params);
         }
         Ok(events)
     }

@@ -15,7 +15,6 @@ pub mod cli;
 pub mod http;
 pub mod layer;
 mod postgres;
-pub mod redact;
 mod rows;
 mod sqlite;
 mod writer;
@@ -29,7 +28,7 @@ use utoipa::ToSchema;
 use crate::store::{StoreError, TenantScope};
 
 pub use crate::store::outbox::{NewEvent, OutboxPlace, OutboxRef, UNANSWERED, new_event_id};
-pub use redact::params as redact_params;
+pub use crate::redact::params as redact_params;
 pub use writer::{AuditLog, SweepOptions};
 
 /// The chain of admin actions that concern no single tenant.

@@ -503,7 +503,7 @@ impl Config {
     /// masked, for `tenantd config check`.
     pub fn to_masked_yaml(&self) -> String {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        crate::audit::redact::json(&mut value);
+        crate::redact::json(&mut value);
         serde_norway::to_string(&value).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

@@ -148,7 +148,7 @@ fn masking_hides_secrets() {
         "admin_key": "hunter2", "url": "postgres://user:pw@db/x", "plain": "ok",
         "nested": {"client_secret": "s", "enabled": true}
     });
-    crate::audit::redact::json(&mut v);
+    crate::redact::json(&mut v);
     assert_eq!(v["admin_key"], "***");
     assert_eq!(v["url"], "postgres://***@db/x");
     assert_eq!(v["plain"], "ok");

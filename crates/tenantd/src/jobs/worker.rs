@@ -187,7 +187,7 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
         finish_failed(shared, &job, "Invalid repository URL", None).await;
         return;
     };
-    tracing::info!(repository_url = %crate::audit::redact::url(&job.repository_url), "detection started");
+    tracing::info!(repository_url = %crate::redact::url(&job.repository_url), "detection started");
     let interrupt = Arc::new(AtomicBool::new(false));
     let scratch = shared.scratch.join(format!("{}-{}", job.id, job.attempt));
     let limits = Limits {
@@ -319,7 +319,7 @@ fn backoff(config: &JobsConfig, job: &ClaimedJob) -> Duration {
 async fn finish_failed(shared: &Shared, job: &ClaimedJob, error: &str, retry: Option<Duration>) {
     let will_retry = retry.is_some() && job.attempt < job.max_attempts;
     // A clone error may quote the repository URL, credentials included.
-    let error = crate::audit::redact::text(error);
+    let error = crate::redact::text(error);
     tracing::warn!(error, will_retry, "detection attempt failed");
     if let Err(e) = shared.queue.fail(job, &error, retry).await {
         tracing::warn!(error = %e, "recording the failure failed; the lease will expire");
@@ -353,7 +353,7 @@ fn to_record(job: &ClaimedJob, location: &Location, facts: RepoFacts) -> NewReco
         kind: "repository".to_owned(),
         name,
         // A clone URL's credentials do not belong in the tenant's records.
-        url: crate::audit::redact::url(&job.repository_url),
+        url: crate::redact::url(&job.repository_url),
         description: Some(description),
         tags,
         fields,

@@ -360,7 +360,7 @@ pub async fn export(
     // A dedicated tenant's records are in its own database.
     if let Some(target) = dedicated_target(store, tenant, tenant_row) {
         let own = store.pools().open_target(&target).await.map_err(|e| {
-            StoreError::Unavailable(crate::audit::redact::text(&format!(
+            StoreError::Unavailable(crate::redact::text(&format!(
                 "{}: {e:#}",
                 target.describe()
             )))
@@ -382,7 +382,7 @@ pub async fn export(
             continue;
         };
         if let Some(url) = spec.storage.as_mut().and_then(|s| s.url.as_mut()) {
-            *url = crate::audit::redact::url(url);
+            *url = crate::redact::url(url);
             let text =
                 serde_json::to_string(&spec).map_err(|e| PortableError::Invalid(e.to_string()))?;
             data.insert("spec".to_owned(), Value::String(text));

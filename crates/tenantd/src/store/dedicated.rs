@@ -70,11 +70,11 @@ impl Target {
     }
 
     /// What to show an operator (a PostgreSQL URL without its credentials,
-    /// see [`crate::audit::redact::url`]).
+    /// see [`crate::redact::url`]).
     pub fn describe(&self) -> String {
         match self {
             Target::Sqlite(path) => path.display().to_string(),
-            Target::Postgres(url) => crate::audit::redact::url(url),
+            Target::Postgres(url) => crate::redact::url(url),
         }
     }
 }
@@ -241,12 +241,12 @@ impl TenantPools {
 
     /// Opens `target` outside the LRU (a move holds it for its duration
     /// and closes it itself). The error's text is redacted
-    /// ([`crate::audit::redact::text`]): it reaches health reports, move
+    /// ([`crate::redact::text`]): it reaches health reports, move
     /// errors and logs, and a driver's message may quote the URL.
     pub(crate) async fn open_target(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
         self.open_unredacted(target)
             .await
-            .map_err(|e| anyhow::anyhow!(crate::audit::redact::text(&format!("{e:#}"))))
+            .map_err(|e| anyhow::anyhow!(crate::redact::text(&format!("{e:#}"))))
     }
 
     async fn open_unredacted(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
@@ -317,7 +317,7 @@ impl TenantPools {
         match backend {
             Some(b) => match b.ready().await {
                 Ok(()) => PoolHealth::Ok,
-                Err(e) => PoolHealth::Error(crate::audit::redact::text(&e.to_string())),
+                Err(e) => PoolHealth::Error(crate::redact::text(&e.to_string())),
             },
             None => match lock(&self.failures).get(tenant) {
                 Some(reason) => PoolHealth::Error(reason.clone()),

@@ -286,7 +286,7 @@ impl From<TenantRow> for Tenant {
             oidc: row.spec.oidc.as_ref().map(OidcView::from),
             // A dedicated database's URL may carry a password: never shown.
             storage: row.spec.storage.map(|mut s| {
-                s.url = s.url.as_deref().map(crate::audit::redact::url);
+                s.url = s.url.as_deref().map(crate::redact::url);
                 s
             }),
             source: row.source,

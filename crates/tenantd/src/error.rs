@@ -14,7 +14,6 @@ use serde::Serialize;
 use tenancy::TenancyError;
 use utoipa::ToSchema;
 
-use crate::routes::Scope;
 use crate::store::StoreError;
 
 /// The JSON shape of every error.
@@ -70,9 +69,10 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     /// 403 `insufficient_scope`: the credential is restricted to scopes
-    /// that do not include the route's (named, when the route has one).
+    /// that do not include the route's (named, when the route has one: the
+    /// scope's name as keys carry it).
     #[error("{}", insufficient_scope_detail(*.0))]
-    InsufficientScope(Option<Scope>),
+    InsufficientScope(Option<&'static str>),
     /// 429 `too_many_auth_failures`: too many wrong admin keys from this
     /// address; every admin request from it waits out the minute.
     #[error(
@@ -119,7 +119,7 @@ impl ApiError {
     }
 }
 
-fn insufficient_scope_detail(needed: Option<Scope>) -> String {
+fn insufficient_scope_detail(needed: Option<&str>) -> String {
     match needed {
         Some(scope) => format!("This credential lacks the scope '{scope}' this route needs"),
         None => "This credential is restricted to scopes and this route grants none".to_owned(),

@@ -397,7 +397,7 @@ pub async fn require_scope(request: Request, next: Next) -> Response {
     if let Some(principal) = principal
         && !permits(principal, needed)
     {
-        return ApiError::InsufficientScope(needed).into_response();
+        return ApiError::InsufficientScope(needed.map(Scope::as_str)).into_response();
     }
     next.run(request).await
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tenancy::TenantResolver;
+use tenancy::{TenancyLayer, TenantResolver};
 use tokio::net::TcpListener;
 
 use std::time::Duration;
@@ -27,7 +27,7 @@ use crate::keys::pepper;
 use crate::limits::PlanBook;
 use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{AdminStore, Store};
 use crate::task::OwnedTask;
 use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::Registry;
@@ -104,71 +104,19 @@ impl Server {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let store = Store::open(&config.storage, config.storage.max_connections).await?;
-        let admin_store = store.admin();
         let pepper =
             pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
         let hasher = KeyHasher::new(&pepper);
-
-        let static_rows = statics::rows(&config.tenants);
-        for row in &static_rows {
-            tracing::info!("Initializing tenant: {}", row.id);
-        }
-        admin_store
-            .tenants()
-            .upsert_static_tenants(&static_rows)
-            .await
-            .context("storing the static tenants")?;
-        let plans = Arc::new(PlanBook::from_config(&config));
-        let registry = Arc::new(
-            Registry::new(config.tenant.registry, plans).with_data_dir(&config.storage.data_dir),
-        );
-        let store = store
-            .with_quotas(registry.clone())
-            .with_placement(registry.clone());
+        store_static_tenants(&store.admin(), &config).await?;
+        let (store, registry) = load_registry(store, &config).await?;
         let admin_store = store.admin();
-        registry
-            .reload(&admin_store)
-            .await
-            .context("loading the tenant registry")?;
-        tracing::info!(tenants = registry.tenant_count(), "tenant registry loaded");
-        open_dedicated_pools(&store, &registry, config.storage.eager).await;
         let maintenance = registry.maintain(
             admin_store.clone(),
             Duration::from_millis(config.auth.registry_poll_ms),
             Duration::from_secs(config.auth.last_used_flush_secs),
         );
-        let oidc = OidcVerifier::from_config(registry.clone(), &config.auth.jwt);
-        let verifier = CredentialVerifier::new(
-            registry.clone(),
-            hasher.clone(),
-            JwtVerifier::from_config(&config.auth.jwt),
-            oidc,
-        );
-        let tenancy = tenancy_layer(&config, resolver, verifier, registry.clone())?;
-        let ratelimit = limiter(&config, clock)?.map(|limiter| {
-            RateLimitLayer::new(limiter, Arc::new(RegistryLimits::new(registry.clone())))
-        });
-        let usage = Arc::new(UsageRecorder::new());
-        let recorder = usage.start(
-            admin_store.clone(),
-            Duration::from_millis(config.usage.flush_ms),
-        );
-        let (audit, audit_task) = AuditLog::start(
-            admin_store.clone(),
-            SweepOptions {
-                every: OUTBOX_SWEEP_EVERY,
-                // A parked event younger than a request can live may still
-                // be chained by its request, with its status.
-                min_age: Duration::from_secs(config.server.request_timeout_secs)
-                    + OUTBOX_SWEEP_MARGIN,
-            },
-        );
-        let billing = BillingWorker::new(
-            admin_store.clone(),
-            registry.clone(),
-            config.billing.clone(),
-        );
-        let billing_task = billing.start();
+        let (tenancy, ratelimit) = request_layers(&config, resolver, &registry, &hasher, clock)?;
+        let writers = Writers::start(&admin_store, &registry, &config);
         let metrics = Arc::new(Metrics::new(config.metrics.top_tenants));
         let admin = TenantAdmin::new(admin_store, registry.clone(), hasher);
         let listener = TcpListener::bind(config.server.bind)
@@ -188,10 +136,10 @@ impl Server {
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
             admin,
-            usage,
-            audit,
+            usage: writers.usage,
+            audit: writers.audit,
             metrics,
-            billing,
+            billing: writers.billing,
         };
         let router = router(state.clone(), tenancy, ratelimit);
         Ok(Self {
@@ -200,9 +148,9 @@ impl Server {
             state,
             jobs,
             registry: maintenance,
-            recorder,
-            audit: audit_task,
-            billing: billing_task,
+            recorder: writers.recorder,
+            audit: writers.audit_task,
+            billing: writers.billing_task,
         })
     }
 
@@ -254,6 +202,110 @@ impl Server {
         served?;
         tracing::info!("tenantd stopped");
         Ok(())
+    }
+}
+
+/// Writes the tenants declared in the configuration to storage, so the
+/// registry loaded next sees them like any other tenant.
+async fn store_static_tenants(admin_store: &AdminStore, config: &Config) -> anyhow::Result<()> {
+    let static_rows = statics::rows(&config.tenants);
+    for row in &static_rows {
+        tracing::info!("Initializing tenant: {}", row.id);
+    }
+    admin_store
+        .tenants()
+        .upsert_static_tenants(&static_rows)
+        .await
+        .context("storing the static tenants")
+}
+
+/// Builds the tenant registry, hands it to the store (quotas and
+/// placement are read from it), loads it and opens the dedicated pools.
+/// Returns the store that knows the registry.
+async fn load_registry(store: Store, config: &Config) -> anyhow::Result<(Store, Arc<Registry>)> {
+    let plans = Arc::new(PlanBook::from_config(config));
+    let registry = Arc::new(
+        Registry::new(config.tenant.registry, plans).with_data_dir(&config.storage.data_dir),
+    );
+    let store = store
+        .with_quotas(registry.clone())
+        .with_placement(registry.clone());
+    registry
+        .reload(&store.admin())
+        .await
+        .context("loading the tenant registry")?;
+    tracing::info!(tenants = registry.tenant_count(), "tenant registry loaded");
+    open_dedicated_pools(&store, &registry, config.storage.eager).await;
+    Ok((store, registry))
+}
+
+/// The tenancy layer (who is calling, for which tenant) and the rate
+/// limit layer, when limits are on.
+fn request_layers(
+    config: &Config,
+    resolver: Option<Box<dyn TenantResolver>>,
+    registry: &Arc<Registry>,
+    hasher: &KeyHasher,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(TenancyLayer, Option<RateLimitLayer>)> {
+    let oidc = OidcVerifier::from_config(registry.clone(), &config.auth.jwt);
+    let verifier = CredentialVerifier::new(
+        registry.clone(),
+        hasher.clone(),
+        JwtVerifier::from_config(&config.auth.jwt),
+        oidc,
+    );
+    let tenancy = tenancy_layer(config, resolver, verifier, registry.clone())?;
+    let ratelimit = limiter(config, clock)?.map(|limiter| {
+        RateLimitLayer::new(limiter, Arc::new(RegistryLimits::new(registry.clone())))
+    });
+    Ok((tenancy, ratelimit))
+}
+
+/// The background writers requests hand work to (usage counts, audit
+/// events, billing), each with the task that owns its flushing.
+struct Writers {
+    usage: Arc<UsageRecorder>,
+    recorder: OwnedTask,
+    audit: AuditLog,
+    audit_task: OwnedTask,
+    billing: BillingWorker,
+    billing_task: OwnedTask,
+}
+
+impl Writers {
+    /// Starts the usage recorder, the audit writer and the billing worker,
+    /// in that order.
+    fn start(admin_store: &AdminStore, registry: &Arc<Registry>, config: &Config) -> Self {
+        let usage = Arc::new(UsageRecorder::new());
+        let recorder = usage.start(
+            admin_store.clone(),
+            Duration::from_millis(config.usage.flush_ms),
+        );
+        let (audit, audit_task) = AuditLog::start(
+            admin_store.clone(),
+            SweepOptions {
+                every: OUTBOX_SWEEP_EVERY,
+                // A parked event younger than a request can live may still
+                // be chained by its request, with its status.
+                min_age: Duration::from_secs(config.server.request_timeout_secs)
+                    + OUTBOX_SWEEP_MARGIN,
+            },
+        );
+        let billing = BillingWorker::new(
+            admin_store.clone(),
+            registry.clone(),
+            config.billing.clone(),
+        );
+        let billing_task = billing.start();
+        Self {
+            usage,
+            recorder,
+            audit,
+            audit_task,
+            billing,
+            billing_task,
+        }
     }
 }
 

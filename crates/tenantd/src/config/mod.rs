@@ -377,9 +377,26 @@ impl Config {
     }
 
     /// Semantic checks that types alone cannot express.
+    ///
+    /// Every problem is reported, in a fixed order (section by section),
+    /// so an operator fixes a file in one pass.
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         problems.extend(statics::validate_all(&self.tenants));
+        problems.extend(self.trusted_proxy_problems());
+        problems.extend(self.auth_problems());
+        problems.extend(self.tenant.problem());
+        problems.extend(self.server_problems());
+        problems.extend(self.jobs_problems());
+        problems.extend(self.limits_and_billing_problems());
+        problems.extend(self.storage.problems());
+        problems.extend(self.storage_pool_problems());
+        problems
+    }
+
+    /// Each `server.trusted_proxies` entry must parse.
+    fn trusted_proxy_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         for (i, cidr) in self.server.trusted_proxies.iter().enumerate() {
             if parse_net(cidr).is_none() {
                 problems.push(format!(
@@ -387,6 +404,12 @@ impl Config {
                 ));
             }
         }
+        problems
+    }
+
+    /// Secret lengths, the admin key, and the `auth.*` settings.
+    fn auth_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         for (key, secret) in [
             ("auth.key_pepper", &self.auth.key_pepper),
             ("auth.jwt.hs256_secret", &self.auth.jwt.hs256_secret),
@@ -409,7 +432,7 @@ impl Config {
         if self.auth.jwt.tenant_claim.trim().is_empty() {
             problems.push("auth.jwt.tenant_claim: must not be empty".to_owned());
         }
-        for (key, value) in [
+        problems.extend(zero_problems([
             ("auth.last_used_flush_secs", self.auth.last_used_flush_secs),
             ("auth.registry_poll_ms", self.auth.registry_poll_ms),
             ("auth.jwt.jwks_ttl_secs", self.auth.jwt.jwks_ttl_secs),
@@ -418,12 +441,13 @@ impl Config {
                 "auth.jwt.jwks_failure_ttl_secs",
                 self.auth.jwt.jwks_failure_ttl_secs,
             ),
-        ] {
-            if value == 0 {
-                problems.push(format!("{key}: must be greater than 0"));
-            }
-        }
-        problems.extend(self.tenant.problem());
+        ]));
+        problems
+    }
+
+    /// Body size and timeouts of `server.*`.
+    fn server_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.server.max_body_bytes == 0 {
             problems.push("server.max_body_bytes: must be greater than 0".to_owned());
         }
@@ -433,7 +457,12 @@ impl Config {
         if self.server.request_timeout_secs == 0 {
             problems.push("server.request_timeout_secs: must be greater than 0".to_owned());
         }
-        for (key, value) in [
+        problems
+    }
+
+    /// `jobs.*` counts and durations.
+    fn jobs_problems(&self) -> Vec<String> {
+        zero_problems([
             (
                 "jobs.per_tenant_concurrency",
                 u64::from(self.jobs.per_tenant_concurrency),
@@ -442,11 +471,13 @@ impl Config {
             ("jobs.lease_secs", self.jobs.lease_secs),
             ("jobs.poll_interval_ms", self.jobs.poll_interval_ms),
             ("jobs.timeout_secs", self.jobs.timeout_secs),
-        ] {
-            if value == 0 {
-                problems.push(format!("{key}: must be greater than 0"));
-            }
-        }
+        ])
+    }
+
+    /// The Redis limit store, the billing webhook, and the intervals of
+    /// limits, usage and billing.
+    fn limits_and_billing_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.limits.enabled
             && self.limits.store == LimitStoreKind::Redis
             && self
@@ -476,7 +507,7 @@ impl Config {
         {
             problems.push("billing.webhook_secret: must be at least 32 characters".to_owned());
         }
-        for (key, value) in [
+        problems.extend(zero_problems([
             ("limits.redis_timeout_ms", self.limits.redis_timeout_ms),
             ("usage.flush_ms", self.usage.flush_ms),
             ("billing.retry_base_ms", self.billing.retry_base_ms),
@@ -484,12 +515,13 @@ impl Config {
             ("billing.timeout_ms", self.billing.timeout_ms),
             ("billing.poll_ms", self.billing.poll_ms),
             ("billing.max_attempts", u64::from(self.billing.max_attempts)),
-        ] {
-            if value == 0 {
-                problems.push(format!("{key}: must be greater than 0"));
-            }
-        }
-        problems.extend(self.storage.problems());
+        ]));
+        problems
+    }
+
+    /// The pool size and data directory of `storage.*`.
+    fn storage_pool_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.storage.max_connections == 0 {
             problems.push("storage.max_connections: must be greater than 0".to_owned());
         }
@@ -524,6 +556,15 @@ fn describe_figment_error(error: figment::Error) -> String {
         })
         .unwrap_or_default();
     format!("{key}: {}{origin}", error.kind)
+}
+
+/// "must be greater than 0" for each setting whose value is 0, in order.
+fn zero_problems<const N: usize>(settings: [(&str, u64); N]) -> Vec<String> {
+    settings
+        .into_iter()
+        .filter(|(_, value)| *value == 0)
+        .map(|(key, _)| format!("{key}: must be greater than 0"))
+        .collect()
 }
 
 /// A CIDR block, or a single address as its /32 or /128: how every address

@@ -181,7 +181,6 @@ enum Ending {
 
 async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bool>) {
     let config = &shared.config;
-    let lease = Duration::from_secs(config.lease_secs);
     let Some(location) = detect::parse_location(&job.repository_url, config.allow_local_paths)
     else {
         finish_failed(shared, &job, "Invalid repository URL", None).await;
@@ -201,6 +200,25 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
             detect::detect(&location, &limits, &interrupt, &scratch)
         })
     };
+    let ending = supervise(shared, &job, &mut task, &interrupt, shutdown).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    settle(shared, &job, &location, ending).await;
+}
+
+/// Waits for the detection while renewing the job's lease, and says how
+/// it ended: on its own, or interrupted because the job was cancelled, it
+/// ran out of time, or the worker is shutting down (after the shutdown
+/// grace). An interrupted detection is still waited for, so its scratch
+/// directory is no longer in use when the caller removes it.
+async fn supervise(
+    shared: &Shared,
+    job: &ClaimedJob,
+    task: &mut tokio::task::JoinHandle<Result<RepoFacts, DetectError>>,
+    interrupt: &AtomicBool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ending {
+    let config = &shared.config;
+    let lease = Duration::from_secs(config.lease_secs);
     let mut heartbeat = tokio::time::interval(lease / 3);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.tick().await;
@@ -216,8 +234,8 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
             }
         };
         tokio::select! {
-            joined = &mut task => break joined,
-            _ = heartbeat.tick() => match shared.queue.heartbeat(&job, lease).await {
+            joined = &mut *task => break joined,
+            _ = heartbeat.tick() => match shared.queue.heartbeat(job, lease).await {
                 Ok(true) => {}
                 Ok(false) => {
                     interrupt.store(true, Ordering::Relaxed);
@@ -240,51 +258,27 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
             }
         }
     };
-    let _ = std::fs::remove_dir_all(&scratch);
-    let ending = match (ending, result) {
+    match (ending, result) {
         (Some(e), _) => e,
         (None, Ok(done)) => Ending::Done(Box::new(done)),
         (None, Err(_)) => Ending::Panicked,
-    };
+    }
+}
+
+/// Acts on how a detection ended: stores the facts, fails the job (with a
+/// retry when one can help), or gives the job back to the queue.
+async fn settle(shared: &Shared, job: &ClaimedJob, location: &Location, ending: Ending) {
+    let config = &shared.config;
     match ending {
         Ending::Done(done) => match *done {
-            Ok(facts) => {
-                let record = to_record(&job, &location, facts);
-                match shared.queue.complete(&job, record).await {
-                    Ok(Some(record_id)) => tracing::info!(%record_id, "detection completed"),
-                    Ok(None) => tracing::info!(
-                        "detection finished but the job was cancelled; no record written"
-                    ),
-                    Err(StoreError::QuotaExceeded(quota)) => {
-                        // Retrying cannot help until the tenant frees space.
-                        finish_failed(shared, &job, &quota.to_string(), None).await;
-                    }
-                    Err(StoreError::Moving { .. }) => {
-                        // The tenant's records are switching databases for a
-                        // moment: give the job back, this attempt not counted.
-                        if let Err(e) = shared.queue.release(&job).await {
-                            tracing::warn!(error = %e, "releasing a job during a move failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "storing the detection failed");
-                        finish_failed(
-                            shared,
-                            &job,
-                            "Storing the result failed",
-                            Some(backoff(config, &job)),
-                        )
-                        .await;
-                    }
-                }
-            }
+            Ok(facts) => store_facts(shared, job, location, facts).await,
             Err(error) => {
-                let retry = error.retryable().then(|| backoff(config, &job));
-                finish_failed(shared, &job, &error.to_string(), retry).await;
+                let retry = error.retryable().then(|| backoff(config, job));
+                finish_failed(shared, job, &error.to_string(), retry).await;
             }
         },
         Ending::Cancelled => tracing::info!("detection cancelled"),
-        Ending::Shutdown => match shared.queue.release(&job).await {
+        Ending::Shutdown => match shared.queue.release(job).await {
             Ok(()) => {
                 tracing::info!("detection interrupted by shutdown; job returned to the queue")
             }
@@ -292,14 +286,41 @@ async fn run(shared: &Shared, job: ClaimedJob, shutdown: &mut watch::Receiver<bo
         },
         Ending::TimedOut => {
             let text = format!("Detection timed out after {} seconds", config.timeout_secs);
-            finish_failed(shared, &job, &text, Some(backoff(config, &job))).await;
+            finish_failed(shared, job, &text, Some(backoff(config, job))).await;
         }
         Ending::Panicked => {
+            finish_failed(shared, job, "Detection failed with an internal error", None).await;
+        }
+    }
+}
+
+/// Writes the record of a finished detection and completes the job.
+async fn store_facts(shared: &Shared, job: &ClaimedJob, location: &Location, facts: RepoFacts) {
+    let config = &shared.config;
+    let record = to_record(job, location, facts);
+    match shared.queue.complete(job, record).await {
+        Ok(Some(record_id)) => tracing::info!(%record_id, "detection completed"),
+        Ok(None) => {
+            tracing::info!("detection finished but the job was cancelled; no record written")
+        }
+        Err(StoreError::QuotaExceeded(quota)) => {
+            // Retrying cannot help until the tenant frees space.
+            finish_failed(shared, job, &quota.to_string(), None).await;
+        }
+        Err(StoreError::Moving { .. }) => {
+            // The tenant's records are switching databases for a
+            // moment: give the job back, this attempt not counted.
+            if let Err(e) = shared.queue.release(job).await {
+                tracing::warn!(error = %e, "releasing a job during a move failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "storing the detection failed");
             finish_failed(
                 shared,
-                &job,
-                "Detection failed with an internal error",
-                None,
+                job,
+                "Storing the result failed",
+                Some(backoff(config, job)),
             )
             .await;
         }

@@ -5,6 +5,7 @@
 //! A running server on the same data directory notices these changes
 //! within `auth.registry_poll_ms`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -213,130 +214,32 @@ pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Re
     let (admin, store) = admin(config).await?;
     match command {
         TenantsCommand::Move { id, to, url } => {
-            let id = tenant_id(&id)?;
-            let request = super::moves::MoveTenant {
-                to: if to == "shared" {
-                    super::moves::Tier::Shared
-                } else {
-                    super::moves::Tier::Dedicated
-                },
-                url,
-            };
-            let mover = super::moves::Mover {
-                admin: admin.store(),
-                store: &store,
-                registry: admin.registry(),
-                // A running server sees the freeze at its next registry poll.
-                settle: std::time::Duration::from_millis(config.auth.registry_poll_ms + 250),
-            };
-            let report = mover.run(&id, &request).await.map_err(explain);
-            store.close().await;
-            print(&report?)
+            move_tenant(config, &admin, &store, &id, to, url).await
         }
         TenantsCommand::Export {
             id,
             output,
             dump_key_file,
             unsigned: _,
-        } => {
-            let id = tenant_id(&id)?;
-            // The key is checked before the file is created.
-            let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
-            let counts = match output {
-                Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    let mut out = std::io::BufWriter::new(file);
-                    crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
-                }
-                None => {
-                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
-                }
-            };
-            match &key {
-                Some(key) => eprintln!(
-                    "exported tenant {id}, signed with dump key {}: {counts:?}",
-                    key.id()
-                ),
-                None => eprintln!("exported tenant {id}, unsigned: {counts:?}"),
-            }
-            Ok(())
-        }
+        } => export_tenant(&admin, &id, output, dump_key_file).await,
         TenantsCommand::Import {
             file,
             dump_key_file,
             unsigned: _,
-        } => {
-            let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
-            let trust = key.as_ref().map_or(Trust::Unsigned, Trust::Key);
-            let schema = admin.store().portable().schema_version();
-            let dump = if file.as_os_str() == "-" {
-                crate::portable::read(std::io::stdin().lock(), schema, trust)?
-            } else {
-                let f = std::fs::File::open(&file)
-                    .with_context(|| format!("opening {}", file.display()))?;
-                crate::portable::read(std::io::BufReader::new(f), schema, trust)?
-            };
-            let imported = crate::portable::import(admin.store(), &dump).await;
-            store.close().await;
-            imported?;
-            print(&serde_json::json!({
-                "imported": dump.tenant.as_str(),
-                "rows": dump.counts,
-                "signed_by": dump.signed_by,
-            }))
-        }
+        } => import_tenant(&admin, &store, &file, dump_key_file).await,
         TenantsCommand::Create {
             id,
             name,
             email,
             plan,
             no_key,
-        } => {
-            let input = CreateTenant {
-                id,
-                name,
-                email,
-                plan,
-                status: None,
-                limits: Default::default(),
-                quotas: Default::default(),
-                features: Default::default(),
-                security: Default::default(),
-                frontend_url: None,
-                oidc: None,
-                storage: None,
-                issue_key: !no_key,
-            };
-            let (tenant, api_key) = admin.create(input).await.map_err(explain)?;
-            print(&serde_json::json!({ "tenant": tenant, "api_key": api_key }))
-        }
+        } => create_tenant(&admin, id, name, email, plan, no_key).await,
         TenantsCommand::List {
             status,
             plan,
             limit,
             after,
-        } => {
-            let status = match status.as_deref() {
-                None => None,
-                Some(s) => Some(
-                    TenantState::parse(s)
-                        .ok_or_else(|| anyhow::anyhow!("--status: 'active' or 'suspended'"))?,
-                ),
-            };
-            let after = after.as_deref().map(tenant_id).transpose()?;
-            let page = admin
-                .list(TenantFilter {
-                    status,
-                    plan,
-                    after,
-                    limit: limit.clamp(1, 100_000),
-                })
-                .await
-                .map_err(explain)?;
-            print(&page)
-        }
+        } => list_tenants(&admin, status, plan, limit, after).await,
         TenantsCommand::Show { id } => print(&admin.get(&tenant_id(&id)?).await.map_err(explain)?),
         TenantsCommand::Update { id, set } => {
             let patch: PatchTenant = serde_json::from_str(&set).context("--set: invalid patch")?;
@@ -368,6 +271,156 @@ pub async fn run_tenants(config: &Config, command: TenantsCommand) -> anyhow::Re
             print(&serde_json::json!({ "deleted": id, "removed": removed }))
         }
     }
+}
+
+/// `tenants move`: moves a tenant between the shared and a dedicated
+/// database. Storage is closed before the report is printed, whether the
+/// move worked or not.
+async fn move_tenant(
+    config: &Config,
+    admin: &TenantAdmin,
+    store: &Store,
+    id: &str,
+    to: String,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    let id = tenant_id(id)?;
+    let request = super::moves::MoveTenant {
+        to: if to == "shared" {
+            super::moves::Tier::Shared
+        } else {
+            super::moves::Tier::Dedicated
+        },
+        url,
+    };
+    let mover = super::moves::Mover {
+        admin: admin.store(),
+        store,
+        registry: admin.registry(),
+        // A running server sees the freeze at its next registry poll.
+        settle: std::time::Duration::from_millis(config.auth.registry_poll_ms + 250),
+    };
+    let report = mover.run(&id, &request).await.map_err(explain);
+    store.close().await;
+    print(&report?)
+}
+
+/// `tenants export`: writes a tenant's dump to `output` (or stdout),
+/// signed when a dump key is given.
+async fn export_tenant(
+    admin: &TenantAdmin,
+    id: &str,
+    output: Option<PathBuf>,
+    dump_key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let id = tenant_id(id)?;
+    // The key is checked before the file is created.
+    let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
+    let counts = match output {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
+        }
+    };
+    match &key {
+        Some(key) => eprintln!(
+            "exported tenant {id}, signed with dump key {}: {counts:?}",
+            key.id()
+        ),
+        None => eprintln!("exported tenant {id}, unsigned: {counts:?}"),
+    }
+    Ok(())
+}
+
+/// `tenants import`: reads a dump from `file` (`-` is stdin), checked
+/// against the dump key when one is given, and imports it. Storage is
+/// closed before the result is printed.
+async fn import_tenant(
+    admin: &TenantAdmin,
+    store: &Store,
+    file: &Path,
+    dump_key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
+    let trust = key.as_ref().map_or(Trust::Unsigned, Trust::Key);
+    let schema = admin.store().portable().schema_version();
+    let dump = if file.as_os_str() == "-" {
+        crate::portable::read(std::io::stdin().lock(), schema, trust)?
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        crate::portable::read(std::io::BufReader::new(f), schema, trust)?
+    };
+    let imported = crate::portable::import(admin.store(), &dump).await;
+    store.close().await;
+    imported?;
+    print(&serde_json::json!({
+        "imported": dump.tenant.as_str(),
+        "rows": dump.counts,
+        "signed_by": dump.signed_by,
+    }))
+}
+
+/// `tenants create`: a tenant with default settings, and its first API key
+/// unless `--no-key`.
+async fn create_tenant(
+    admin: &TenantAdmin,
+    id: String,
+    name: String,
+    email: Option<String>,
+    plan: Option<String>,
+    no_key: bool,
+) -> anyhow::Result<()> {
+    let input = CreateTenant {
+        id,
+        name,
+        email,
+        plan,
+        status: None,
+        limits: Default::default(),
+        quotas: Default::default(),
+        features: Default::default(),
+        security: Default::default(),
+        frontend_url: None,
+        oidc: None,
+        storage: None,
+        issue_key: !no_key,
+    };
+    let (tenant, api_key) = admin.create(input).await.map_err(explain)?;
+    print(&serde_json::json!({ "tenant": tenant, "api_key": api_key }))
+}
+
+/// `tenants list`: one page of tenants, filtered by status and plan.
+async fn list_tenants(
+    admin: &TenantAdmin,
+    status: Option<String>,
+    plan: Option<String>,
+    limit: u64,
+    after: Option<String>,
+) -> anyhow::Result<()> {
+    let status = match status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            TenantState::parse(s)
+                .ok_or_else(|| anyhow::anyhow!("--status: 'active' or 'suspended'"))?,
+        ),
+    };
+    let after = after.as_deref().map(tenant_id).transpose()?;
+    let page = admin
+        .list(TenantFilter {
+            status,
+            plan,
+            after,
+            limit: limit.clamp(1, 100_000),
+        })
+        .await
+        .map_err(explain)?;
+    print(&page)
 }
 
 /// Runs a `keys` verb.

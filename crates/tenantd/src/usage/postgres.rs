@@ -89,103 +89,15 @@ pub(crate) async fn counter_in_tx(
 #[async_trait]
 impl UsageRepo for PgStore {
     async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
-        // One increment per row, in byte order (BTreeMap of &str): the
-        // order every batch locks rows in.
-        let mut counters: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
-        for (tenant, month, metric, n) in &batch.counters {
-            let sum = counters
-                .entry((tenant.as_str(), month.as_str(), metric.as_str()))
-                .or_default();
-            *sum = sum.saturating_add(*n);
-        }
-        let mut days: BTreeMap<(&str, &str), DayStats> = BTreeMap::new();
-        for (tenant, day, stats) in &batch.days {
-            days.entry((tenant.as_str(), day.as_str()))
-                .or_default()
-                .merge(stats);
-        }
-
+        let counters = sum_counters(batch);
+        let days = merge_days(batch);
+        // Counters, then days, in one transaction.
         let mut tx = self.admin_pool().begin().await.map_err(map_pg)?;
         if !counters.is_empty() {
-            let (mut tenants, mut months, mut metrics, mut values) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for ((tenant, month, metric), n) in &counters {
-                tenants.push(*tenant);
-                months.push(*month);
-                metrics.push(*metric);
-                values.push(as_i64(*n));
-            }
-            // unnest returns the rows in array order: they are inserted
-            // (and locked) in that order.
-            sqlx::query(
-                "INSERT INTO usage_counters AS u (tenant_id, month, metric, value) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
-                 ON CONFLICT (tenant_id, month, metric) DO UPDATE SET value = u.value + excluded.value",
-            )
-            .bind(tenants)
-            .bind(months)
-            .bind(metrics)
-            .bind(values)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
+            add_counters_in_tx(&mut tx, &counters).await?;
         }
         if !days.is_empty() {
-            let tenants: Vec<&str> = days.keys().map(|(tenant, _)| *tenant).collect();
-            let dates: Vec<&str> = days.keys().map(|(_, day)| *day).collect();
-            // Every row exists, then every row is locked (same order), so
-            // the histograms merged below are the committed ones.
-            sqlx::query(
-                "INSERT INTO usage_daily (tenant_id, day) \
-                 SELECT * FROM unnest($1::text[], $2::text[]) \
-                 ON CONFLICT (tenant_id, day) DO NOTHING",
-            )
-            .bind(&tenants)
-            .bind(&dates)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-            let stored: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT d.tenant_id, d.day, d.latency FROM usage_daily d \
-                 JOIN unnest($1::text[], $2::text[]) AS k (tenant_id, day) \
-                 ON d.tenant_id = k.tenant_id AND d.day = k.day \
-                 ORDER BY d.tenant_id COLLATE \"C\", d.day COLLATE \"C\" FOR UPDATE OF d",
-            )
-            .bind(&tenants)
-            .bind(&dates)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-            let stored: BTreeMap<(&str, &str), &str> = stored
-                .iter()
-                .map(|(tenant, day, latency)| ((tenant.as_str(), day.as_str()), latency.as_str()))
-                .collect();
-            let (mut requests, mut client_errors, mut server_errors, mut latencies) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (key, stats) in &days {
-                requests.push(as_i64(stats.requests));
-                client_errors.push(as_i64(stats.client_errors));
-                server_errors.push(as_i64(stats.server_errors));
-                latencies.push(merged_latency(stored.get(key).copied(), &stats.latency)?);
-            }
-            sqlx::query(
-                "UPDATE usage_daily AS d SET requests = d.requests + n.requests, \
-                 client_errors = d.client_errors + n.client_errors, \
-                 server_errors = d.server_errors + n.server_errors, latency = n.latency \
-                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
-                             $6::text[]) \
-                      AS n (tenant_id, day, requests, client_errors, server_errors, latency) \
-                 WHERE d.tenant_id = n.tenant_id AND d.day = n.day",
-            )
-            .bind(&tenants)
-            .bind(&dates)
-            .bind(requests)
-            .bind(client_errors)
-            .bind(server_errors)
-            .bind(latencies)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
+            add_days_in_tx(&mut tx, &days).await?;
         }
         tx.commit().await.map_err(map_pg)
     }
@@ -263,4 +175,122 @@ impl UsageRepo for PgStore {
             .filter_map(|id| TenantId::new(&id).ok())
             .collect())
     }
+}
+
+/// The batch's counter increments summed per row, in byte order
+/// (BTreeMap of &str): the order every batch locks rows in.
+fn sum_counters(batch: &UsageBatch) -> BTreeMap<(&str, &str, &str), u64> {
+    let mut counters: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    for (tenant, month, metric, n) in &batch.counters {
+        let sum = counters
+            .entry((tenant.as_str(), month.as_str(), metric.as_str()))
+            .or_default();
+        *sum = sum.saturating_add(*n);
+    }
+    counters
+}
+
+/// The batch's daily stats merged per (tenant, day), in byte order.
+fn merge_days(batch: &UsageBatch) -> BTreeMap<(&str, &str), DayStats> {
+    let mut days: BTreeMap<(&str, &str), DayStats> = BTreeMap::new();
+    for (tenant, day, stats) in &batch.days {
+        days.entry((tenant.as_str(), day.as_str()))
+            .or_default()
+            .merge(stats);
+    }
+    days
+}
+
+/// Adds the summed counters to `usage_counters` in one statement.
+async fn add_counters_in_tx(
+    tx: &mut Transaction<'static, Postgres>,
+    counters: &BTreeMap<(&str, &str, &str), u64>,
+) -> Result<(), StoreError> {
+    let (mut tenants, mut months, mut metrics, mut values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((tenant, month, metric), n) in counters {
+        tenants.push(*tenant);
+        months.push(*month);
+        metrics.push(*metric);
+        values.push(as_i64(*n));
+    }
+    // unnest returns the rows in array order: they are inserted
+    // (and locked) in that order.
+    sqlx::query(
+        "INSERT INTO usage_counters AS u (tenant_id, month, metric, value) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+         ON CONFLICT (tenant_id, month, metric) DO UPDATE SET value = u.value + excluded.value",
+    )
+    .bind(tenants)
+    .bind(months)
+    .bind(metrics)
+    .bind(values)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_pg)?;
+    Ok(())
+}
+
+/// Adds the merged daily stats to `usage_daily`: creates missing rows,
+/// locks them all, then writes counts and merged latency histograms.
+async fn add_days_in_tx(
+    tx: &mut Transaction<'static, Postgres>,
+    days: &BTreeMap<(&str, &str), DayStats>,
+) -> Result<(), StoreError> {
+    let tenants: Vec<&str> = days.keys().map(|(tenant, _)| *tenant).collect();
+    let dates: Vec<&str> = days.keys().map(|(_, day)| *day).collect();
+    // Every row exists, then every row is locked (same order), so
+    // the histograms merged below are the committed ones.
+    sqlx::query(
+        "INSERT INTO usage_daily (tenant_id, day) \
+         SELECT * FROM unnest($1::text[], $2::text[]) \
+         ON CONFLICT (tenant_id, day) DO NOTHING",
+    )
+    .bind(&tenants)
+    .bind(&dates)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_pg)?;
+    let stored: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT d.tenant_id, d.day, d.latency FROM usage_daily d \
+         JOIN unnest($1::text[], $2::text[]) AS k (tenant_id, day) \
+         ON d.tenant_id = k.tenant_id AND d.day = k.day \
+         ORDER BY d.tenant_id COLLATE \"C\", d.day COLLATE \"C\" FOR UPDATE OF d",
+    )
+    .bind(&tenants)
+    .bind(&dates)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_pg)?;
+    let stored: BTreeMap<(&str, &str), &str> = stored
+        .iter()
+        .map(|(tenant, day, latency)| ((tenant.as_str(), day.as_str()), latency.as_str()))
+        .collect();
+    let (mut requests, mut client_errors, mut server_errors, mut latencies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, stats) in days {
+        requests.push(as_i64(stats.requests));
+        client_errors.push(as_i64(stats.client_errors));
+        server_errors.push(as_i64(stats.server_errors));
+        latencies.push(merged_latency(stored.get(key).copied(), &stats.latency)?);
+    }
+    sqlx::query(
+        "UPDATE usage_daily AS d SET requests = d.requests + n.requests, \
+         client_errors = d.client_errors + n.client_errors, \
+         server_errors = d.server_errors + n.server_errors, latency = n.latency \
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                     $6::text[]) \
+              AS n (tenant_id, day, requests, client_errors, server_errors, latency) \
+         WHERE d.tenant_id = n.tenant_id AND d.day = n.day",
+    )
+    .bind(&tenants)
+    .bind(&dates)
+    .bind(requests)
+    .bind(client_errors)
+    .bind(server_errors)
+    .bind(latencies)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_pg)?;
+    Ok(())
 }

@@ -187,6 +187,48 @@ fn analyse(
             .map(rfc3339)
     });
 
+    let (commit_count, truncated) = count_commits(repo, &head, limits, interrupt)?;
+    let TreeScan {
+        languages,
+        manifests,
+        managers,
+        license,
+        license_file,
+        has_readme,
+        files,
+        bytes,
+    } = scan_tree(repo, &head, limits, interrupt)?;
+
+    let primary_language = languages
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(name, _)| name.clone());
+    Ok(RepoFacts {
+        languages,
+        primary_language,
+        manifests: manifests.into_iter().collect(),
+        package_managers: managers.into_iter().collect(),
+        license,
+        license_file,
+        has_readme,
+        default_branch,
+        head_commit,
+        commit_count,
+        commit_count_truncated: truncated,
+        last_commit_at,
+        files_scanned: files,
+        bytes_scanned: bytes,
+    })
+}
+
+/// Counts commits reachable from `head`, stopping at `limits.max_commits`
+/// (then the count is marked truncated).
+fn count_commits(
+    repo: &gix::Repository,
+    head: &gix::Commit<'_>,
+    limits: &Limits,
+    interrupt: &AtomicBool,
+) -> Result<(u64, bool), DetectError> {
     let mut commit_count = 0u64;
     let mut truncated = false;
     let walk = repo.rev_walk([head.id]).all().map_err(git_err)?;
@@ -201,7 +243,31 @@ fn analyse(
             break;
         }
     }
+    Ok((commit_count, truncated))
+}
 
+/// What a walk over the files of the head tree found.
+struct TreeScan {
+    languages: BTreeMap<String, u64>,
+    manifests: BTreeSet<String>,
+    managers: BTreeSet<String>,
+    license: Option<String>,
+    license_file: Option<String>,
+    has_readme: bool,
+    files: u64,
+    bytes: u64,
+}
+
+/// Walks the files of the head tree: languages by size, manifests and
+/// package managers, the licence, a README. Fails once the tree passes
+/// `limits.max_files` or `limits.max_bytes`; only files that can count
+/// (a language or a licence) are read, so their bytes are what is limited.
+fn scan_tree(
+    repo: &gix::Repository,
+    head: &gix::Commit<'_>,
+    limits: &Limits,
+    interrupt: &AtomicBool,
+) -> Result<TreeScan, DetectError> {
     let tree = head.tree().map_err(git_err)?;
     let entries = tree.traverse().breadthfirst.files().map_err(git_err)?;
     let mut languages: BTreeMap<String, u64> = BTreeMap::new();
@@ -263,25 +329,15 @@ fn analyse(
             *languages.entry(language.to_owned()).or_default() += size;
         }
     }
-    let primary_language = languages
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-        .map(|(name, _)| name.clone());
-    Ok(RepoFacts {
+    Ok(TreeScan {
         languages,
-        primary_language,
-        manifests: manifests.into_iter().collect(),
-        package_managers: managers.into_iter().collect(),
+        manifests,
+        managers,
         license,
         license_file,
         has_readme,
-        default_branch,
-        head_commit,
-        commit_count,
-        commit_count_truncated: truncated,
-        last_commit_at,
-        files_scanned: files,
-        bytes_scanned: bytes,
+        files,
+        bytes,
     })
 }
 

@@ -27,8 +27,8 @@ use utoipa::ToSchema;
 
 use crate::store::{StoreError, TenantScope};
 
-pub use crate::store::outbox::{NewEvent, OutboxPlace, OutboxRef, UNANSWERED, new_event_id};
 pub use crate::redact::params as redact_params;
+pub use crate::store::outbox::{NewEvent, OutboxPlace, OutboxRef, UNANSWERED, new_event_id};
 pub use writer::{AuditLog, SweepOptions};
 
 /// The chain of admin actions that concern no single tenant.

@@ -175,12 +175,10 @@ impl Mover<'_> {
             // A target that cannot be reached is a storage failure (503),
             // not a bad request: the same move may work in a moment.
             Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
-                TenantsError::Store(StoreError::Unavailable(crate::redact::text(
-                    &format!(
-                        "the target database {} cannot be opened: {e:#}",
-                        t.describe()
-                    ),
-                )))
+                TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
+                    "the target database {} cannot be opened: {e:#}",
+                    t.describe()
+                ))))
             }),
         }
     }

@@ -105,6 +105,9 @@ struct RequestAudit {
     user_agent: Option<String>,
     operator: bool,
     seen: capture::Seen,
+    /// The redacted parameters, made once: at the first write's commit
+    /// (the handler has read its body by then) or after the response.
+    params: std::sync::OnceLock<String>,
     decided: DecidedTenant,
     parked: std::sync::Mutex<Option<OutboxRef>>,
 }
@@ -132,7 +135,10 @@ impl RequestAudit {
             user_agent: self.user_agent.clone(),
             status,
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            params: redact_params(self.query.as_deref(), &self.seen.bytes()),
+            params: self
+                .params
+                .get_or_init(|| redact_params(self.query.as_deref(), &self.seen.bytes()))
+                .clone(),
             outbox: self.parked(),
         }
     }
@@ -185,14 +191,14 @@ pub async fn observe(
     let deadline = tokio::time::Instant::from_std(started)
         + std::time::Duration::from_secs(state.config.server.request_timeout_secs);
     let at_ms = now_ms();
-    let template = request.extensions().get::<MatchedPath>().map_or_else(
-        || crate::routes::UNMATCHED.to_owned(),
-        |p| p.as_str().to_owned(),
-    );
     let facts = request.extensions().get::<RouteFacts>().copied();
     let Some(facts) = facts.filter(RouteFacts::audited) else {
         return next.run(request).await;
     };
+    let template = request.extensions().get::<MatchedPath>().map_or_else(
+        || crate::routes::UNMATCHED.to_owned(),
+        |p| p.as_str().to_owned(),
+    );
 
     let (parts, body) = request.into_parts();
     let operator = facts.access == Access::Admin;
@@ -218,6 +224,7 @@ pub async fn observe(
         user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()),
         operator: admin_key,
         seen,
+        params: std::sync::OnceLock::new(),
         decided: decided.clone(),
         parked: std::sync::Mutex::new(None),
     });

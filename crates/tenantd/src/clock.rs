@@ -1,12 +1,64 @@
-//! Timestamps: RFC 3339 UTC with a fixed width (microseconds), so stored
-//! text sorts in time order.
+//! Time: the one injected clock, and timestamps as RFC 3339 UTC text with
+//! a fixed width (microseconds), so stored text sorts in time order.
+//!
+//! Every wall-clock reading of the server goes through a [`Clock`] handed
+//! down from [`crate::server::Server::build_with_clock`]: the store, the
+//! registry, key validity, jobs, usage, audit and the rate limiter read the
+//! same clock, so a test moves time with a `ManualClock` instead of
+//! sleeping (see `docs/architecture.md`, "Time").
 
+use std::sync::Arc;
+
+use tenancy::ratelimit::{Clock as ClockSource, SystemClock};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 
 const FORMAT: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// The process's clock: cheap to clone, shared by every component.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn ClockSource>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Clock").field(&self.now_ms()).finish()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Self {
+        Self(Arc::new(SystemClock))
+    }
+
+    /// A clock reading `source` (a `ManualClock` in tests).
+    pub fn new(source: Arc<dyn ClockSource>) -> Self {
+        Self(source)
+    }
+
+    /// The source, for the rate limiter (which takes the library's trait).
+    pub fn source(&self) -> Arc<dyn ClockSource> {
+        self.0.clone()
+    }
+
+    /// Now, as unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        i64::try_from(self.0.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Now, formatted as stored.
+    pub fn now_rfc3339(&self) -> String {
+        rfc3339_from_ms(self.now_ms())
+    }
+}
 
 /// Formats `at` (converted to UTC).
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -33,11 +85,9 @@ pub fn parse_ms(text: &str) -> Option<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-/// Formats unix milliseconds (now, if out of range).
+/// Formats unix milliseconds (the epoch, if out of range).
 pub fn rfc3339_from_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map(rfc3339)
-        .unwrap_or_else(|_| now_rfc3339())
+    rfc3339(utc_of_ms(ms))
 }
 
 fn utc_of_ms(ms: i64) -> OffsetDateTime {

@@ -103,7 +103,12 @@ impl Server {
         resolver: Option<Box<dyn TenantResolver>>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let store = Store::open(&config.storage, config.storage.max_connections).await?;
+        let store = Store::open(
+            &config.storage,
+            config.storage.max_connections,
+            crate::clock::Clock::new(clock.clone()),
+        )
+        .await?;
         let pepper =
             pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
         let hasher = KeyHasher::new(&pepper);

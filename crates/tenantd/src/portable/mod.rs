@@ -365,7 +365,7 @@ pub async fn export(
                 target.describe()
             )))
         })?;
-        let data = own.data_rows(tenant).await;
+        let data = own.backend().data_rows(tenant).await;
         own.close().await;
         rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
         rows.extend(data?);

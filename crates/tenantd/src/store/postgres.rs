@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlSafeStr, Transaction};
 use tenancy::TenantId;
 
-use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
+use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::pg_roles::{check_isolation, grant, unforce};
 use super::{Backend, StoreError, TenantScope};
 use crate::config::RlsCheck;
@@ -108,7 +108,7 @@ pub struct PgStore {
     admin: PgPool,
     /// Whose outbox this database's is: the shared database's, or (one
     /// role, [`PgOptions::single_role`]) a dedicated tenant's.
-    outbox: OutboxPlace,
+    pub(super) outbox: OutboxPlace,
 }
 
 /// Whether sqlx reads the connection URL parameter `name`.
@@ -409,43 +409,9 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
     }
 }
 
-#[async_trait]
-impl OutboxRepo for PgStore {
-    fn outbox_place(&self) -> OutboxPlace {
-        self.outbox
-    }
-
-    async fn due_events(
-        &self,
-        before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
-        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
-            .bind(before_ms)
-            .bind(limit)
-            .fetch_all(&self.admin)
-            .await
-            .map_err(map_pg)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| outbox::due_event(row, self.outbox))
-            .collect())
-    }
-
-    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query(UNPARK_SQL)
-            .bind(chain)
-            .bind(id)
-            .execute(&self.admin)
-            .await
-            .map(|_| ())
-            .map_err(map_pg)
-    }
-}
-
-#[async_trait]
-impl Backend for PgStore {
-    async fn ready(&self) -> Result<(), StoreError> {
+impl PgStore {
+    /// Both roles' pools answer.
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.app)
             .await
@@ -457,9 +423,21 @@ impl Backend for PgStore {
             .map_err(map_pg)
     }
 
-    async fn close(&self) {
+    /// Closes both pools.
+    pub(super) async fn close(&self) {
         self.app.close().await;
         self.admin.close().await;
+    }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        PgStore::ready(self).await
+    }
+
+    async fn close(&self) {
+        PgStore::close(self).await;
     }
 
     fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {

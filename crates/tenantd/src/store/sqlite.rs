@@ -10,7 +10,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, SqlitePool};
 
-use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
+use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::{Backend, StoreError};
 
 /// File name of the shared database inside `data_dir`.
@@ -65,7 +65,7 @@ pub struct SqliteStore {
     db_path: PathBuf,
     /// Whose outbox this file's is: the shared database's, or a dedicated
     /// tenant's.
-    outbox: OutboxPlace,
+    pub(super) outbox: OutboxPlace,
 }
 
 /// Opens (creating if needed) the database in `data_dir` and migrates it.
@@ -116,7 +116,11 @@ async fn connect(
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
-        .statement_cache_capacity(256);
+        .statement_cache_capacity(256)
+        // PostgreSQL compares ids and times as bytes with `COLLATE "C"`;
+        // SQLite's own byte-wise order under the same name lets one
+        // statement text serve both engines.
+        .collation("C", |a: &str, b: &str| a.as_bytes().cmp(b.as_bytes()));
     let pool = SqlitePoolOptions::new()
         // A connection whose transaction did not end cleanly (SQLite rolls
         // back by itself on a full disk, and the driver's own rollback then
@@ -305,44 +309,9 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
     }
 }
 
-#[async_trait]
-impl OutboxRepo for SqliteStore {
-    fn outbox_place(&self) -> OutboxPlace {
-        self.outbox
-    }
-
-    async fn due_events(
-        &self,
-        before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
-        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
-            .bind(before_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| outbox::due_event(row, self.outbox))
-            .collect())
-    }
-
-    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(UNPARK_SQL)
-            .bind(chain)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)
-    }
-}
-
-#[async_trait]
-impl Backend for SqliteStore {
-    async fn ready(&self) -> Result<(), StoreError> {
+impl SqliteStore {
+    /// Writable, not only reachable (see [`super::Db::ready`]).
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         self.check_writable()?;
         check_free_space(&self.db_path)?;
         // Writable, not only reachable: take the write lock (what every
@@ -351,6 +320,13 @@ impl Backend for SqliteStore {
         // the wait behind a running write.
         let tx = self.write_tx().await?;
         tx.rollback().await.map_err(map_sqlx)
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        SqliteStore::ready(self).await
     }
 
     async fn close(&self) {

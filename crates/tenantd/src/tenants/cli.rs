@@ -183,7 +183,7 @@ pub enum KeysCommand {
 }
 
 async fn admin(config: &Config) -> anyhow::Result<(TenantAdmin, Store)> {
-    let store = Store::open(&config.storage, 2).await?;
+    let store = Store::open(&config.storage, 2, crate::clock::Clock::system()).await?;
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
     let registry = Arc::new(Registry::new(

@@ -174,12 +174,18 @@ impl Mover<'_> {
             None => Ok(self.store.shared_backend()),
             // A target that cannot be reached is a storage failure (503),
             // not a bad request: the same move may work in a moment.
-            Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
-                TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
-                    "the target database {} cannot be opened: {e:#}",
-                    t.describe()
-                ))))
-            }),
+            Some(t) => self
+                .store
+                .pools()
+                .open_target(t)
+                .await
+                .map(|db| db.backend())
+                .map_err(|e| {
+                    TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
+                        "the target database {} cannot be opened: {e:#}",
+                        t.describe()
+                    ))))
+                }),
         }
     }
 

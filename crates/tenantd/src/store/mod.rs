@@ -69,6 +69,13 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
+    /// A scope for a tenant named by a row the system path already holds
+    /// (a claimed job's tenant, with the quotas it was claimed under), not
+    /// by a request. Only the worker pool's routed queue makes one.
+    pub(crate) fn system(tenant: TenantId, quotas: QuotaLimits) -> Self {
+        Self { tenant, quotas }
+    }
+
     /// The tenant every row touched through this scope belongs to.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant

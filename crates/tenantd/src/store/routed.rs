@@ -57,10 +57,7 @@ impl JobQueue for RoutedQueue {
         // running until its lease expires; the retry upserts the same
         // record again.
         let backend = self.store.pools.get(&job.tenant, target).await?.backend();
-        let scope = TenantScope {
-            tenant: job.tenant.clone(),
-            quotas: job.quotas,
-        };
+        let scope = TenantScope::system(job.tenant.clone(), job.quotas);
         let written = backend.upsert_record(&scope, record).await?;
         Ok(self
             .shared

@@ -16,16 +16,34 @@ use super::{Backend, StoreError};
 /// File name of the shared database inside `data_dir`.
 pub const DB_FILE: &str = "tenantd.db";
 
+/// The checksum databases recorded for migration 1 (SHA-384 of its text
+/// as first released). Its leading comment has since been reworded; a
+/// comment changes nothing in the schema, so the recorded checksum is kept
+/// and databases migrated before the rewording open as before. Any change
+/// to a statement of that file would need a new migration instead.
+const RECORDS_MIGRATION_CHECKSUM: [u8; 48] = [
+    0xd5, 0x8c, 0xe0, 0x9d, 0xe1, 0x8a, 0x70, 0x14, 0xf6, 0xd4, 0x5f, 0xf3, 0x32, 0x61, 0xbc, 0x56,
+    0x30, 0xa4, 0x52, 0xf4, 0x03, 0x5d, 0x99, 0xd9, 0x13, 0xb0, 0x8d, 0x8d, 0xb2, 0xb0, 0x23, 0x87,
+    0x04, 0x59, 0xd5, 0xa4, 0x7e, 0x6e, 0xb7, 0xed, 0xe2, 0x65, 0xc0, 0xe0, 0xc5, 0x06, 0x0d, 0xbf,
+];
+
+/// Migration 1 with the checksum databases recorded for it.
+fn records_migration() -> Migration {
+    let mut migration = Migration::new(
+        1,
+        "records".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
+        false,
+    );
+    migration.checksum = std::borrow::Cow::Borrowed(&RECORDS_MIGRATION_CHECKSUM);
+    migration
+}
+
 /// Migrations, in order. Each is embedded at compile time.
 fn migrator() -> Migrator {
     let migrations = vec![
-        Migration::new(
-            1,
-            "records".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
-            false,
-        ),
+        records_migration(),
         Migration::new(
             2,
             "jobs".into(),

@@ -327,11 +327,6 @@ impl Registry {
         &self.plans
     }
 
-    /// The clock keys are checked against.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
     /// Number of tenants known.
     pub fn tenant_count(&self) -> usize {
         read(&self.tenants).len()

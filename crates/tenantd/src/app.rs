@@ -28,6 +28,7 @@ use tracing::Span;
 
 use crate::audit::AuditLog;
 use crate::billing::BillingWorker;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::auth::CredentialVerifier;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[tenancy::IpNet]>,
     /// Failed admin authentications per client address (lockout).
     pub admin_auth: Arc<AuthFailures>,
+    /// The one clock: every wall-clock reading of a handler or middleware.
+    pub clock: Clock,
 }
 
 impl AppState {

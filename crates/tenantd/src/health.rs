@@ -121,7 +121,7 @@ pub(crate) async fn tenants(
         None
     };
     let shared = state.store.ready().await;
-    let now = crate::clock::now_ms();
+    let now = state.clock.now_ms();
     let pools = state.store.pools();
     let mut tenants = Vec::with_capacity(page.len());
     for (id, placement) in page {

@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use super::{BillingEvent, CloseReport};
 use crate::app::AppState;
-use crate::clock::{month_of_ms, now_ms};
+use crate::clock::month_of_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
@@ -61,7 +61,7 @@ pub(crate) async fn close(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<CloseQuery>,
 ) -> Result<Json<CloseReport>, ApiError> {
-    let current = month_of_ms(now_ms());
+    let current = month_of_ms(state.clock.now_ms());
     let month = match query.month.as_deref() {
         Some(m) => month_arg(m)?,
         None => crate::clock::previous_month(&current)

@@ -9,7 +9,7 @@ use tenancy::ratelimit::Window;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::clock::{month_of_ms, now_ms};
+use crate::clock::month_of_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::{RouteFacts, Routes, Scope};
 use crate::usage::metric;
@@ -134,7 +134,7 @@ pub(crate) async fn me(
         .map(|row| row.name);
     // Stored counters plus this tenant's calls not yet written: figures as
     // of now, without forcing a write transaction over every tenant.
-    let month = month_of_ms(now_ms());
+    let month = month_of_ms(state.clock.now_ms());
     let scoped = state.store.scoped(&ctx);
     let mut counters = scoped.month_counters(&month).await?;
     counters.extend(state.usage.pending_counters(id, &month));

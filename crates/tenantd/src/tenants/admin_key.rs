@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Admin {
         if presents_admin_key(&parts.headers, &state.config) {
             return Ok(Admin);
         }
-        let now_ms = crate::clock::now_ms();
+        let now_ms = state.clock.now_ms();
         if let Some(retry_after_secs) = state.admin_auth.locked(ip, now_ms) {
             return Err(ApiError::TooManyAuthFailures { retry_after_secs });
         }

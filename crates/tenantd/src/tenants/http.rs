@@ -76,6 +76,7 @@ pub(crate) async fn move_tenant(
         registry: state.admin.registry(),
         // Other nodes see the freeze at their next registry poll.
         settle: std::time::Duration::from_millis(state.config.auth.registry_poll_ms + 250),
+        clock: state.clock.clone(),
     };
     Ok(Json(mover.run(&id, &body).await?))
 }
@@ -214,7 +215,7 @@ pub(crate) async fn get_tenant(
     let store = state.admin.store();
     let api_keys = store.keys().count_live_keys(&id).await?;
     state.flush_usage().await;
-    let month = crate::clock::month_of_ms(crate::clock::now_ms());
+    let month = crate::clock::month_of_ms(state.clock.now_ms());
     let counters = store.usage().month_counters(&id, &month).await?;
     let (records, storage_bytes) = store.usage().current_size(&id).await?;
     let settings = state.admin.registry().settings(&id);

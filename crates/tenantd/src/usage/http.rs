@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 
 use super::report::{MetricsReport, UsageReport};
 use crate::app::AppState;
-use crate::clock::{day_of_ms, month_of_ms, now_ms, parse_day, parse_month};
+use crate::clock::{Clock, day_of_ms, month_of_ms, parse_day, parse_month};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
@@ -44,9 +44,9 @@ pub(crate) fn month_arg(text: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::Validation("month: expected YYYY-MM, e.g. 2026-01".to_owned()))
 }
 
-/// A validated month, defaulting to the current one.
-pub(crate) fn month_or_current(month: Option<&str>) -> Result<String, ApiError> {
-    month.map_or_else(|| Ok(month_of_ms(now_ms())), month_arg)
+/// A validated month, defaulting to `clock`'s current one.
+pub(crate) fn month_or_current(month: Option<&str>, clock: &Clock) -> Result<String, ApiError> {
+    month.map_or_else(|| Ok(month_of_ms(clock.now_ms())), month_arg)
 }
 
 /// A tenant's usage in a month, with cost when its plan has prices.
@@ -62,7 +62,7 @@ pub(crate) async fn usage(
     ApiQuery(query): ApiQuery<MonthQuery>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let id = path_tenant(&id)?;
-    let month = month_or_current(query.month.as_deref())?;
+    let month = month_or_current(query.month.as_deref(), &state.clock)?;
     let tenant = state.admin.get(&id).await?;
     state.flush_usage().await;
     Ok(Json(state.usage_report(&id, &tenant.plan, &month).await?))
@@ -104,7 +104,7 @@ pub(crate) async fn metrics(
     let id = path_tenant(&id)?;
     let end = match &query.end {
         Some(text) => day_arg("end", text)?,
-        None => day_arg("end", &day_of_ms(now_ms()))?,
+        None => day_arg("end", &day_of_ms(state.clock.now_ms()))?,
     };
     let start = match &query.start {
         Some(text) => day_arg("start", text)?,

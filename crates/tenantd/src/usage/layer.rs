@@ -14,7 +14,6 @@ use tenancy::{PrincipalKind, TenantContext, TenantId};
 
 use super::RouteClass;
 use crate::app::AppState;
-use crate::clock::now_ms;
 use crate::routes::RouteFacts;
 
 /// The tenant context a request ran in, put in the response extensions
@@ -109,7 +108,7 @@ pub async fn account(
         ctx: &ctx,
         class,
         started: Instant::now(),
-        at_ms: now_ms(),
+        at_ms: state.clock.now_ms(),
         done: false,
     };
     let mut response = next.run(request).await;

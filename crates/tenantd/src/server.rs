@@ -35,6 +35,7 @@ use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
+use crate::usage::UsageBook;
 use crate::usage::UsageRecorder;
 
 /// How often the audit writer chains events left in outboxes.
@@ -140,6 +141,11 @@ impl Server {
             scratch,
             registry,
         );
+        let usage_book = UsageBook::new(
+            writers.usage.clone(),
+            admin.store().clone(),
+            admin.registry().plans().clone(),
+        );
         let state = AppState {
             trusted_proxies: config.trusted_proxies().into(),
             admin_auth: Arc::new(AuthFailures::new(config.admin.max_auth_failures_per_minute)),
@@ -147,6 +153,7 @@ impl Server {
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
             admin,
+            usage_book,
             usage: writers.usage,
             audit: writers.audit,
             metrics,

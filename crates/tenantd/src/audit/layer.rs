@@ -44,11 +44,12 @@ use axum::response::Response;
 use tenancy::TenantId;
 use tenancy::ratelimit::RateLimitOutcome;
 
+use super::AuditLog;
 use super::{NewEvent, OutboxRef, SYSTEM_CHAIN, UNANSWERED, capture, new_event_id, redact_params};
-use crate::app::AppState;
 use crate::clock::rfc3339_from_ms;
 use crate::routes::{Access, RouteFacts};
 use crate::store::outbox::{self, PendingAudit};
+use crate::tenants::admin_key::AdminGate;
 use crate::tenants::admin_key::presents_admin_key;
 use crate::usage::layer::{Accounted, DecidedTenant};
 
@@ -176,13 +177,22 @@ impl PendingAudit for RequestAudit {
     }
 }
 
+/// What the observer reads: a substate of the application's state.
+#[derive(Clone)]
+pub struct ObserverState {
+    /// The admin check's view (configuration, clock, lockout, proxies).
+    pub gate: AdminGate,
+    /// The appender.
+    pub audit: AuditLog,
+}
+
 impl RequestAudit {
     /// Starts the audit of `request` (arrived at `at_ms`, `started`): its
     /// body is teed for the parameters, and the slot the accounting layer
     /// fills with the decided tenant goes into its extensions. Returns the
     /// audit and the request to run.
     fn begin(
-        state: &AppState,
+        state: &ObserverState,
         request: Request<Body>,
         facts: RouteFacts,
         at_ms: i64,
@@ -194,8 +204,8 @@ impl RequestAudit {
         );
         let (parts, body) = request.into_parts();
         let admin_key =
-            facts.access == Access::Admin && presents_admin_key(&parts.headers, &state.config);
-        let (body, seen) = capture::tee(body, state.config.server.max_body_bytes);
+            facts.access == Access::Admin && presents_admin_key(&parts.headers, &state.gate.config);
+        let (body, seen) = capture::tee(body, state.gate.config.server.max_body_bytes);
         // Filled by the accounting layer as soon as the tenant is decided,
         // so a request that then timed out or panicked (its response made
         // outside that layer) is still audited as its tenant.
@@ -209,7 +219,7 @@ impl RequestAudit {
             template,
             query: parts.uri.query().map(str::to_owned),
             request_id: header_text(&parts.headers, "x-request-id"),
-            ip: tenancy::client_ip(&state.trusted_proxies, &parts)
+            ip: tenancy::client_ip(&state.gate.trusted_proxies, &parts)
                 .ok()
                 .flatten()
                 .map(|ip| ip.to_string()),
@@ -230,7 +240,7 @@ impl RequestAudit {
     /// is an operator route (whether or not the admin key came with it).
     fn attribution(
         &self,
-        state: &AppState,
+        state: &ObserverState,
         admin_route: bool,
         response: &Response,
     ) -> Option<(String, String, String)> {
@@ -255,7 +265,10 @@ impl RequestAudit {
             )),
             _ if admin_route
                 && status == 401
-                && state.admin_auth.audit_permit(state.clock.now_ms()) =>
+                && state
+                    .gate
+                    .admin_auth
+                    .audit_permit(state.gate.clock.now_ms()) =>
             {
                 Some((
                     SYSTEM_CHAIN.to_owned(),
@@ -280,14 +293,14 @@ impl RequestAudit {
 /// writer has not committed by then is written later, and one whose
 /// request committed a write is already durable in an outbox.
 pub async fn observe(
-    State(state): State<AppState>,
+    State(state): State<ObserverState>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started)
-        + std::time::Duration::from_secs(state.config.server.request_timeout_secs);
-    let at_ms = state.clock.now_ms();
+        + std::time::Duration::from_secs(state.gate.config.server.request_timeout_secs);
+    let at_ms = state.gate.clock.now_ms();
     let facts = request.extensions().get::<RouteFacts>().copied();
     let Some(facts) = facts.filter(RouteFacts::audited) else {
         return next.run(request).await;

@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{BillingEvent, CloseReport};
+use super::{BillingEvent, BillingRepo, CloseReport};
 use crate::app::AppState;
 use crate::clock::{month_of_ms, now_ms};
 use crate::error::{ApiError, ErrorBody};
@@ -91,7 +91,7 @@ pub(crate) async fn events(
         state
             .admin
             .store()
-            .billing()
+            .db()
             .list_billing_events(month.as_deref())
             .await?,
     ))

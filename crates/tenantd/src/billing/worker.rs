@@ -10,13 +10,13 @@ use tenancy::TenantId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{BillingEvent, CloseReport, EVENT_TYPE, NewBillingEvent};
+use super::{BillingEvent, BillingRepo, CloseReport, EVENT_TYPE, NewBillingEvent};
 use crate::clock::{month_of_ms, now_ms, previous_month, rfc3339_from_ms};
 use crate::config::BillingConfig;
 use crate::store::{AdminStore, StoreError};
 use crate::tenants::TenantFilter;
 use crate::tenants::registry::Registry;
-use crate::usage::month_report;
+use crate::usage::{UsageRepo, admin_usage, month_report};
 
 /// Events fetched per delivery round.
 const BATCH: u32 = 64;
@@ -119,7 +119,7 @@ impl BillingWorker {
         let unregistered = self.registry.plans().unregistered().plan.to_string();
         let known: std::collections::HashSet<TenantId> =
             tenants.iter().map(|(t, _)| t.clone()).collect();
-        for id in self.store.usage().tenants_with_usage(month).await? {
+        for id in admin_usage(&self.store).tenants_with_usage(month).await? {
             if !known.contains(&id) {
                 tenants.push((id, unregistered.clone()));
             }
@@ -134,10 +134,7 @@ impl BillingWorker {
             .chunks(usize::try_from(PAGE).unwrap_or(1_000))
             .peekable();
         if pages.peek().is_none() {
-            self.store
-                .billing()
-                .close_month(month, &[], now, true)
-                .await?;
+            self.store.db().close_month(month, &[], now, true).await?;
         }
         while let Some(page) = pages.next() {
             let mut events = Vec::with_capacity(page.len());
@@ -162,7 +159,7 @@ impl BillingWorker {
             let last = pages.peek().is_none();
             created += self
                 .store
-                .billing()
+                .db()
                 .close_month(month, &events, now, last)
                 .await?;
         }
@@ -215,7 +212,7 @@ impl BillingWorker {
         let Some(previous) = previous_month(&current) else {
             return Ok(());
         };
-        if !self.store.billing().month_closed(&previous).await? {
+        if !self.store.db().month_closed(&previous).await? {
             self.close(&previous).await?;
         }
         Ok(())
@@ -227,7 +224,7 @@ impl BillingWorker {
             return Ok(());
         };
         loop {
-            let due = self.store.billing().due_events(now_ms(), BATCH).await?;
+            let due = self.store.db().due_events(now_ms(), BATCH).await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -262,7 +259,7 @@ impl BillingWorker {
             Ok(()) => {
                 tracing::info!(event = %event.id, tenant = %event.tenant_id, month = %event.month, attempts, "billing event delivered");
                 self.store
-                    .billing()
+                    .db()
                     .mark_delivered(event.tenant_id.as_str(), &event.id, attempts)
                     .await
             }
@@ -271,7 +268,7 @@ impl BillingWorker {
                     .then(|| now_ms().saturating_add(self.backoff_ms(attempts)));
                 tracing::warn!(event = %event.id, attempts, gave_up = next.is_none(), %error, "billing delivery failed");
                 self.store
-                    .billing()
+                    .db()
                     .mark_attempt_failed(
                         event.tenant_id.as_str(),
                         &event.id,

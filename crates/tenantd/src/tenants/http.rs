@@ -20,6 +20,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::keys::IssuedKey;
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
+use crate::usage::{UsageRepo, admin_usage};
 
 /// Routes under `/admin/tenants` (keys are in [`crate::keys::http`]).
 pub fn routes() -> Routes {
@@ -215,8 +216,8 @@ pub(crate) async fn get_tenant(
     let api_keys = store.keys().count_live_keys(&id).await?;
     state.flush_usage().await;
     let month = crate::clock::month_of_ms(crate::clock::now_ms());
-    let counters = store.usage().month_counters(&id, &month).await?;
-    let (records, storage_bytes) = store.usage().current_size(&id).await?;
+    let counters = admin_usage(store).month_counters(&id, &month).await?;
+    let (records, storage_bytes) = admin_usage(store).current_size(&id).await?;
     let settings = state.admin.registry().settings(&id);
     let report = crate::usage::report::UsageReport::build(
         id.as_str(),

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::report::{MetricsReport, UsageReport};
+use super::{UsageRepo, admin_usage};
 use crate::app::AppState;
 use crate::clock::{day_of_ms, month_of_ms, now_ms, parse_day, parse_month};
 use crate::error::{ApiError, ErrorBody};
@@ -121,6 +122,8 @@ pub(crate) async fn metrics(
     state.admin.get(&id).await?;
     state.flush_usage().await;
     let (start, end) = (start.to_string(), end.to_string());
-    let days = state.admin.store().usage().daily(&id, &start, &end).await?;
+    let days = admin_usage(state.admin.store())
+        .daily(&id, &start, &end)
+        .await?;
     Ok(Json(MetricsReport::build(id.as_str(), &start, &end, &days)))
 }

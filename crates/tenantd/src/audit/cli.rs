@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use tenancy::TenantId;
 
-use super::ChainReport;
+use super::{AuditRepo, ChainReport};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -32,17 +32,13 @@ pub async fn run_audit(config: &Config, command: AuditCommand) -> anyhow::Result
             let id = TenantId::new(&t).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
             vec![id.as_str().to_owned()]
         }
-        None => admin
-            .audit()
-            .chains()
-            .await
-            .context("listing audit chains")?,
+        None => admin.db().chains().await.context("listing audit chains")?,
     };
     let mut intact = true;
     let mut reports: Vec<ChainReport> = Vec::with_capacity(chains.len());
     for chain in chains {
         let report = admin
-            .audit()
+            .db()
             .verify_chain(&chain)
             .await
             .with_context(|| format!("verifying the chain of {chain:?}"))?;

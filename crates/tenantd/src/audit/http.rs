@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tenancy::{Tenant, TenantId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AuditEvent, AuditFilter, SYSTEM_CHAIN};
+use super::{AuditEvent, AuditFilter, AuditRepo, SYSTEM_CHAIN};
 use crate::clock::parse_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
@@ -153,7 +153,7 @@ impl Source {
     async fn page(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let mut events = match self {
             Self::Tenant(store) => store.audit_events(filter).await?,
-            Self::Admin(store, chain) => store.audit().list_events(chain, filter).await?,
+            Self::Admin(store, chain) => store.db().list_events(chain, filter).await?,
         };
         for event in &mut events {
             crate::redact::json(&mut event.params);

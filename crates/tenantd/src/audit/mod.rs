@@ -14,9 +14,8 @@ mod capture;
 pub mod cli;
 pub mod http;
 pub mod layer;
-mod postgres;
+mod repo;
 mod rows;
-mod sqlite;
 mod writer;
 
 use async_trait::async_trait;
@@ -259,7 +258,7 @@ pub fn chain_of(tenant: Option<&TenantId>) -> String {
 impl crate::store::TenantStore {
     /// A page of this tenant's events.
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let (scope, backend) = self.parts();
-        backend.list_scoped_events(scope, filter).await
+        let (scope, db) = self.shared();
+        db.list_scoped_events(scope, filter).await
     }
 }

@@ -1,19 +1,16 @@
-//! The backend-neutral half of audit storage: how stored rows decode, how
-//! a group of new events is placed in its chains, the listing's SQL (the
-//! same on both backends but for the placeholder sign), and the paged
-//! chain walk of `verify`. The SQLite and PostgreSQL repositories only
-//! run the statements.
+//! The rows of audit storage: how stored rows decode, how a group of new
+//! events is placed in its chains (the one copy of the chaining), the
+//! listing's SQL, and the paged chain walk of `verify`. The repository
+//! ([`super::repo`]) runs the statements.
 
 use std::collections::HashMap;
 use std::future::Future;
 
-use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
-
 use super::{
     AuditEvent, AuditFilter, ChainReport, ChainWalk, GENESIS, HashInput, NewEvent, OutboxPlace,
 };
-use crate::store::StoreError;
 use crate::store::outbox::{CHAINED_SQL, UNPARK_SQL};
+use crate::store::{Row, Sql, StoreError, sql};
 
 /// The stored columns, in the order [`StoredEvent`] decodes them.
 pub(crate) const COLUMNS: &str = "tenant_id, seq, id, at, actor, action, target, request_id, ip, \
@@ -42,36 +39,28 @@ pub(crate) struct StoredEvent {
     hash: String,
 }
 
-/// Decodes a row selected as [`COLUMNS`], on any backend.
-impl<'r, R> FromRow<'r, R> for StoredEvent
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+impl StoredEvent {
+    /// Decodes a row selected as [`COLUMNS`].
+    pub(crate) fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
-            tenant: row.try_get(0)?,
-            seq: row.try_get(1)?,
-            id: row.try_get(2)?,
-            at: row.try_get(3)?,
-            actor: row.try_get(4)?,
-            action: row.try_get(5)?,
-            target: row.try_get(6)?,
-            request_id: row.try_get(7)?,
-            ip: row.try_get(8)?,
-            user_agent: row.try_get(9)?,
-            status: row.try_get(10)?,
-            duration_ms: row.try_get(11)?,
-            params: row.try_get(12)?,
-            prev_hash: row.try_get(13)?,
-            hash: row.try_get(14)?,
+            tenant: row.get(0)?,
+            seq: row.get(1)?,
+            id: row.get(2)?,
+            at: row.get(3)?,
+            actor: row.get(4)?,
+            action: row.get(5)?,
+            target: row.get(6)?,
+            request_id: row.get(7)?,
+            ip: row.get(8)?,
+            user_agent: row.get(9)?,
+            status: row.get(10)?,
+            duration_ms: row.get(11)?,
+            params: row.get(12)?,
+            prev_hash: row.get(13)?,
+            hash: row.get(14)?,
         })
     }
-}
 
-impl StoredEvent {
     fn hash_input(&self) -> HashInput<'_> {
         HashInput {
             tenant: &self.tenant,
@@ -141,8 +130,8 @@ impl Placed<'_> {
 }
 
 /// How an append tells whether a parked event is still to be chained: the
-/// statement for its outbox, with the chain it was parked under. `None`
-/// for an event that was never parked.
+/// statement for its outbox, bound. `None` for an event that was never
+/// parked.
 ///
 /// - Parked in the shared database (the one the chain is in): taking the
 ///   row out is the claim. Of two appenders of one event (the writer with
@@ -151,11 +140,20 @@ impl Placed<'_> {
 /// - Parked in a dedicated tenant's database: the row is taken out there
 ///   after this append commits, so a crash in between leaves it parked
 ///   though chained; the append looks for the event in its chain first.
-pub(crate) fn still_parked_sql(event: &NewEvent) -> Option<(OutboxPlace, &'static str, &str)> {
+pub(crate) fn still_parked_sql(event: &NewEvent) -> Option<(OutboxPlace, Sql)> {
     let outbox = event.outbox.as_ref()?;
     Some(match outbox.place {
-        OutboxPlace::Shared => (OutboxPlace::Shared, UNPARK_SQL, outbox.chain.as_str()),
-        OutboxPlace::Dedicated => (OutboxPlace::Dedicated, CHAINED_SQL, event.tenant.as_str()),
+        OutboxPlace::Shared => (
+            OutboxPlace::Shared,
+            sql(UNPARK_SQL).bind(&outbox.chain).bind(&event.id),
+        ),
+        OutboxPlace::Dedicated => (
+            OutboxPlace::Dedicated,
+            sql(CHAINED_SQL)
+                .bind(&event.tenant)
+                .bind(event.at_ms)
+                .bind(&event.id),
+        ),
     })
 }
 
@@ -227,37 +225,47 @@ pub(crate) fn place<'a>(
     (placed, heads)
 }
 
-/// The listing of one chain: `p` is the placeholder sign (`?` for
-/// SQLite, `$` for PostgreSQL). Parameters, always bound in this order:
-/// 1 chain, 2 after_seq, 3 action, 4 actor, 5 since_ms, 6 until_ms,
-/// 7 limit. Only the filters given become predicates, so a time range is
-/// a plain range on `(tenant_id, at_ms)` that its index serves.
-pub(crate) fn list_sql(filter: &AuditFilter, p: char) -> String {
-    let mut sql =
-        format!("SELECT {COLUMNS} FROM audit_events WHERE tenant_id = {p}1 AND seq > {p}2");
+/// The listing of one chain's page. Parameters, always bound in this
+/// order: 1 chain, 2 after_seq, 3 action, 4 actor, 5 since_ms,
+/// 6 until_ms, 7 limit. Only the filters given become predicates, so a
+/// time range is a plain range on `(tenant_id, at_ms)` that its index
+/// serves.
+pub(crate) fn list_sql(tenant: &str, filter: &AuditFilter) -> Sql {
+    let mut text = format!("SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2");
     if filter.action.is_some() {
-        sql.push_str(&format!(" AND action = {p}3"));
+        text.push_str(" AND action = $3");
     }
     if filter.actor.is_some() {
-        sql.push_str(&format!(" AND actor = {p}4"));
+        text.push_str(" AND actor = $4");
     }
     if filter.since_ms.is_some() {
-        sql.push_str(&format!(" AND at_ms >= {p}5"));
+        text.push_str(" AND at_ms >= $5");
     }
     if filter.until_ms.is_some() {
-        sql.push_str(&format!(" AND at_ms < {p}6"));
+        text.push_str(" AND at_ms < $6");
     }
-    sql.push_str(&format!(" ORDER BY seq LIMIT {p}7"));
-    sql
+    text.push_str(" ORDER BY seq LIMIT $7");
+    Sql::owned(text)
+        .bind(tenant)
+        .bind(i64::try_from(filter.after_seq).unwrap_or(i64::MAX))
+        .bind(filter.action.as_deref())
+        .bind(filter.actor.as_deref())
+        .bind(filter.since_ms)
+        .bind(filter.until_ms)
+        .bind(i64::try_from(filter.limit).unwrap_or(i64::MAX))
 }
 
-/// A page of [`walk_chain`]: parameters 1 chain, 2 first seq, 3 limit,
-/// 4 last seq.
-pub(crate) fn verify_page_sql(p: char) -> String {
-    format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = {p}1 AND seq >= {p}2 \
-         AND seq <= {p}4 ORDER BY seq LIMIT {p}3"
-    )
+/// A page of [`walk_chain`]: `tenant`'s events `from..=upto`, at most
+/// `limit`.
+pub(crate) fn verify_page_sql(tenant: &str, from: i64, upto: i64, limit: i64) -> Sql {
+    Sql::owned(format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq >= $2 \
+         AND seq <= $3 ORDER BY seq LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(from)
+    .bind(upto)
+    .bind(limit)
 }
 
 /// Walks `tenant`'s chain and reports the first break. `head` is the
@@ -354,8 +362,8 @@ mod tests {
             until_ms: Some(5),
             ..AuditFilter::default()
         };
-        let sql = list_sql(&filter, '$');
-        assert!(sql.ends_with(
+        let sql = list_sql("a", &filter);
+        assert!(sql.text().ends_with(
             "WHERE tenant_id = $1 AND seq > $2 AND actor = $4 AND at_ms < $6 ORDER BY seq LIMIT $7"
         ));
     }

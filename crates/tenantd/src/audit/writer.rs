@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{NewEvent, OutboxPlace};
+use super::{AuditRepo, NewEvent, OutboxPlace};
 use crate::clock::Clock;
 use crate::store::AdminStore;
 
@@ -179,7 +179,7 @@ impl Writer {
         while chunks.peek().is_some() {
             let chunk: Vec<(NewEvent, Option<Waiter>)> = chunks.by_ref().take(MAX_BATCH).collect();
             let (events, waiters): (Vec<NewEvent>, Vec<Option<Waiter>>) = chunk.into_iter().unzip();
-            match self.store.audit().append_events(&events).await {
+            match self.store.db().append_events(&events).await {
                 Ok(()) => {
                     for waiter in waiters.into_iter().flatten() {
                         let _ = waiter.send(true);
@@ -272,7 +272,7 @@ impl Writer {
                     events = due.len(),
                     "chaining audit events left in an outbox (their answers were not recorded)"
                 );
-                if let Err(e) = self.store.audit().append_events(&due).await {
+                if let Err(e) = self.store.db().append_events(&due).await {
                     tracing::warn!(error = %e, "chaining parked audit events failed");
                     break;
                 }

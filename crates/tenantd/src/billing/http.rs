@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{BillingEvent, CloseReport};
+use super::{BillingEvent, BillingRepo, CloseReport};
 use crate::billing::BillingWorker;
 use crate::clock::Clock;
 use crate::clock::month_of_ms;
@@ -95,7 +95,7 @@ pub(crate) async fn events(
     Ok(Json(
         admin
             .store()
-            .billing()
+            .db()
             .list_billing_events(month.as_deref())
             .await?,
     ))

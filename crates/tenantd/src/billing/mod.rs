@@ -5,10 +5,9 @@
 //! # Exactly one event per tenant and month
 //!
 //! The outbox's primary key is `(tenant, month)` and events are inserted
-//! with `INSERT OR IGNORE` (SQLite) or `ON CONFLICT DO NOTHING`
-//! (PostgreSQL), so closing a month twice (by the scheduler, by
-//! `POST /admin/billing/close`, by two instances) never makes a second
-//! event. The event id is fixed when the row is written and sent as the
+//! with `ON CONFLICT DO NOTHING`, so closing a month twice (by the
+//! scheduler, by `POST /admin/billing/close`, by two instances) never
+//! makes a second event. The event id is fixed when the row is written and sent as the
 //! `Idempotency-Key` of every attempt, so a receiver that saw an attempt
 //! whose answer was lost recognises the retry as the same event.
 //!
@@ -26,9 +25,7 @@
 //! [`BillingRepo::due_events`]).
 
 pub mod http;
-mod postgres;
-mod rows;
-mod sqlite;
+mod repo;
 mod worker;
 
 use async_trait::async_trait;

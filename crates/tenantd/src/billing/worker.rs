@@ -10,13 +10,13 @@ use tenancy::TenantId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{BillingEvent, CloseReport, EVENT_TYPE, NewBillingEvent};
+use super::{BillingEvent, BillingRepo, CloseReport, EVENT_TYPE, NewBillingEvent};
 use crate::clock::{Clock, month_of_ms, previous_month, rfc3339_from_ms};
 use crate::config::BillingConfig;
 use crate::store::{AdminStore, StoreError};
 use crate::tenants::TenantFilter;
 use crate::tenants::registry::Registry;
-use crate::usage::month_report;
+use crate::usage::{UsageRepo, admin_usage, month_report};
 
 /// Events fetched per delivery round.
 const BATCH: u32 = 64;
@@ -144,7 +144,7 @@ impl BillingWorker {
         let unregistered = self.registry.plans().unregistered().plan.to_string();
         let known: std::collections::HashSet<TenantId> =
             tenants.iter().map(|(t, _)| t.clone()).collect();
-        for id in self.store.usage().tenants_with_usage(month).await? {
+        for id in admin_usage(&self.store).tenants_with_usage(month).await? {
             if !known.contains(&id) {
                 tenants.push((id, unregistered.clone()));
             }
@@ -167,10 +167,7 @@ impl BillingWorker {
             .chunks(usize::try_from(PAGE).unwrap_or(1_000))
             .peekable();
         if pages.peek().is_none() {
-            self.store
-                .billing()
-                .close_month(month, &[], now, true)
-                .await?;
+            self.store.db().close_month(month, &[], now, true).await?;
         }
         while let Some(page) = pages.next() {
             let mut events = Vec::with_capacity(page.len());
@@ -180,7 +177,7 @@ impl BillingWorker {
             let last = pages.peek().is_none();
             created += self
                 .store
-                .billing()
+                .db()
                 .close_month(month, &events, now, last)
                 .await?;
         }
@@ -250,7 +247,7 @@ impl BillingWorker {
         let Some(previous) = previous_month(&current) else {
             return Ok(());
         };
-        if !self.store.billing().month_closed(&previous).await? {
+        if !self.store.db().month_closed(&previous).await? {
             self.close(&previous).await?;
         }
         Ok(())
@@ -264,7 +261,7 @@ impl BillingWorker {
         loop {
             let due = self
                 .store
-                .billing()
+                .db()
                 .due_events(self.clock.now_ms(), BATCH)
                 .await?;
             if due.is_empty() {
@@ -301,7 +298,7 @@ impl BillingWorker {
             Ok(()) => {
                 tracing::info!(event = %event.id, tenant = %event.tenant_id, month = %event.month, attempts, "billing event delivered");
                 self.store
-                    .billing()
+                    .db()
                     .mark_delivered(event.tenant_id.as_str(), &event.id, attempts)
                     .await
             }
@@ -313,7 +310,7 @@ impl BillingWorker {
                 });
                 tracing::warn!(event = %event.id, attempts, gave_up = next.is_none(), %error, "billing delivery failed");
                 self.store
-                    .billing()
+                    .db()
                     .mark_attempt_failed(
                         event.tenant_id.as_str(),
                         &event.id,

@@ -52,7 +52,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 
-use crate::audit::{NewEvent, SYSTEM_CHAIN};
+use crate::audit::{AuditRepo, NewEvent, SYSTEM_CHAIN};
 use crate::clock::{Clock, rfc3339_from_ms};
 use crate::store::{AdminStore, StoreError};
 
@@ -535,7 +535,7 @@ async fn audit(
         "error": error,
     });
     store
-        .audit()
+        .db()
         .append_events(&[NewEvent {
             id: crate::audit::new_event_id(),
             outbox: None,

@@ -21,21 +21,19 @@ pub mod quota;
 mod routed;
 pub mod sql;
 mod sqlite;
+mod values;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
-use crate::audit::AuditRepo;
-use crate::billing::BillingRepo;
 use crate::clock::Clock;
 use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
-use crate::usage::UsageRepo;
 
 pub use db::Db;
 pub use dedicated::{PoolHealth, Target, TenantPools};
@@ -43,10 +41,10 @@ pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use pg_roles::check_isolation;
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
 pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
-pub(crate) use routed::merge_counters;
-use routed::{RoutedQueue, RoutedUsage};
+use routed::RoutedQueue;
 pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
+pub use values::{execute_rows, rows_per_statement, values_list};
 
 /// Helpers shared by the PostgreSQL implementations of feature
 /// repositories.
@@ -150,9 +148,6 @@ pub trait Backend:
     + JobQueue
     + TenantRepo
     + KeyRepo
-    + UsageRepo
-    + AuditRepo
-    + BillingRepo
     + PortableRepo
     + Send
     + Sync
@@ -341,11 +336,6 @@ impl Store {
             backend: self.backend.clone(),
             pools: self.pools.clone(),
             placement: self.placement.clone(),
-            usage: Arc::new(RoutedUsage {
-                shared: self.backend.clone(),
-                placement: self.placement.clone(),
-                pools: self.pools.clone(),
-            }),
         }
     }
 
@@ -450,7 +440,6 @@ pub struct AdminStore {
     backend: Arc<dyn Backend>,
     pools: Arc<TenantPools>,
     placement: Arc<dyn PlacementSource>,
-    usage: Arc<RoutedUsage>,
 }
 
 impl std::fmt::Debug for AdminStore {
@@ -472,22 +461,6 @@ impl AdminStore {
 
     /// API key rows.
     pub fn keys(&self) -> &dyn KeyRepo {
-        self.backend.as_ref()
-    }
-
-    /// Usage counters of every tenant (the batched recorder, admin
-    /// reports, billing).
-    pub fn usage(&self) -> &dyn UsageRepo {
-        self.usage.as_ref()
-    }
-
-    /// The audit log of every tenant (the appender, admin reads, verify).
-    pub fn audit(&self) -> &dyn AuditRepo {
-        self.backend.as_ref()
-    }
-
-    /// The billing outbox.
-    pub fn billing(&self) -> &dyn BillingRepo {
         self.backend.as_ref()
     }
 
@@ -515,6 +488,16 @@ impl AdminStore {
         all
     }
 
+    /// `tenant`'s own database, when it has one (opening it if needed):
+    /// for the administrative reads that add in what a dedicated tenant's
+    /// writes keep there.
+    pub async fn dedicated_db(&self, tenant: &TenantId) -> Result<Option<Db>, StoreError> {
+        match self.placement.placement(tenant).dedicated {
+            None => Ok(None),
+            Some(target) => Ok(Some(self.pools.get(tenant, &target).await?)),
+        }
+    }
+
     /// The outbox of `tenant`'s own database, when it has one (opening it
     /// if needed).
     pub async fn dedicated_outbox(
@@ -524,10 +507,9 @@ impl AdminStore {
         let Ok(tenant) = TenantId::new(tenant) else {
             return Ok(None);
         };
-        let Some(target) = self.placement.placement(&tenant).dedicated else {
-            return Ok(None);
-        };
-        let db = self.pools.get(&tenant, &target).await?;
-        Ok(Some(Arc::new(db)))
+        Ok(self
+            .dedicated_db(&tenant)
+            .await?
+            .map(|db| -> Arc<dyn OutboxRepo> { Arc::new(db) }))
     }
 }

@@ -378,6 +378,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Commits a write made on the platform's behalf rather than the
+    /// request's (the usage flush a report runs first): the request's
+    /// audit event is not parked with it, so an event still parks with the
+    /// request's own write, or reaches its chain through the writer.
+    pub async fn commit_unattributed(self) -> Result<(), StoreError> {
+        match self.inner {
+            Inner::SqliteTx(tx) => tx.commit().await.map_err(map_sqlx),
+            Inner::PgTx(tx) => tx.commit().await.map_err(map_pg),
+            Inner::SqliteConn(_) | Inner::PgConn(_) => Ok(()),
+        }
+    }
+
     /// Ends a transaction without writing anything.
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self.inner {

@@ -24,6 +24,7 @@ use crate::routes::{RouteFacts, Routes};
 use crate::store::Store;
 use crate::tenants::service::TenantAdmin;
 use crate::usage::UsageBook;
+use crate::usage::{UsageRepo, admin_usage};
 use std::sync::Arc;
 
 /// Routes under `/admin/tenants` (keys are in [`crate::keys::http`]).
@@ -226,8 +227,8 @@ pub(crate) async fn get_tenant(
     let api_keys = store.keys().count_live_keys(&id).await?;
     usage_book.flush().await;
     let month = crate::clock::month_of_ms(clock.now_ms());
-    let counters = store.usage().month_counters(&id, &month).await?;
-    let (records, storage_bytes) = store.usage().current_size(&id).await?;
+    let counters = admin_usage(store).month_counters(&id, &month).await?;
+    let (records, storage_bytes) = admin_usage(store).current_size(&id).await?;
     let settings = admin.registry().settings(&id);
     let report = crate::usage::report::UsageReport::build(
         id.as_str(),

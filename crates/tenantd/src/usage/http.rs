@@ -6,6 +6,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::report::{MetricsReport, UsageReport};
+use super::{UsageRepo, admin_usage};
 use crate::clock::{Clock, day_of_ms, month_of_ms, parse_day, parse_month};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
@@ -126,6 +127,6 @@ pub(crate) async fn metrics(
     admin.get(&id).await?;
     usage_book.flush().await;
     let (start, end) = (start.to_string(), end.to_string());
-    let days = admin.store().usage().daily(&id, &start, &end).await?;
+    let days = admin_usage(admin.store()).daily(&id, &start, &end).await?;
     Ok(Json(MetricsReport::build(id.as_str(), &start, &end, &days)))
 }

@@ -3,7 +3,7 @@
 //!
 //! Two sources feed the same counters:
 //! - writes a quota limits (records written, detections) are counted in
-//!   the write's own transaction ([`count_in_tx`]), so the figure that
+//!   the write's own transaction ([`count_in`]), so the figure that
 //!   enforces `max_detections_per_month` is the figure billed;
 //! - API calls are counted by [`UsageRecorder`] off the request path and
 //!   written in batches (every `usage.flush_ms`, and on shutdown).
@@ -11,10 +11,11 @@
 mod histogram;
 pub mod http;
 pub mod layer;
-mod postgres;
 mod recorder;
+mod repo;
 pub mod report;
-mod sqlite;
+mod routed;
+mod transitional;
 
 use async_trait::async_trait;
 use tenancy::TenantId;
@@ -23,14 +24,19 @@ use crate::store::{StoreError, TenantStore};
 
 pub use histogram::Histogram;
 pub use recorder::{RouteClass, StatusClass, UsageRecorder};
-/// Counter helpers for other features' SQLite transactions.
+pub use repo::{count_in, counter_in};
+pub(crate) use routed::merge_counters;
+pub use routed::{RoutedUsage, admin_usage};
+
+/// TRANSITIONAL: counter helpers for other features' SQLite transactions.
 pub(crate) mod sqlite_support {
-    pub(crate) use super::sqlite::{count_in_tx, counter_in_tx};
+    pub(crate) use super::transitional::sqlite::{count_in_tx, counter_in_tx};
 }
 
-/// Counter helpers for other features' PostgreSQL transactions.
+/// TRANSITIONAL: counter helpers for other features' PostgreSQL
+/// transactions.
 pub(crate) mod pg_support {
-    pub(crate) use super::postgres::{count_in_tx, counter_in_tx};
+    pub(crate) use super::transitional::postgres::{count_in_tx, counter_in_tx};
 }
 
 /// A count as stored (saturating).
@@ -134,21 +140,21 @@ pub trait UsageRepo: Send + Sync {
 impl TenantStore {
     /// This tenant's counters for `month`.
     pub async fn month_counters(&self, month: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let (scope, shared) = self.parts();
+        let (scope, shared) = self.shared();
         let counters = shared.month_counters(scope.tenant(), month).await?;
         // A dedicated tenant's record writes are counted in its database.
         if !self.is_dedicated() {
             return Ok(counters);
         }
-        let (scope, own) = self.records_parts().await?;
+        let (scope, own) = self.records_db().await?;
         let own = own.month_counters(scope.tenant(), month).await?;
-        Ok(crate::store::merge_counters(counters, own))
+        Ok(merge_counters(counters, own))
     }
 
     /// This tenant's stored records and bytes (where its records are).
     pub async fn current_size(&self) -> Result<(u64, u64), StoreError> {
-        let (scope, backend) = self.records_parts().await?;
-        backend.current_size(scope.tenant()).await
+        let (scope, db) = self.records_db().await?;
+        db.current_size(scope.tenant()).await
     }
 }
 
@@ -161,8 +167,9 @@ pub async fn month_report(
     plan: &str,
     month: &str,
 ) -> Result<report::UsageReport, StoreError> {
-    let counters = store.usage().month_counters(tenant, month).await?;
-    let size = store.usage().current_size(tenant).await?;
+    let usage = admin_usage(store);
+    let counters = usage.month_counters(tenant, month).await?;
+    let size = usage.current_size(tenant).await?;
     Ok(report::UsageReport::build(
         tenant.as_str(),
         month,

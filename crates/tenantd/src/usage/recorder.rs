@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::task::OwnedTask;
 use tenancy::TenantId;
 
-use super::{DayStats, UsageBatch, metric};
+use super::{DayStats, UsageBatch, UsageRepo, admin_usage, metric};
 use crate::clock::{day_of_ms, month_of_ms};
 use crate::store::{AdminStore, StoreError};
 
@@ -243,7 +243,7 @@ impl UsageRecorder {
             return Ok(());
         }
         let batch = Self::batch(&taken);
-        match store.usage().add_usage(&batch).await {
+        match admin_usage(store).add_usage(&batch).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let mut pending = self.lock();

@@ -342,7 +342,7 @@ async fn scrape(
     axum::extract::State(state): axum::extract::State<crate::app::AppState>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match state.store.system_job_queue().depth().await {
+    match crate::jobs::system_queue(&state.store).depth().await {
         Ok((pending, running)) => state.metrics.set_jobs(pending, running),
         Err(e) => tracing::warn!(error = %e, "job queue depth unavailable for metrics"),
     }

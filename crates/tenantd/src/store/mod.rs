@@ -30,7 +30,6 @@ use tenancy::{TenantContext, TenantId};
 use crate::audit::AuditRepo;
 use crate::billing::BillingRepo;
 use crate::clock::Clock;
-use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
@@ -43,8 +42,8 @@ pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use pg_roles::check_isolation;
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
 pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
+use routed::RoutedUsage;
 pub(crate) use routed::merge_counters;
-use routed::{RoutedQueue, RoutedUsage};
 pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 
@@ -146,8 +145,6 @@ pub trait DataRows: Send + Sync {
 pub trait Backend:
     DataRows
     + RecordRepo
-    + JobRepo
-    + JobQueue
     + TenantRepo
     + KeyRepo
     + UsageRepo
@@ -163,9 +160,6 @@ pub trait Backend:
 
     /// Releases connections (graceful shutdown).
     async fn close(&self);
-
-    /// Upcast for the worker pool.
-    fn as_job_queue(self: Arc<Self>) -> Arc<dyn JobQueue>;
 }
 
 /// Where a tenant's records live, as the registry knows it now.
@@ -309,16 +303,6 @@ impl Store {
     /// job's tenant).
     pub fn placement_of(&self, tenant: &TenantId) -> Placement {
         self.placement.placement(tenant)
-    }
-
-    /// The worker pool's cross-tenant queue. This is the one storage path
-    /// not confined to a tenant, named so it cannot be mistaken for one:
-    /// it hands out jobs with the tenant of their row.
-    pub fn system_job_queue(&self) -> Arc<dyn JobQueue> {
-        Arc::new(RoutedQueue {
-            shared: self.backend.clone().as_job_queue(),
-            store: self.clone(),
-        })
     }
 
     /// The shared database, for moves between tiers and the system paths

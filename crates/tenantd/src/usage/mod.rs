@@ -25,12 +25,12 @@ pub use histogram::Histogram;
 pub use recorder::{RouteClass, StatusClass, UsageRecorder};
 /// Counter helpers for other features' SQLite transactions.
 pub(crate) mod sqlite_support {
-    pub(crate) use super::sqlite::{count_in_tx, counter_in_tx};
+    pub(crate) use super::sqlite::count_in_tx;
 }
 
 /// Counter helpers for other features' PostgreSQL transactions.
 pub(crate) mod pg_support {
-    pub(crate) use super::postgres::{count_in_tx, counter_in_tx};
+    pub(crate) use super::postgres::count_in_tx;
 }
 
 /// A count as stored (saturating).

@@ -1,5 +1,5 @@
 //! [`UsageRepo`] for PostgreSQL, and the counter helpers other features'
-//! PostgreSQL transactions use ([`count_in_tx`], [`counter_in_tx`]).
+//! PostgreSQL transactions use ([`count_in_tx`]).
 //!
 //! **Isolation.** The repository is administrative (the recorder writes
 //! many tenants at once, reports and billing read any tenant): it runs on
@@ -9,7 +9,7 @@
 //! level security binds them.
 //!
 //! **Locking.** Writers run concurrently. A quota-limited counter is read
-//! with its row locked ([`counter_in_tx`]) until the write that adds to it
+//! with its row locked until the write that adds to it
 //! commits, so two writers cannot both pass the same last unit of quota. A
 //! batch sums what it holds per row first, then touches the rows in one
 //! order (tenant, then month and metric or day, byte order), so batches
@@ -51,39 +51,6 @@ pub(crate) async fn count_in_tx(
         .await
         .map_err(map_pg)?;
     Ok(())
-}
-
-/// This month's `metric` of `tenant`, read inside a write's transaction
-/// with the counter row locked (created at 0 when missing) until that
-/// transaction ends: concurrent quota-checked writes of the tenant queue
-/// here, and each reads the count the previous one committed.
-pub(crate) async fn counter_in_tx(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-    metric: &str,
-) -> Result<u64, StoreError> {
-    let month = month_of_ms(now_ms());
-    sqlx::query(
-        "INSERT INTO usage_counters (tenant_id, month, metric, value) VALUES ($1, $2, $3, 0) \
-         ON CONFLICT (tenant_id, month, metric) DO NOTHING",
-    )
-    .bind(tenant.as_str())
-    .bind(&month)
-    .bind(metric)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_pg)?;
-    let value: i64 = sqlx::query_scalar(
-        "SELECT value FROM usage_counters WHERE tenant_id = $1 AND month = $2 AND metric = $3 \
-         FOR UPDATE",
-    )
-    .bind(tenant.as_str())
-    .bind(&month)
-    .bind(metric)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_pg)?;
-    Ok(as_u64(value))
 }
 
 #[async_trait]

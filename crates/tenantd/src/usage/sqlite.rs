@@ -32,24 +32,6 @@ pub(crate) async fn count_in_tx(
     Ok(())
 }
 
-/// This month's `metric` of `tenant`, read inside a write's transaction.
-pub(crate) async fn counter_in_tx(
-    tx: &mut Transaction<'static, Sqlite>,
-    tenant: &TenantId,
-    metric: &str,
-) -> Result<u64, StoreError> {
-    let value: Option<i64> = sqlx::query_scalar(
-        "SELECT value FROM usage_counters WHERE tenant_id = ?1 AND month = ?2 AND metric = ?3",
-    )
-    .bind(tenant.as_str())
-    .bind(month_of_ms(now_ms()))
-    .bind(metric)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(map_sqlx)?;
-    Ok(value.map_or(0, as_u64))
-}
-
 #[async_trait]
 impl UsageRepo for SqliteStore {
     async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ pub mod http;
 mod model;
 mod queue;
 mod repo;
+mod routed;
 pub mod worker;
 
 use std::time::Duration;
@@ -28,7 +29,7 @@ use crate::store::{StoreError, TenantScope, TenantStore};
 pub use model::{
     ClaimedJob, DetectionId, Job, JobPage, JobStatus, MAX_PRIORITY, NewJob, SubmitInput,
 };
-pub use queue::system_queue;
+pub use routed::system_queue;
 
 /// Why a jobs operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -343,7 +343,7 @@ async fn scrape(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match store.system_job_queue().depth().await {
+    match crate::jobs::system_queue(&store).depth().await {
         Ok((pending, running)) => metrics.set_jobs(pending, running),
         Err(e) => tracing::warn!(error = %e, "job queue depth unavailable for metrics"),
     }

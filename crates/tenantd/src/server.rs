@@ -136,7 +136,7 @@ impl Server {
             .with_context(|| format!("server.bind {}: cannot listen", config.server.bind))?;
         let scratch = config.storage.data_dir.join("tmp").join("clones");
         let jobs = JobRunner::start(
-            store.system_job_queue(),
+            crate::jobs::system_queue(&store),
             config.jobs.clone(),
             scratch,
             registry,

@@ -14,8 +14,9 @@
 pub mod detect;
 pub mod http;
 mod model;
-mod postgres;
-mod sqlite;
+mod queue;
+mod repo;
+mod routed;
 pub mod worker;
 
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::store::{StoreError, TenantScope, TenantStore};
 pub use model::{
     ClaimedJob, DetectionId, Job, JobPage, JobStatus, MAX_PRIORITY, NewJob, SubmitInput,
 };
+pub use routed::system_queue;
 
 /// Why a jobs operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,7 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-/// A tenant's own jobs, implemented by each backend.
+/// A tenant's own jobs, implemented once on [`crate::store::Db`].
 #[async_trait]
 pub trait JobRepo: Send + Sync {
     /// Stores a new pending job.
@@ -168,15 +170,14 @@ pub trait JobQueue: Send + Sync {
 impl TenantStore {
     /// Stores a new pending job.
     pub async fn submit_job(&self, new: NewJob, max_attempts: i64) -> Result<Job, JobsError> {
-        let (scope, backend) = self.parts();
-        Ok(backend.submit_job(scope, new, max_attempts).await?)
+        let (scope, db) = self.shared();
+        Ok(db.submit_job(scope, new, max_attempts).await?)
     }
 
     /// Reads a job of this tenant.
     pub async fn get_job(&self, id: &DetectionId) -> Result<Job, JobsError> {
-        let (scope, backend) = self.parts();
-        backend
-            .get_job(scope, id)
+        let (scope, db) = self.shared();
+        db.get_job(scope, id)
             .await?
             .ok_or_else(|| JobsError::NotFound(id.to_string()))
     }
@@ -190,14 +191,14 @@ impl TenantStore {
     ) -> Result<JobPage, JobsError> {
         let offset = decode_cursor(cursor)
             .map_err(|_| JobsError::invalid("cursor", "is not a cursor returned by this API"))?;
-        let (scope, backend) = self.parts();
-        Ok(backend.list_jobs(scope, status, limit, offset).await?)
+        let (scope, db) = self.shared();
+        Ok(db.list_jobs(scope, status, limit, offset).await?)
     }
 
     /// Cancels a job of this tenant.
     pub async fn cancel_job(&self, id: &DetectionId) -> Result<Job, JobsError> {
-        let (scope, backend) = self.parts();
-        match backend.cancel_job(scope, id).await? {
+        let (scope, db) = self.shared();
+        match db.cancel_job(scope, id).await? {
             CancelOutcome::Cancelled(job) => Ok(*job),
             CancelOutcome::AlreadyFinal(status) => Err(JobsError::AlreadyFinal {
                 id: id.to_string(),

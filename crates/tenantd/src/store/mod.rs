@@ -18,7 +18,6 @@ pub mod outbox;
 mod pg_roles;
 mod postgres;
 pub mod quota;
-mod routed;
 pub mod sql;
 mod sqlite;
 mod values;
@@ -29,7 +28,6 @@ use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
 use crate::clock::Clock;
-use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
@@ -41,7 +39,6 @@ pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use pg_roles::check_isolation;
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
 pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
-use routed::RoutedQueue;
 pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 pub use values::{execute_rows, rows_per_statement, values_list};
@@ -142,25 +139,13 @@ pub trait DataRows: Send + Sync {
 /// What every storage backend provides.
 #[async_trait]
 pub trait Backend:
-    DataRows
-    + RecordRepo
-    + JobRepo
-    + JobQueue
-    + TenantRepo
-    + KeyRepo
-    + PortableRepo
-    + Send
-    + Sync
-    + 'static
+    DataRows + RecordRepo + TenantRepo + KeyRepo + PortableRepo + Send + Sync + 'static
 {
     /// Whether the backend can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 
     /// Releases connections (graceful shutdown).
     async fn close(&self);
-
-    /// Upcast for the worker pool.
-    fn as_job_queue(self: Arc<Self>) -> Arc<dyn JobQueue>;
 }
 
 /// Where a tenant's records live, as the registry knows it now.
@@ -304,16 +289,6 @@ impl Store {
     /// job's tenant).
     pub fn placement_of(&self, tenant: &TenantId) -> Placement {
         self.placement.placement(tenant)
-    }
-
-    /// The worker pool's cross-tenant queue. This is the one storage path
-    /// not confined to a tenant, named so it cannot be mistaken for one:
-    /// it hands out jobs with the tenant of their row.
-    pub fn system_job_queue(&self) -> Arc<dyn JobQueue> {
-        Arc::new(RoutedQueue {
-            shared: self.backend.clone().as_job_queue(),
-            store: self.clone(),
-        })
     }
 
     /// The shared database, for moves between tiers and the system paths

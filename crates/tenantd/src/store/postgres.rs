@@ -471,10 +471,6 @@ impl Backend for PgStore {
     async fn close(&self) {
         PgStore::close(self).await;
     }
-
-    fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -350,8 +350,4 @@ impl Backend for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
-
-    fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {
-        self
-    }
 }

@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::clock::{month_of_ms, now_ms};
 use crate::error::{ApiError, ErrorBody};
+use crate::keys::KeyRepo;
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::tenants::TenantRepo;
 use crate::usage::metric;
 use crate::usage::report::UsageReport;
 
@@ -128,7 +130,7 @@ pub(crate) async fn me(
     let name = state
         .admin
         .store()
-        .tenants()
+        .db()
         .get_tenant(id)
         .await?
         .map(|row| row.name);
@@ -139,7 +141,7 @@ pub(crate) async fn me(
     let mut counters = scoped.month_counters(&month).await?;
     counters.extend(state.usage.pending_counters(id, &month));
     let size = scoped.current_size().await?;
-    let keys = state.admin.store().keys().count_live_keys(id).await?;
+    let keys = state.admin.store().db().count_live_keys(id).await?;
     let prices = state.admin.registry().plans().prices(&settings.plan);
     let usage = UsageReport::build(
         id.as_str(),

@@ -31,10 +31,8 @@ use crate::audit::AuditRepo;
 use crate::billing::BillingRepo;
 use crate::clock::Clock;
 use crate::jobs::{JobQueue, JobRepo};
-use crate::keys::KeyRepo;
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
-use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
 pub use db::Db;
@@ -148,8 +146,6 @@ pub trait Backend:
     + RecordRepo
     + JobRepo
     + JobQueue
-    + TenantRepo
-    + KeyRepo
     + UsageRepo
     + AuditRepo
     + BillingRepo
@@ -463,16 +459,6 @@ impl AdminStore {
     /// The shared database, on the administrative path.
     pub fn db(&self) -> &Db {
         &self.shared
-    }
-
-    /// Tenant rows.
-    pub fn tenants(&self) -> &dyn TenantRepo {
-        self.backend.as_ref()
-    }
-
-    /// API key rows.
-    pub fn keys(&self) -> &dyn KeyRepo {
-        self.backend.as_ref()
     }
 
     /// Usage counters of every tenant (the batched recorder, admin

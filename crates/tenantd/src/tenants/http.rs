@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::audit::layer::AuditTenant;
 use crate::error::{ApiError, ErrorBody, truncate_for_echo};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::keys::IssuedKey;
+use crate::keys::{IssuedKey, KeyRepo};
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
 
@@ -212,7 +212,7 @@ pub(crate) async fn get_tenant(
     let id = path_tenant(&id)?;
     let tenant = state.admin.get(&id).await?;
     let store = state.admin.store();
-    let api_keys = store.keys().count_live_keys(&id).await?;
+    let api_keys = store.db().count_live_keys(&id).await?;
     state.flush_usage().await;
     let month = crate::clock::month_of_ms(crate::clock::now_ms());
     let counters = store.usage().month_counters(&id, &month).await?;

@@ -7,10 +7,10 @@ use tenancy::{KeyHasher, PlainKey, TenantId};
 
 use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpec, validate};
 use super::registry::Registry;
-use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
+use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantRepo, TenantState, TenantsError};
 use crate::clock::now_rfc3339;
 use crate::config::is_postgres_url;
-use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
+use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, KeyRepo, NewKey, new_key_id};
 use crate::store::{AdminStore, StoreError};
 
 /// Tenant administration.
@@ -134,7 +134,7 @@ impl TenantAdmin {
         });
         let stored = self
             .store
-            .tenants()
+            .db()
             .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
             .await
             .map_err(|e| match e {
@@ -169,7 +169,7 @@ impl TenantAdmin {
 
     async fn row(&self, id: &TenantId) -> Result<TenantRow, TenantsError> {
         self.store
-            .tenants()
+            .db()
             .get_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))
@@ -179,7 +179,7 @@ impl TenantAdmin {
     pub async fn list(&self, mut filter: TenantFilter) -> Result<TenantPage, TenantsError> {
         let limit = filter.limit;
         filter.limit = limit + 1;
-        let mut rows = self.store.tenants().list_tenants(&filter).await?;
+        let mut rows = self.store.db().list_tenants(&filter).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next_cursor = if more {
@@ -212,7 +212,7 @@ impl TenantAdmin {
             return Err(TenantsError::Invalid(problems));
         }
         row.updated_at = now_rfc3339();
-        if !self.store.tenants().update_tenant(&row).await? {
+        if !self.store.db().update_tenant(&row).await? {
             return Err(TenantsError::NotFound(id.to_string()));
         }
         self.refresh(id).await?;
@@ -244,7 +244,7 @@ impl TenantAdmin {
         let pools = self.store.pools();
         let mut dedicated_records = 0;
         if let Some(target) =
-            crate::store::Target::of(pools.data_dir(), id, row.spec.storage.as_ref())
+            super::placement::target(pools.data_dir(), id, row.spec.storage.as_ref())
         {
             let own = pools.get(id, &target).await?;
             dedicated_records = own.backend().delete_data_rows(id).await?;
@@ -252,7 +252,7 @@ impl TenantAdmin {
         }
         let mut counts = self
             .store
-            .tenants()
+            .db()
             .delete_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -276,7 +276,7 @@ impl TenantAdmin {
         let (insert, plain) = self.mint(id, new);
         let info = self
             .store
-            .keys()
+            .db()
             .insert_key(id, &insert, max_live)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -291,14 +291,14 @@ impl TenantAdmin {
     /// Keys of a tenant (never secrets or hashes).
     pub async fn list_keys(&self, id: &TenantId) -> Result<Vec<ApiKeyInfo>, TenantsError> {
         self.row(id).await?;
-        Ok(self.store.keys().list_keys(id).await?)
+        Ok(self.store.db().list_keys(id).await?)
     }
 
     /// Revokes a key, effective on the next request to this node.
     pub async fn revoke_key(&self, id: &TenantId, key_id: &str) -> Result<(), TenantsError> {
         if !self
             .store
-            .keys()
+            .db()
             .revoke_key(id, key_id, &now_rfc3339())
             .await?
         {
@@ -327,7 +327,7 @@ impl TenantAdmin {
         }
         let old = self
             .store
-            .keys()
+            .db()
             .list_keys(id)
             .await?
             .into_iter()
@@ -346,7 +346,7 @@ impl TenantAdmin {
         );
         let info = self
             .store
-            .keys()
+            .db()
             .rotate_key(id, key_id, &crate::clock::rfc3339(until), &insert)
             .await?
             .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;

@@ -78,6 +78,21 @@ pub(crate) async fn sqlite_is_retired(
     Ok(found.is_some())
 }
 
+/// What [`super::refuse_taken_oidc`] decides, on the bindings a raw
+/// transaction read.
+fn refuse_in(
+    rows: Vec<(String, String, Option<String>)>,
+    me: &TenantId,
+    want: &PairKey,
+    keep_own: bool,
+) -> Result<(), StoreError> {
+    let stored = rows
+        .into_iter()
+        .map(|(id, issuer, client)| stored_binding(id, issuer, client))
+        .collect::<Result<Vec<_>, _>>()?;
+    refuse_held(me, want, &stored, keep_own)
+}
+
 /// [`super::refuse_taken_oidc`] on a raw PostgreSQL transaction.
 pub(crate) async fn pg_refuse_taken_oidc(
     conn: &mut PgConnection,
@@ -86,16 +101,9 @@ pub(crate) async fn pg_refuse_taken_oidc(
     keep_own: bool,
 ) -> Result<(), StoreError> {
     let Some(want) = want else { return Ok(()) };
-    let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as(oidc_bindings_sql(Dialect::Postgres))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_pg)?;
-    let stored = rows
-        .into_iter()
-        .map(|(id, issuer, client)| stored_binding(id, issuer, client))
-        .collect::<Result<Vec<_>, _>>()?;
-    refuse_held(me, want, &stored, keep_own)
+    let query = sqlx::query_as(oidc_bindings_sql(Dialect::Postgres));
+    let rows = query.fetch_all(&mut *conn).await.map_err(map_pg)?;
+    refuse_in(rows, me, want, keep_own)
 }
 
 /// [`super::refuse_taken_oidc`] on a raw SQLite transaction.
@@ -106,14 +114,7 @@ pub(crate) async fn sqlite_refuse_taken_oidc(
     keep_own: bool,
 ) -> Result<(), StoreError> {
     let Some(want) = want else { return Ok(()) };
-    let rows: Vec<(String, String, Option<String>)> =
-        sqlx::query_as(oidc_bindings_sql(Dialect::Sqlite))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_sqlx)?;
-    let stored = rows
-        .into_iter()
-        .map(|(id, issuer, client)| stored_binding(id, issuer, client))
-        .collect::<Result<Vec<_>, _>>()?;
-    refuse_held(me, want, &stored, keep_own)
+    let query = sqlx::query_as(oidc_bindings_sql(Dialect::Sqlite));
+    let rows = query.fetch_all(&mut *conn).await.map_err(map_sqlx)?;
+    refuse_in(rows, me, want, keep_own)
 }

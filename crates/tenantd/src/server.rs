@@ -31,6 +31,7 @@ use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
 use crate::store::{AdminStore, Store};
 use crate::task::OwnedTask;
+use crate::tenants::TenantRepo;
 use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
@@ -241,7 +242,7 @@ async fn store_static_tenants(
         tracing::info!("Initializing tenant: {}", row.id);
     }
     admin_store
-        .tenants()
+        .db()
         .upsert_static_tenants(&static_rows)
         .await
         .context("storing the static tenants")

@@ -14,8 +14,8 @@ use super::{BillingEvent, BillingRepo, CloseReport, EVENT_TYPE, NewBillingEvent}
 use crate::clock::{Clock, month_of_ms, previous_month, rfc3339_from_ms};
 use crate::config::BillingConfig;
 use crate::store::{AdminStore, StoreError};
-use crate::tenants::TenantFilter;
 use crate::tenants::registry::Registry;
+use crate::tenants::{TenantFilter, TenantRepo};
 use crate::usage::{UsageRepo, admin_usage, month_report};
 
 /// Events fetched per delivery round.
@@ -125,7 +125,7 @@ impl BillingWorker {
             ..TenantFilter::default()
         };
         loop {
-            let page = self.store.tenants().list_tenants(&filter).await?;
+            let page = self.store.db().list_tenants(&filter).await?;
             let last = page.last().map(|row| row.id.clone());
             tenants.extend(
                 page.into_iter()

@@ -11,11 +11,9 @@ pub mod jwks;
 pub mod jwt;
 mod model;
 pub mod pepper;
-mod postgres;
-mod sqlite;
+mod repo;
 
-pub(crate) use postgres::pg_insert;
-pub(crate) use sqlite::sqlite_insert;
+pub(crate) use repo::insert_key_row;
 
 use async_trait::async_trait;
 use tenancy::{KeyHash, TenantId};
@@ -44,8 +42,9 @@ pub struct KeyInsert {
     pub limits: Limits,
 }
 
-/// Key storage. Administrative: every method names its tenant explicitly
-/// and is reached only through [`crate::store::AdminStore`].
+/// Key storage. Administrative: every method names its tenant explicitly;
+/// implemented once, on [`crate::store::Db`], and reached through
+/// [`crate::store::AdminStore::db`].
 #[async_trait]
 pub trait KeyRepo: Send + Sync {
     /// Adds a key to an existing tenant (`None` if the tenant is absent).

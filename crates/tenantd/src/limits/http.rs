@@ -11,8 +11,10 @@ use utoipa::ToSchema;
 use crate::clock::Clock;
 use crate::clock::month_of_ms;
 use crate::error::{ApiError, ErrorBody};
+use crate::keys::KeyRepo;
 use crate::routes::{RouteFacts, Routes, Scope};
 use crate::store::Store;
+use crate::tenants::TenantRepo;
 use crate::tenants::service::TenantAdmin;
 use crate::usage::UsageRecorder;
 use crate::usage::metric;
@@ -132,12 +134,7 @@ pub(crate) async fn me(
 ) -> Result<Json<TenantSelf>, ApiError> {
     let id = ctx.tenant_id();
     let settings = admin.registry().settings(id);
-    let name = admin
-        .store()
-        .tenants()
-        .get_tenant(id)
-        .await?
-        .map(|row| row.name);
+    let name = admin.store().db().get_tenant(id).await?.map(|row| row.name);
     // Stored counters plus this tenant's calls not yet written: figures as
     // of now, without forcing a write transaction over every tenant.
     let month = month_of_ms(clock.now_ms());
@@ -145,7 +142,7 @@ pub(crate) async fn me(
     let mut counters = scoped.month_counters(&month).await?;
     counters.extend(usage.pending_counters(id, &month));
     let size = scoped.current_size().await?;
-    let keys = admin.store().keys().count_live_keys(id).await?;
+    let keys = admin.store().db().count_live_keys(id).await?;
     let prices = admin.registry().plans().prices(&settings.plan);
     let usage = UsageReport::build(
         id.as_str(),

@@ -440,7 +440,7 @@ fn dedicated_target(
 ) -> Option<crate::store::Target> {
     let spec: crate::tenants::model::TenantSpec =
         serde_json::from_str(text(tenant_row, "spec")?).ok()?;
-    crate::store::Target::of(store.pools().data_dir(), tenant, spec.storage.as_ref())
+    spec.storage?.target(store.pools().data_dir(), tenant)
 }
 
 /// Writes `dump` into the shared database; the id must be new here (not

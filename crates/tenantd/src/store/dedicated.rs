@@ -24,8 +24,7 @@ use super::postgres::{PgOptions, open_postgres};
 use super::sqlite::open_sqlite_file;
 use super::{Db, StoreError};
 use crate::clock::Clock;
-use crate::config::{RlsCheck, is_postgres_url};
-use crate::tenants::model::StorageBinding;
+use crate::config::RlsCheck;
 
 /// Where a dedicated tenant's database is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,27 +39,11 @@ pub enum Target {
 }
 
 impl Target {
-    /// Where a tenant bound by `binding` keeps its records: `None` for the
-    /// shared database. `isolation: dedicated` with a `postgres://` URL is
-    /// a PostgreSQL database (`database` overrides the URL's); without a
-    /// URL, or with one tenantd cannot use (a MongoDB `mongo_uri`), it is
-    /// a SQLite file under `data_dir/tenants/`.
-    pub fn of(
-        data_dir: &Path,
-        tenant: &TenantId,
-        binding: Option<&StorageBinding>,
-    ) -> Option<Self> {
-        let binding = binding?;
-        if binding.isolation.as_deref() != Some("dedicated") {
-            return None;
-        }
-        match binding.url.as_deref() {
-            Some(url) if is_postgres_url(url) => Some(Target::Postgres(with_database(
-                url,
-                binding.database.as_deref(),
-            ))),
-            _ => Some(Target::Sqlite(Self::sqlite_file(data_dir, tenant))),
-        }
+    /// A PostgreSQL database at `url`, with its database name replaced by
+    /// `database` when one is given (a binding may name the server and
+    /// the database apart).
+    pub fn postgres(url: &str, database: Option<&str>) -> Self {
+        Target::Postgres(with_database(url, database))
     }
 
     /// Where `tenant`'s SQLite file is under `data_dir`.

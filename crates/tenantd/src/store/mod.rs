@@ -28,10 +28,8 @@ use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
 use crate::clock::Clock;
-use crate::keys::KeyRepo;
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
-use crate::tenants::TenantRepo;
 
 pub use db::Db;
 pub use dedicated::{PoolHealth, Target, TenantPools};
@@ -138,9 +136,7 @@ pub trait DataRows: Send + Sync {
 
 /// What every storage backend provides.
 #[async_trait]
-pub trait Backend:
-    DataRows + RecordRepo + TenantRepo + KeyRepo + PortableRepo + Send + Sync + 'static
-{
+pub trait Backend: DataRows + RecordRepo + PortableRepo + Send + Sync + 'static {
     /// Whether the backend can serve reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -427,16 +423,6 @@ impl AdminStore {
     /// The shared database, on the administrative path.
     pub fn db(&self) -> &Db {
         &self.shared
-    }
-
-    /// Tenant rows.
-    pub fn tenants(&self) -> &dyn TenantRepo {
-        self.backend.as_ref()
-    }
-
-    /// API key rows.
-    pub fn keys(&self) -> &dyn KeyRepo {
-        self.backend.as_ref()
     }
 
     /// Whole-tenant dumps (export/import) of the shared database.

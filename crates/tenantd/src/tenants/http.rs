@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, truncate_for_echo};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::keys::IssuedKey;
+use crate::keys::{IssuedKey, KeyRepo};
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
 use crate::store::Store;
@@ -224,7 +224,7 @@ pub(crate) async fn get_tenant(
     let id = path_tenant(&id)?;
     let tenant = admin.get(&id).await?;
     let store = admin.store();
-    let api_keys = store.keys().count_live_keys(&id).await?;
+    let api_keys = store.db().count_live_keys(&id).await?;
     usage_book.flush().await;
     let month = crate::clock::month_of_ms(clock.now_ms());
     let counters = admin_usage(store).month_counters(&id, &month).await?;

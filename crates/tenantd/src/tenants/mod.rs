@@ -17,11 +17,12 @@ pub mod http;
 pub mod model;
 pub mod moves;
 pub mod oidc;
-mod postgres;
+pub mod placement;
 pub mod registry;
+mod repo;
 pub mod service;
-mod sqlite;
 pub mod statics;
+mod transitional;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -32,8 +33,16 @@ use crate::keys::{ApiKeyInfo, KeyInsert};
 use crate::store::StoreError;
 
 pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
-pub(crate) use postgres::{pg_is_retired, pg_lock_registry, pg_refuse_taken_oidc};
-pub(crate) use sqlite::{sqlite_is_retired, sqlite_refuse_taken_oidc};
+pub(crate) use repo::lock_registry;
+#[expect(
+    unused_imports,
+    reason = "for portable's imports, once written on Db (see `transitional`)"
+)]
+pub(crate) use repo::{is_retired, refuse_taken_oidc};
+pub(crate) use transitional::{
+    pg_is_retired, pg_lock_registry, pg_refuse_taken_oidc, sqlite_is_retired,
+    sqlite_refuse_taken_oidc,
+};
 
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +138,8 @@ pub struct DirectoryRow {
 }
 
 /// Tenant storage. Administrative by nature (a tenant is not inside
-/// itself); reached only through [`crate::store::AdminStore`].
+/// itself); implemented once, on [`crate::store::Db`], and reached
+/// through [`crate::store::AdminStore::db`].
 #[async_trait]
 pub trait TenantRepo: Send + Sync {
     /// Inserts a new tenant (and its first key) atomically; a taken id is

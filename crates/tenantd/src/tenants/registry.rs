@@ -20,12 +20,12 @@ use tenancy::{
     AuthError, IpNet, KeyHash, Principal, PrincipalKind, TenantDirectory, TenantId, TenantStatus,
 };
 
-use super::DirectoryRow;
 use super::model::TenantState;
 use super::oidc::{BindingMap, Lookup};
+use super::{DirectoryRow, TenantRepo, placement};
 use crate::clock::{Clock, rfc3339_from_ms};
 use crate::config::parse_net;
-use crate::keys::KeyRow;
+use crate::keys::{KeyRepo, KeyRow};
 use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
 use crate::store::{AdminStore, Placement, PlacementSource, StoreError, Target};
 use tenancy::ratelimit::Window;
@@ -116,7 +116,7 @@ impl Registry {
     }
 
     fn placement_of(&self, row: &DirectoryRow) -> Option<Box<Placement>> {
-        let dedicated = Target::of(&self.data_dir, &row.id, row.storage.as_ref());
+        let dedicated = placement::target(&self.data_dir, &row.id, row.storage.as_ref());
         if dedicated.is_none() && row.moving_until_ms.is_none() {
             return None;
         }
@@ -230,10 +230,10 @@ impl Registry {
         let _loading = self.loading.lock().await;
         // Read the version first: a change racing with the load bumps it
         // again and the next poll reloads.
-        let version = store.tenants().registry_version().await?;
-        let rows = store.tenants().load_directory(None).await?;
-        let keys = store.keys().load_keys(None).await?;
-        let retired = store.tenants().retired_count().await? > 0;
+        let version = store.db().registry_version().await?;
+        let rows = store.db().load_directory(None).await?;
+        let keys = store.db().load_keys(None).await?;
+        let retired = store.db().retired_count().await? > 0;
         self.retired.store(retired, Ordering::Release);
         let keyed = Self::keyed_tenants(&keys);
         let tenants: HashMap<TenantId, CachedTenant> = rows
@@ -265,8 +265,8 @@ impl Registry {
         id: &TenantId,
     ) -> Result<(), StoreError> {
         let _loading = self.loading.lock().await;
-        let rows = store.tenants().load_directory(Some(id)).await?;
-        let keys = store.keys().load_keys(Some(id)).await?;
+        let rows = store.db().load_directory(Some(id)).await?;
+        let keys = store.db().load_keys(Some(id)).await?;
         {
             let mut tenants = write(&self.tenants);
             match rows.first() {
@@ -373,7 +373,7 @@ impl Registry {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        store.keys().touch_keys(&batch).await
+        store.db().touch_keys(&batch).await
     }
 
     /// Starts the background task: reloads when the store's registry
@@ -393,7 +393,7 @@ impl Registry {
                 tokio::select! {
                     () = token.cancelled() => break,
                     _ = poll_tick.tick() => {
-                        match store.tenants().registry_version().await {
+                        match store.db().registry_version().await {
                             Ok(v) if v != registry.version.load(Ordering::Acquire) => {
                                 if let Err(e) = registry.reload(&store).await {
                                     tracing::warn!(error = %e, "registry reload failed");

@@ -7,10 +7,10 @@ use tenancy::{KeyHasher, PlainKey, TenantId};
 
 use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpec, validate};
 use super::registry::Registry;
-use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
+use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantRepo, TenantState, TenantsError};
 use crate::clock::{Clock, rfc3339_from_ms};
 use crate::config::is_postgres_url;
-use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
+use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, KeyRepo, NewKey, new_key_id};
 use crate::store::{AdminStore, StoreError};
 
 /// Tenant administration.
@@ -167,7 +167,7 @@ impl TenantAdmin {
         let id = &row.id;
         let stored = self
             .store
-            .tenants()
+            .db()
             .insert_tenant(row, first)
             .await
             .map_err(|e| match e {
@@ -190,7 +190,7 @@ impl TenantAdmin {
 
     async fn row(&self, id: &TenantId) -> Result<TenantRow, TenantsError> {
         self.store
-            .tenants()
+            .db()
             .get_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))
@@ -200,7 +200,7 @@ impl TenantAdmin {
     pub async fn list(&self, mut filter: TenantFilter) -> Result<TenantPage, TenantsError> {
         let limit = filter.limit;
         filter.limit = limit + 1;
-        let mut rows = self.store.tenants().list_tenants(&filter).await?;
+        let mut rows = self.store.db().list_tenants(&filter).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next_cursor = if more {
@@ -233,7 +233,7 @@ impl TenantAdmin {
             return Err(TenantsError::Invalid(problems));
         }
         row.updated_at = self.clock.now_rfc3339();
-        if !self.store.tenants().update_tenant(&row).await? {
+        if !self.store.db().update_tenant(&row).await? {
             return Err(TenantsError::NotFound(id.to_string()));
         }
         self.refresh(id).await?;
@@ -265,7 +265,7 @@ impl TenantAdmin {
         let pools = self.store.pools();
         let mut dedicated_records = 0;
         if let Some(target) =
-            crate::store::Target::of(pools.data_dir(), id, row.spec.storage.as_ref())
+            super::placement::target(pools.data_dir(), id, row.spec.storage.as_ref())
         {
             let own = pools.get(id, &target).await?;
             dedicated_records = own.backend().delete_data_rows(id).await?;
@@ -273,7 +273,7 @@ impl TenantAdmin {
         }
         let mut counts = self
             .store
-            .tenants()
+            .db()
             .delete_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -297,7 +297,7 @@ impl TenantAdmin {
         let (insert, plain) = self.mint(id, new);
         let info = self
             .store
-            .keys()
+            .db()
             .insert_key(id, &insert, max_live)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -312,14 +312,14 @@ impl TenantAdmin {
     /// Keys of a tenant (never secrets or hashes).
     pub async fn list_keys(&self, id: &TenantId) -> Result<Vec<ApiKeyInfo>, TenantsError> {
         self.row(id).await?;
-        Ok(self.store.keys().list_keys(id).await?)
+        Ok(self.store.db().list_keys(id).await?)
     }
 
     /// Revokes a key, effective on the next request to this node.
     pub async fn revoke_key(&self, id: &TenantId, key_id: &str) -> Result<(), TenantsError> {
         if !self
             .store
-            .keys()
+            .db()
             .revoke_key(id, key_id, &self.clock.now_rfc3339())
             .await?
         {
@@ -348,7 +348,7 @@ impl TenantAdmin {
         }
         let old = self
             .store
-            .keys()
+            .db()
             .list_keys(id)
             .await?
             .into_iter()
@@ -369,7 +369,7 @@ impl TenantAdmin {
         );
         let info = self
             .store
-            .keys()
+            .db()
             .rotate_key(id, key_id, &until, &insert)
             .await?
             .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;

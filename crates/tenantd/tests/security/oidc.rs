@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tenantd::tenants::TenantRepo;
 
 use crate::{App, admin_config, assert_error};
 
@@ -385,12 +386,7 @@ async fn an_import_cannot_bring_a_taken_pair() {
         .expect_err("taken pair");
     assert!(err.to_string().contains(TAKEN), "{err}");
     assert!(
-        store
-            .tenants()
-            .get_tenant(&acme)
-            .await
-            .expect("get")
-            .is_none(),
+        store.db().get_tenant(&acme).await.expect("get").is_none(),
         "nothing imported"
     );
 }

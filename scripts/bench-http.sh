@@ -21,7 +21,7 @@
 #
 # Env: DURATION (10), WARMUP (2), THREADS (2), CONNECTIONS (32), ROUNDS (3),
 #      RECORDS (1000 per tenant), BIG_TENANTS (100000), PORT (18081),
-#      KEEP (1 keeps the temp dir).
+#      KEEP (1 keeps the temp dir), BIN (target/release/tenantd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +44,7 @@ ROUNDS=${ROUNDS:-3}
 BIG_TENANTS=${BIG_TENANTS:-100000}
 PORT=${PORT:-18081}
 BASE="http://127.0.0.1:${PORT}"
-BIN=target/release/tenantd
+BIN=${BIN:-target/release/tenantd}  # BIN=path/to/tenantd compares another build
 
 source scripts/bench-lib.sh
 bench_setup tenantd-bench

@@ -8,8 +8,12 @@ bench_setup() {
     echo "== installing wrk"
     apt-get update -qq && apt-get install -y -qq wrk >/dev/null
   fi
-  echo "== building release binary"
-  cargo build --release -p tenantd --quiet
+  if [[ "$BIN" == target/release/tenantd ]]; then
+    echo "== building release binary"
+    cargo build --release -p tenantd --quiet
+  else
+    echo "== using $BIN"
+  fi
   WORK=$(mktemp -d "/tmp/$1.XXXXXX")
   DATA="$WORK/data"
   SERVER_PID=""

@@ -196,9 +196,7 @@ mod tenants_only_ever_see_their_own {
             if crate::support::postgres::superuser_url().is_none() {
                 // Said once per test, not once per case.
                 static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    eprintln!("SKIPPED ({} is not set): this test's PostgreSQL variant did not run", crate::support::postgres::URL_VAR);
-                });
+                SAID.call_once(|| crate::support::skipped(crate::support::postgres::URL_VAR));
                 return Ok(());
             }
             case_on(Backend::Postgres, ops)?;

@@ -1,6 +1,6 @@
 //! Regression tests for the classes of holes an outside attack found
 //! (a tenant's valid credentials in the attacker's hands). Each module is
-//! one class; every test runs on both backends (`scripts/test`).
+//! one class; every test runs on both backends (`#[backends]`).
 
 use crate::support;
 

@@ -63,13 +63,21 @@ tokio::task_local! {
 /// sets the URL). `None` when skipped.
 pub async fn run_on<T>(backend: Backend, body: impl Future<Output = T>) -> Option<T> {
     if backend == Backend::Postgres && postgres::superuser_url().is_none() {
-        eprintln!(
-            "SKIPPED ({} is not set): this test's PostgreSQL variant did not run",
-            postgres::URL_VAR
-        );
+        skipped(postgres::URL_VAR);
         return None;
     }
     Some(BACKEND.scope(backend, body).await)
+}
+
+/// Says on the real stderr, past the harness's capture (which shows a
+/// passing test's output to nobody), that a PostgreSQL variant did not run.
+pub fn skipped(var: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED ({var} is not set): {test}");
 }
 
 /// The backend of the running test: the one [`run_on`] set, SQLite for a
@@ -440,6 +448,10 @@ pub struct Proc {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// Drains the child's stderr as it is written: a pipe nobody reads
+    /// fills up (64 KiB; trace logs on PostgreSQL get there) and blocks
+    /// the child's next log line, request and shutdown alike.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 fn free_port() -> u16 {
@@ -475,10 +487,18 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn tenantd");
+        let mut child = cmd.spawn().expect("spawn tenantd");
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut err = String::new();
+                let _ = pipe.read_to_string(&mut err);
+                err
+            })
+        });
         let proc = Proc {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            stderr,
         };
         let client = reqwest::Client::new();
         for _ in 0..200 {
@@ -497,11 +517,15 @@ impl Proc {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let status = self.child.wait().expect("wait");
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.success(), err)
+        (status.success(), self.take_stderr())
+    }
+
+    /// Everything the child wrote to stderr (once it has exited).
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|reader| reader.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
@@ -510,12 +534,8 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // With TEST_LOG, a failing test shows the child's logs too.
-        if test_log().is_some()
-            && std::thread::panicking()
-            && let Some(mut e) = self.child.stderr.take()
-        {
-            let mut err = String::new();
-            let _ = e.read_to_string(&mut err);
+        if test_log().is_some() && std::thread::panicking() {
+            let err = self.take_stderr();
             eprintln!("--- tenantd stderr ---\n{err}");
         }
     }

@@ -449,6 +449,8 @@ async fn static_config_with_a_retired_id_refuses_to_start() {
 /// A deleted tenant can neither be moved nor created again.
 #[backends]
 async fn a_deleted_tenant_is_neither_moved_nor_created_again() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     let dir = TestStorage::new();
     let app = TestApp::start(&dir, cfg(dir.path())).await;
     seed(&app).await;

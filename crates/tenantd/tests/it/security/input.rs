@@ -268,6 +268,8 @@ fn cases(record_id: &str) -> Vec<Case> {
 
 #[backends]
 async fn a_nul_in_any_text_input_is_a_422_naming_the_field_and_stores_nothing() {
+    // One of the inputs is a move's (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     let dir = TestStorage::new();
     let app = TestApp::start(&dir, admin_config(dir.path(), |_| {})).await;
     let (_, key) = app

@@ -148,6 +148,8 @@ async fn a_database_password_reaches_no_audit_log_and_no_admin_view() {
 
 #[backends]
 async fn a_move_url_is_redacted_in_its_error_its_report_and_the_audit_log() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     let dir = TestStorage::new();
     let app = TestApp::start(
         &dir,
@@ -170,9 +172,11 @@ async fn a_move_url_is_redacted_in_its_error_its_report_and_the_audit_log() {
 
     // A move that succeeds reports its target redacted too (PostgreSQL
     // only: a dedicated database there needs a server).
-    if let Some(base) = super::support::postgres::superuser_url() {
-        let own = super::support::postgres::create_db();
-        let _ = base;
+    // The tenant's own database outlives the `if`: the tenant lives there
+    // until the server stops.
+    let own =
+        super::support::postgres::superuser_url().map(|_| super::support::postgres::create_db());
+    if let Some(own) = &own {
         // The test roles authenticate without a password: one in the URL
         // is sent and ignored, and must still not be shown.
         let url = format!(

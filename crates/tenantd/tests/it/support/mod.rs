@@ -69,14 +69,22 @@ pub async fn run_on<T>(backend: Backend, body: impl Future<Output = T>) -> Optio
     Some(BACKEND.scope(backend, body).await)
 }
 
+/// Held by every test that moves a tenant through its server. tenantd
+/// allows one move per tenant id per process (a process-wide claim: one
+/// server per process in production), and the tests run many servers in
+/// one process, using the same tenant ids (both backends' variants of a
+/// test run side by side): without this, a move would be refused with 409
+/// because another test's server is moving its own tenant of that name.
+pub async fn one_move_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    MOVES.lock().await
+}
+
 /// Says on the real stderr, past the harness's capture (which shows a
 /// passing test's output to nobody), that a PostgreSQL variant did not run.
 pub fn skipped(var: &str) {
     use std::io::Write as _;
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a test")
-        .to_owned();
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
     let _ = writeln!(std::io::stderr(), "SKIPPED ({var} is not set): {test}");
 }
 

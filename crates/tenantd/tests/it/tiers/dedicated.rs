@@ -386,6 +386,8 @@ async fn export_of_a_dedicated_tenant_carries_its_records_and_imports_shared() {
 /// role, which must see the rows: it owns them).
 #[backends]
 async fn a_tenant_with_its_own_postgresql_database() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     if super::support::postgres::superuser_url().is_none() {
         eprintln!(
             "SKIPPED tiers::a_tenant_with_its_own_postgresql_database: {} is not set (CI always sets it)",

@@ -26,6 +26,8 @@ async fn move_to(app: &App, tenant: &str, body: Value) -> (u16, Value) {
 
 #[backends]
 async fn a_move_there_and_back_keeps_every_record_and_leaves_no_copy_behind() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     let dir = TestStorage::new();
     let app = TestApp::start(&dir, tier_config(dir.path(), |_| {})).await;
     app.tenant("acme", None).await;
@@ -133,6 +135,8 @@ async fn a_move_there_and_back_keeps_every_record_and_leaves_no_copy_behind() {
 /// fail; and every write that was accepted is there afterwards.
 #[backends]
 async fn writes_pause_with_503_only_during_the_switch_and_none_is_lost() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     let dir = TestStorage::new();
     let app = Arc::new(TestApp::start(&dir, tier_config(dir.path(), |_| {})).await);
     app.tenant("busy", None).await;
@@ -241,6 +245,8 @@ fn cli_move(dir: &Path, tenant: &str, to: &str, crash_at: Option<&str>) -> (bool
 /// running the move again finishes it with no copy left behind.
 #[backends]
 async fn a_move_killed_at_any_phase_leaves_the_tenant_whole_in_one_place() {
+    // Moves are one at a time per process (see `support::one_move_at_a_time`).
+    let _moves = crate::support::one_move_at_a_time().await;
     for (to, phase) in [
         ("dedicated", "copied"),
         ("dedicated", "frozen"),

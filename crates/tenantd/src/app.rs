@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::FromRef;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tenancy::{TenancyLayer, TenantResolver};
@@ -28,21 +29,24 @@ use tracing::Span;
 
 use crate::audit::AuditLog;
 use crate::billing::BillingWorker;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::auth::CredentialVerifier;
 use crate::metrics::Metrics;
 use crate::routes::{RouteFacts, Routes};
-use crate::store::{Store, StoreError};
-use crate::tenants::admin_key::AuthFailures;
+use crate::store::Store;
+use crate::tenants::admin_key::{AdminGate, AuthFailures};
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
+use crate::usage::UsageBook;
 use crate::usage::UsageRecorder;
-use crate::usage::report::UsageReport;
 use crate::{audit, billing, health, jobs, keys, limits, openapi, records, tenants, usage};
 
-/// What every handler can reach.
-#[derive(Clone)]
+/// Everything the handlers and middleware can reach. Each takes only the
+/// parts it needs (`State<Store>`, `State<TenantAdmin>`, …): the derive
+/// gives every field its own substate.
+#[derive(Clone, FromRef)]
 pub struct AppState {
     /// Storage; handlers use it only through `store.scoped(&tenant)`.
     pub store: Store,
@@ -54,6 +58,8 @@ pub struct AppState {
     pub admin: TenantAdmin,
     /// API calls counted off the request path, written in batches.
     pub usage: Arc<UsageRecorder>,
+    /// Usage figures as reports read them (the recorder flushed first).
+    pub usage_book: UsageBook,
     /// The audit appender.
     pub audit: AuditLog,
     /// Prometheus series.
@@ -65,33 +71,27 @@ pub struct AppState {
     pub trusted_proxies: Arc<[tenancy::IpNet]>,
     /// Failed admin authentications per client address (lockout).
     pub admin_auth: Arc<AuthFailures>,
+    /// The one clock: every wall-clock reading of a handler or middleware.
+    pub clock: Clock,
 }
 
-impl AppState {
-    /// Writes the API calls counted so far, so a report read next includes
-    /// them. A failure is logged: the figures stay queued for the next
-    /// flush and the report is only slightly behind.
-    pub async fn flush_usage(&self) {
-        if let Err(e) = self.usage.flush(self.admin.store()).await {
-            tracing::warn!(error = %e, "flushing usage counters failed; they stay queued");
+impl FromRef<AppState> for AdminGate {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            config: state.config.clone(),
+            clock: state.clock.clone(),
+            admin_auth: state.admin_auth.clone(),
+            trusted_proxies: state.trusted_proxies.clone(),
         }
     }
+}
 
-    /// The usage report of `tenant` on `plan` for `month`.
-    pub async fn usage_report(
-        &self,
-        tenant: &tenancy::TenantId,
-        plan: &str,
-        month: &str,
-    ) -> Result<UsageReport, StoreError> {
-        usage::month_report(
-            self.admin.store(),
-            self.admin.registry().plans(),
-            tenant,
-            plan,
-            month,
-        )
-        .await
+impl FromRef<AppState> for audit::layer::ObserverState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            gate: AdminGate::from_ref(state),
+            audit: state.audit.clone(),
+        }
     }
 }
 

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
 use crate::store::PoolHealth;
+use crate::store::Store;
 use crate::tenants::http::{Admin, tenant_page};
+use crate::tenants::service::TenantAdmin;
+use std::sync::Arc;
 
 /// `/health`, `/health/ready` and `/health/tenants`.
 pub fn routes() -> Routes {
@@ -46,8 +50,8 @@ const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, description = "Ready", body = Object),
               (status = 503, description = "Storage unavailable", body = ErrorBody)))]
-pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    tokio::time::timeout(READY_DEADLINE, state.store.ready())
+pub(crate) async fn ready(State(store): State<Store>) -> Result<Json<Value>, ApiError> {
+    tokio::time::timeout(READY_DEADLINE, store.ready())
         .await
         .map_err(|_| {
             ApiError::Unavailable(format!(
@@ -107,11 +111,14 @@ pub struct TenantStorageHealthPage {
               (status = 401, description = "Admin key missing or wrong", body = ErrorBody)))]
 pub(crate) async fn tenants(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
+    State(store): State<Store>,
+    State(clock): State<Clock>,
+    State(config): State<Arc<Config>>,
     ApiQuery(params): ApiQuery<HealthTenantsParams>,
 ) -> Result<Json<TenantStorageHealthPage>, ApiError> {
     let (limit, after) = tenant_page(params.limit, params.cursor)?;
-    let registry = state.admin.registry();
+    let registry = admin.registry();
     // usize holds 1..=1000.
     let mut page = registry.placements_page(after.as_ref(), limit as usize + 1);
     let next_cursor = if page.len() > limit as usize {
@@ -120,9 +127,9 @@ pub(crate) async fn tenants(
     } else {
         None
     };
-    let shared = state.store.ready().await;
-    let now = crate::clock::now_ms();
-    let pools = state.store.pools();
+    let shared = store.ready().await;
+    let now = clock.now_ms();
+    let pools = store.pools();
     let mut tenants = Vec::with_capacity(page.len());
     for (id, placement) in page {
         let moving = placement.moving_until_ms.is_some_and(|until| until > now);
@@ -154,7 +161,7 @@ pub(crate) async fn tenants(
     Ok(Json(TenantStorageHealthPage {
         tenants,
         open_pools: pools.open_count(),
-        max_open_pools: state.config.storage.max_open_tenant_pools,
+        max_open_pools: config.storage.max_open_tenant_pools,
         next_cursor,
     }))
 }

@@ -10,6 +10,7 @@ use tenantd::audit::cli::{AuditCommand, run_audit};
 use tenantd::config::{Config, LogFormat};
 use tenantd::server::{Server, shutdown_signal};
 use tenantd::tenants::cli::{KeysCommand, TenantsCommand, run_keys, run_tenants};
+use tenantd::tenants::statics::config_from_env;
 
 /// tenantd: a multi-tenant API server on embedded SQLite.
 #[derive(Debug, Parser)]
@@ -77,7 +78,7 @@ struct Target {
 
 impl Target {
     fn load(self) -> Result<Config, ExitCode> {
-        let mut cfg = Config::from_env(self.config.as_deref()).map_err(|errors| {
+        let mut cfg = config_from_env(self.config.as_deref()).map_err(|errors| {
             eprintln!("{errors}");
             ExitCode::from(2)
         })?;
@@ -109,7 +110,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::from_env(Some(&file)) {
+        } => match config_from_env(Some(&file)) {
             Ok(config) => {
                 print!("{}", config.to_masked_yaml());
                 eprintln!("configuration {} is valid", file.display());
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
             data_dir,
             log_format,
         } => {
-            let mut cfg = match Config::from_env(config.as_deref()) {
+            let mut cfg = match config_from_env(config.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(errors) => {
                     eprintln!("{errors}");

@@ -17,7 +17,7 @@
 //! busiest tenants seen early; restart to re-rank.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -287,7 +287,7 @@ impl Metrics {
 /// error code (the middleware around every route, outside the audit
 /// observer, so an audited request's time includes its audit append).
 pub async fn observe(
-    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -306,7 +306,7 @@ pub async fn observe(
         .get::<tenancy::ratelimit::RateLimitOutcome>()
         == Some(&tenancy::ratelimit::RateLimitOutcome::StoreError)
     {
-        state.metrics.limiter_store_error();
+        metrics.limiter_store_error();
     }
     let tenant = response
         .extensions()
@@ -316,7 +316,7 @@ pub async fn observe(
         .extensions()
         .get::<tenancy::ErrorCode>()
         .map(|c| c.0.as_str());
-    state.metrics.observe(&Observation {
+    metrics.observe(&Observation {
         method: method.as_str(),
         route: &template,
         status: response.status().as_u16(),
@@ -339,11 +339,12 @@ pub fn routes() -> crate::routes::Routes {
 
 async fn scrape(
     _: crate::tenants::http::Admin,
-    axum::extract::State(state): axum::extract::State<crate::app::AppState>,
+    axum::extract::State(store): axum::extract::State<crate::store::Store>,
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    match state.store.system_job_queue().depth().await {
-        Ok((pending, running)) => state.metrics.set_jobs(pending, running),
+    match store.system_job_queue().depth().await {
+        Ok((pending, running)) => metrics.set_jobs(pending, running),
         Err(e) => tracing::warn!(error = %e, "job queue depth unavailable for metrics"),
     }
     (
@@ -351,7 +352,7 @@ async fn scrape(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use tenancy::KeyHasher;
 use tenancy::ratelimit::{
-    Clock, MemoryStore, RateLimitLayer, RateLimitStore, RateLimiter, RedisStore, SystemClock,
+    Clock as ClockSource, MemoryStore, RateLimitLayer, RateLimitStore, RateLimiter, RedisStore,
+    SystemClock,
 };
 
 use crate::app::{AppState, router, tenancy_layer};
 use crate::audit::{AuditLog, SweepOptions};
 use crate::billing::BillingWorker;
-use crate::config::{Config, LimitStoreKind};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors, LimitStoreKind};
 use crate::jobs::worker::JobRunner;
 use crate::keys::auth::CredentialVerifier;
 use crate::keys::jwks::OidcVerifier;
@@ -33,6 +35,7 @@ use crate::tenants::admin_key::AuthFailures;
 use crate::tenants::registry::Registry;
 use crate::tenants::service::TenantAdmin;
 use crate::tenants::statics;
+use crate::usage::UsageBook;
 use crate::usage::UsageRecorder;
 
 /// How often the audit writer chains events left in outboxes.
@@ -59,7 +62,7 @@ pub struct Server {
 
 /// The rate limiter the configuration asks for, or `None` when limits
 /// are off.
-fn limiter(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Option<Arc<RateLimiter>>> {
+fn limiter(config: &Config, clock: &Clock) -> anyhow::Result<Option<Arc<RateLimiter>>> {
     let limits = &config.limits;
     if !limits.enabled {
         return Ok(None);
@@ -81,7 +84,7 @@ fn limiter(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Option<Arc<
     tracing::info!(store = store.kind(), on_store_error = ?limits.on_store_error, "rate limits on");
     Ok(Some(Arc::new(RateLimiter::new(
         store,
-        clock,
+        clock.source(),
         limits.on_store_error,
     ))))
 }
@@ -96,29 +99,38 @@ impl Server {
         Self::build_with_clock(config, resolver, Arc::new(SystemClock)).await
     }
 
-    /// [`Server::build`] with the rate limiter reading `clock` (tests drive
-    /// a `ManualClock` instead of sleeping).
+    /// [`Server::build`] with every component reading `clock`: the
+    /// registry and key validity, JWT times, the rate limiter, usage,
+    /// audit, billing, moves and the handlers (tests drive a `ManualClock`
+    /// instead of sleeping). The storage layer still reads the system
+    /// clock for the times it stamps itself.
     pub async fn build_with_clock(
         config: Config,
         resolver: Option<Box<dyn TenantResolver>>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn ClockSource>,
     ) -> anyhow::Result<Self> {
-        let store = Store::open(&config.storage, config.storage.max_connections).await?;
+        let clock = Clock::new(clock);
+        let store = Store::open(
+            &config.storage,
+            config.storage.max_connections,
+            clock.clone(),
+        )
+        .await?;
         let pepper =
             pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
         let hasher = KeyHasher::new(&pepper);
-        store_static_tenants(&store.admin(), &config).await?;
-        let (store, registry) = load_registry(store, &config).await?;
+        store_static_tenants(&store.admin(), &config, &clock).await?;
+        let (store, registry) = load_registry(store, &config, &clock).await?;
         let admin_store = store.admin();
         let maintenance = registry.maintain(
             admin_store.clone(),
             Duration::from_millis(config.auth.registry_poll_ms),
             Duration::from_secs(config.auth.last_used_flush_secs),
         );
-        let (tenancy, ratelimit) = request_layers(&config, resolver, &registry, &hasher, clock)?;
-        let writers = Writers::start(&admin_store, &registry, &config);
+        let (tenancy, ratelimit) = request_layers(&config, resolver, &registry, &hasher, &clock)?;
+        let writers = Writers::start(&admin_store, &registry, &config, &clock);
         let metrics = Arc::new(Metrics::new(config.metrics.top_tenants));
-        let admin = TenantAdmin::new(admin_store, registry.clone(), hasher);
+        let admin = TenantAdmin::new(admin_store, registry.clone(), hasher, clock.clone());
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("server.bind {}: cannot listen", config.server.bind))?;
@@ -129,6 +141,11 @@ impl Server {
             scratch,
             registry,
         );
+        let usage_book = UsageBook::new(
+            writers.usage.clone(),
+            admin.store().clone(),
+            admin.registry().plans().clone(),
+        );
         let state = AppState {
             trusted_proxies: config.trusted_proxies().into(),
             admin_auth: Arc::new(AuthFailures::new(config.admin.max_auth_failures_per_minute)),
@@ -136,10 +153,12 @@ impl Server {
             config: Arc::new(config),
             jobs_notify: jobs.notifier(),
             admin,
+            usage_book,
             usage: writers.usage,
             audit: writers.audit,
             metrics,
             billing: writers.billing,
+            clock,
         };
         let router = router(state.clone(), tenancy, ratelimit);
         Ok(Self {
@@ -205,10 +224,19 @@ impl Server {
     }
 }
 
-/// Writes the tenants declared in the configuration to storage, so the
-/// registry loaded next sees them like any other tenant.
-async fn store_static_tenants(admin_store: &AdminStore, config: &Config) -> anyhow::Result<()> {
-    let static_rows = statics::rows(&config.tenants);
+/// Checks the tenants declared in the configuration (a configuration built
+/// in code has not been through [`statics::load_config`]) and writes them to
+/// storage, so the registry loaded next sees them like any other tenant.
+async fn store_static_tenants(
+    admin_store: &AdminStore,
+    config: &Config,
+    clock: &Clock,
+) -> anyhow::Result<()> {
+    let problems = statics::validate_all(&config.tenants);
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    let static_rows = statics::rows(&config.tenants, clock);
     for row in &static_rows {
         tracing::info!("Initializing tenant: {}", row.id);
     }
@@ -222,10 +250,15 @@ async fn store_static_tenants(admin_store: &AdminStore, config: &Config) -> anyh
 /// Builds the tenant registry, hands it to the store (quotas and
 /// placement are read from it), loads it and opens the dedicated pools.
 /// Returns the store that knows the registry.
-async fn load_registry(store: Store, config: &Config) -> anyhow::Result<(Store, Arc<Registry>)> {
+async fn load_registry(
+    store: Store,
+    config: &Config,
+    clock: &Clock,
+) -> anyhow::Result<(Store, Arc<Registry>)> {
     let plans = Arc::new(PlanBook::from_config(config));
     let registry = Arc::new(
-        Registry::new(config.tenant.registry, plans).with_data_dir(&config.storage.data_dir),
+        Registry::new(config.tenant.registry, plans, clock.clone())
+            .with_data_dir(&config.storage.data_dir),
     );
     let store = store
         .with_quotas(registry.clone())
@@ -246,13 +279,13 @@ fn request_layers(
     resolver: Option<Box<dyn TenantResolver>>,
     registry: &Arc<Registry>,
     hasher: &KeyHasher,
-    clock: Arc<dyn Clock>,
+    clock: &Clock,
 ) -> anyhow::Result<(TenancyLayer, Option<RateLimitLayer>)> {
-    let oidc = OidcVerifier::from_config(registry.clone(), &config.auth.jwt);
+    let oidc = OidcVerifier::from_config(registry.clone(), &config.auth.jwt, clock.clone());
     let verifier = CredentialVerifier::new(
         registry.clone(),
         hasher.clone(),
-        JwtVerifier::from_config(&config.auth.jwt),
+        JwtVerifier::from_config(&config.auth.jwt, clock.clone()),
         oidc,
     );
     let tenancy = tenancy_layer(config, resolver, verifier, registry.clone())?;
@@ -275,8 +308,13 @@ struct Writers {
 
 impl Writers {
     /// Starts the usage recorder, the audit writer and the billing worker,
-    /// in that order.
-    fn start(admin_store: &AdminStore, registry: &Arc<Registry>, config: &Config) -> Self {
+    /// in that order, all reading `clock`.
+    fn start(
+        admin_store: &AdminStore,
+        registry: &Arc<Registry>,
+        config: &Config,
+        clock: &Clock,
+    ) -> Self {
         let usage = Arc::new(UsageRecorder::new());
         let recorder = usage.start(
             admin_store.clone(),
@@ -291,11 +329,13 @@ impl Writers {
                 min_age: Duration::from_secs(config.server.request_timeout_secs)
                     + OUTBOX_SWEEP_MARGIN,
             },
+            clock.clone(),
         );
         let billing = BillingWorker::new(
             admin_store.clone(),
             registry.clone(),
             config.billing.clone(),
+            clock.clone(),
         );
         let billing_task = billing.start();
         Self {

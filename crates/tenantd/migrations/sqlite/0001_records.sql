@@ -1,4 +1,4 @@
--- Records: tenant_id leads every key (DESIGN.md section 4), so names are
+-- Records: tenant_id leads every key (docs/architecture.md, "Storage"), so names are
 -- unique per tenant and every lookup is an index prefix scan.
 CREATE TABLE records (
     seq         INTEGER PRIMARY KEY,          -- rowid; links the FTS row

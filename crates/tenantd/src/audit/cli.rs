@@ -24,7 +24,7 @@ pub enum AuditCommand {
 
 /// Runs an audit verb. `Ok(false)` when a chain is broken.
 pub async fn run_audit(config: &Config, command: AuditCommand) -> anyhow::Result<bool> {
-    let store = Store::open(&config.storage, 1).await?;
+    let store = Store::open(&config.storage, 1, crate::clock::Clock::system()).await?;
     let admin = store.admin();
     let AuditCommand::Verify { tenant } = command;
     let chains = match tenant {

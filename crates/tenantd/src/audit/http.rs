@@ -12,13 +12,14 @@ use tenancy::{Tenant, TenantId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{AuditEvent, AuditFilter, SYSTEM_CHAIN};
-use crate::app::AppState;
 use crate::clock::parse_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::store::Store;
 use crate::store::{AdminStore, StoreError, TenantStore};
 use crate::tenants::http::Admin;
+use crate::tenants::service::TenantAdmin;
 
 /// Default page size.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -217,14 +218,14 @@ async fn respond(source: Source, filter: AuditFilter, ndjson: bool) -> Result<Re
     responses((status = 200, description = "Events (JSON page, or NDJSON with Accept: application/x-ndjson)", body = AuditPage),
               (status = 422, description = "Bad filter", body = ErrorBody)))]
 pub(crate) async fn tenant_audit(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let filter = query.filter()?;
     respond(
-        Source::Tenant(state.store.scoped(&tenant)),
+        Source::Tenant(store.scoped(&tenant)),
         filter,
         wants_ndjson(&headers),
     )
@@ -237,7 +238,7 @@ pub(crate) async fn tenant_audit(
               (status = 422, description = "Bad filter", body = ErrorBody)))]
 pub(crate) async fn admin_audit(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AdminAuditQuery>,
 ) -> Result<Response, ApiError> {
@@ -258,7 +259,7 @@ pub(crate) async fn admin_audit(
     }
     .filter()?;
     respond(
-        Source::Admin(state.admin.store().clone(), chain),
+        Source::Admin(admin.store().clone(), chain),
         filter,
         wants_ndjson(&headers),
     )

@@ -44,11 +44,12 @@ use axum::response::Response;
 use tenancy::TenantId;
 use tenancy::ratelimit::RateLimitOutcome;
 
+use super::AuditLog;
 use super::{NewEvent, OutboxRef, SYSTEM_CHAIN, UNANSWERED, capture, new_event_id, redact_params};
-use crate::app::AppState;
-use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::clock::rfc3339_from_ms;
 use crate::routes::{Access, RouteFacts};
 use crate::store::outbox::{self, PendingAudit};
+use crate::tenants::admin_key::AdminGate;
 use crate::tenants::admin_key::presents_admin_key;
 use crate::usage::layer::{Accounted, DecidedTenant};
 
@@ -176,6 +177,115 @@ impl PendingAudit for RequestAudit {
     }
 }
 
+/// What the observer reads: a substate of the application's state.
+#[derive(Clone)]
+pub struct ObserverState {
+    /// The admin check's view (configuration, clock, lockout, proxies).
+    pub gate: AdminGate,
+    /// The appender.
+    pub audit: AuditLog,
+}
+
+impl RequestAudit {
+    /// Starts the audit of `request` (arrived at `at_ms`, `started`): its
+    /// body is teed for the parameters, and the slot the accounting layer
+    /// fills with the decided tenant goes into its extensions. Returns the
+    /// audit and the request to run.
+    fn begin(
+        state: &ObserverState,
+        request: Request<Body>,
+        facts: RouteFacts,
+        at_ms: i64,
+        started: Instant,
+    ) -> (Arc<Self>, Request<Body>) {
+        let template = request.extensions().get::<MatchedPath>().map_or_else(
+            || crate::routes::UNMATCHED.to_owned(),
+            |p| p.as_str().to_owned(),
+        );
+        let (parts, body) = request.into_parts();
+        let admin_key =
+            facts.access == Access::Admin && presents_admin_key(&parts.headers, &state.gate.config);
+        let (body, seen) = capture::tee(body, state.gate.config.server.max_body_bytes);
+        // Filled by the accounting layer as soon as the tenant is decided,
+        // so a request that then timed out or panicked (its response made
+        // outside that layer) is still audited as its tenant.
+        let decided = DecidedTenant::default();
+        let audit = Arc::new(Self {
+            id: new_event_id(),
+            at_ms,
+            started,
+            action: facts.action.to_owned(),
+            path: parts.uri.path().to_owned(),
+            template,
+            query: parts.uri.query().map(str::to_owned),
+            request_id: header_text(&parts.headers, "x-request-id"),
+            ip: tenancy::client_ip(&state.gate.trusted_proxies, &parts)
+                .ok()
+                .flatten()
+                .map(|ip| ip.to_string()),
+            user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()),
+            operator: admin_key,
+            seen,
+            params: std::sync::OnceLock::new(),
+            decided: decided.clone(),
+            parked: std::sync::Mutex::new(None),
+        });
+        let mut request = Request::from_parts(parts, body);
+        request.extensions_mut().insert(decided);
+        (audit, request)
+    }
+
+    /// The chain, actor and action the answered request is recorded
+    /// under, or `None` when it is not recorded. `admin_route`: the route
+    /// is an operator route (whether or not the admin key came with it).
+    fn attribution(
+        &self,
+        state: &ObserverState,
+        admin_route: bool,
+        response: &Response,
+    ) -> Option<(String, String, String)> {
+        let status = response.status().as_u16();
+        let limited =
+            response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
+        let accounted = response
+            .extensions()
+            .get::<Accounted>()
+            .cloned()
+            .or_else(|| self.decided.get().map(Accounted));
+        match accounted {
+            Some(accounted) if !admin_route && !limited => Some((
+                accounted.tenant().as_str().to_owned(),
+                accounted.actor(),
+                self.action.clone(),
+            )),
+            _ if self.operator => Some((
+                admin_chain(&self.template, &self.path, response),
+                "admin".to_owned(),
+                self.action.clone(),
+            )),
+            _ if admin_route
+                && status == 401
+                && state
+                    .gate
+                    .admin_auth
+                    .audit_permit(state.gate.clock.now_ms()) =>
+            {
+                Some((
+                    SYSTEM_CHAIN.to_owned(),
+                    "anonymous".to_owned(),
+                    "admin.auth_failed".to_owned(),
+                ))
+            }
+            // A request that parked its event with a write is always
+            // chained.
+            _ => self
+                .provisional()
+                .filter(|_| self.parked().is_some())
+                .map(|(chain, actor)| (chain, actor, self.action.clone())),
+        }
+    }
+}
+
 /// Metrics for every request; an audit event for audited ones.
 ///
 /// The event is appended before the response leaves, but never past the
@@ -183,87 +293,25 @@ impl PendingAudit for RequestAudit {
 /// writer has not committed by then is written later, and one whose
 /// request committed a write is already durable in an outbox.
 pub async fn observe(
-    State(state): State<AppState>,
+    State(state): State<ObserverState>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started)
-        + std::time::Duration::from_secs(state.config.server.request_timeout_secs);
-    let at_ms = now_ms();
+        + std::time::Duration::from_secs(state.gate.config.server.request_timeout_secs);
+    let at_ms = state.gate.clock.now_ms();
     let facts = request.extensions().get::<RouteFacts>().copied();
     let Some(facts) = facts.filter(RouteFacts::audited) else {
         return next.run(request).await;
     };
-    let template = request.extensions().get::<MatchedPath>().map_or_else(
-        || crate::routes::UNMATCHED.to_owned(),
-        |p| p.as_str().to_owned(),
-    );
-
-    let (parts, body) = request.into_parts();
-    let operator = facts.access == Access::Admin;
-    let admin_key = operator && presents_admin_key(&parts.headers, &state.config);
-    let (body, seen) = capture::tee(body, state.config.server.max_body_bytes);
-    // Filled by the accounting layer as soon as the tenant is decided, so a
-    // request that then timed out or panicked (its response made outside
-    // that layer) is still audited as its tenant.
-    let decided = DecidedTenant::default();
-    let audit = Arc::new(RequestAudit {
-        id: new_event_id(),
-        at_ms,
-        started,
-        action: facts.action.to_owned(),
-        path: parts.uri.path().to_owned(),
-        template: template.clone(),
-        query: parts.uri.query().map(str::to_owned),
-        request_id: header_text(&parts.headers, "x-request-id"),
-        ip: tenancy::client_ip(&state.trusted_proxies, &parts)
-            .ok()
-            .flatten()
-            .map(|ip| ip.to_string()),
-        user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()),
-        operator: admin_key,
-        seen,
-        params: std::sync::OnceLock::new(),
-        decided: decided.clone(),
-        parked: std::sync::Mutex::new(None),
-    });
-    let mut request = Request::from_parts(parts, body);
-    request.extensions_mut().insert(decided.clone());
+    let admin_route = facts.access == Access::Admin;
+    let (audit, request) = RequestAudit::begin(&state, request, facts, at_ms, started);
     let response = outbox::with_pending(audit.clone(), next.run(request)).await;
-    let status = response.status().as_u16();
-
-    let limited =
-        response.extensions().get::<RateLimitOutcome>() == Some(&RateLimitOutcome::Limited);
-    let accounted = response
-        .extensions()
-        .get::<Accounted>()
-        .cloned()
-        .or_else(|| decided.get().map(Accounted));
-    let (chain, actor, action) = match accounted {
-        Some(accounted) if !operator && !limited => (
-            accounted.tenant().as_str().to_owned(),
-            accounted.actor(),
-            audit.action.clone(),
-        ),
-        _ if admin_key => (
-            admin_chain(&template, &audit.path, &response),
-            "admin".to_owned(),
-            audit.action.clone(),
-        ),
-        _ if operator && status == 401 && state.admin_auth.audit_permit(now_ms()) => (
-            SYSTEM_CHAIN.to_owned(),
-            "anonymous".to_owned(),
-            "admin.auth_failed".to_owned(),
-        ),
-        // A request that parked its event with a write is always chained.
-        _ => match audit.provisional().filter(|_| audit.parked().is_some()) {
-            Some((chain, actor)) => (chain, actor, audit.action.clone()),
-            None => return response,
-        },
-    };
-    let event = audit.event(chain, actor, action, status);
-    state.audit.append(event, deadline).await;
+    if let Some((chain, actor, action)) = audit.attribution(&state, admin_route, &response) {
+        let event = audit.event(chain, actor, action, response.status().as_u16());
+        state.audit.append(event, deadline).await;
+    }
     response
 }
 

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{NewEvent, OutboxPlace};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::store::AdminStore;
 
 /// Most events in one transaction.
@@ -60,12 +60,14 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer over `store`.
-    pub fn start(store: AdminStore, sweep: SweepOptions) -> (Self, OwnedTask) {
+    /// Starts the writer over `store`; a sweep takes parked events older
+    /// than `sweep.min_age` by `clock` (the clock events are stamped with).
+    pub fn start(store: AdminStore, sweep: SweepOptions, clock: Clock) -> (Self, OwnedTask) {
         let (sender, receiver) = mpsc::channel(4096);
         let writer = Writer {
             store,
             sweep,
+            clock,
             retry: VecDeque::new(),
             failing_until: None,
             backoff: FIRST_BACKOFF,
@@ -106,6 +108,7 @@ impl AuditLog {
 struct Writer {
     store: AdminStore,
     sweep: SweepOptions,
+    clock: Clock,
     /// Events a failed attempt left, oldest first (their waiters were
     /// answered).
     retry: VecDeque<NewEvent>,
@@ -251,7 +254,7 @@ impl Writer {
     /// shared database's and every open dedicated one's.
     async fn sweep_outboxes(&mut self) {
         let min_age = i64::try_from(self.sweep.min_age.as_millis()).unwrap_or(i64::MAX);
-        let before_ms = now_ms().saturating_sub(min_age);
+        let before_ms = self.clock.now_ms().saturating_sub(min_age);
         for db in self.store.outboxes() {
             loop {
                 let due = match db.due_events(before_ms, MAX_BATCH as i64).await {

@@ -6,12 +6,15 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::{BillingEvent, CloseReport};
-use crate::app::AppState;
-use crate::clock::{month_of_ms, now_ms};
+use crate::billing::BillingWorker;
+use crate::clock::Clock;
+use crate::clock::month_of_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::Admin;
+use crate::tenants::service::TenantAdmin;
+use crate::usage::UsageBook;
 use crate::usage::http::month_arg;
 
 /// Admin billing routes.
@@ -58,10 +61,12 @@ pub struct EventsQuery {
               (status = 422, description = "Bad month", body = ErrorBody)))]
 pub(crate) async fn close(
     _: Admin,
-    State(state): State<AppState>,
+    State(clock): State<Clock>,
+    State(usage_book): State<UsageBook>,
+    State(billing): State<BillingWorker>,
     ApiQuery(query): ApiQuery<CloseQuery>,
 ) -> Result<Json<CloseReport>, ApiError> {
-    let current = month_of_ms(now_ms());
+    let current = month_of_ms(clock.now_ms());
     let month = match query.month.as_deref() {
         Some(m) => month_arg(m)?,
         None => crate::clock::previous_month(&current)
@@ -73,8 +78,8 @@ pub(crate) async fn close(
         )));
     }
     // Requests counted so far belong in the events.
-    state.flush_usage().await;
-    Ok(Json(state.billing.close(&month).await?))
+    usage_book.flush().await;
+    Ok(Json(billing.close(&month).await?))
 }
 
 /// The billing outbox (delivery state of every event).
@@ -83,13 +88,12 @@ pub(crate) async fn close(
               (status = 422, description = "Bad month", body = ErrorBody)))]
 pub(crate) async fn events(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Vec<BillingEvent>>, ApiError> {
     let month = query.month.as_deref().map(month_arg).transpose()?;
     Ok(Json(
-        state
-            .admin
+        admin
             .store()
             .billing()
             .list_billing_events(month.as_deref())

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{BillingEvent, CloseReport, EVENT_TYPE, NewBillingEvent};
-use crate::clock::{month_of_ms, now_ms, previous_month, rfc3339_from_ms};
+use crate::clock::{Clock, month_of_ms, previous_month, rfc3339_from_ms};
 use crate::config::BillingConfig;
 use crate::store::{AdminStore, StoreError};
 use crate::tenants::TenantFilter;
@@ -57,6 +57,8 @@ pub struct BillingWorker {
     config: BillingConfig,
     client: reqwest::Client,
     wake: Arc<Notify>,
+    /// Month boundaries, event times, delivery deadlines and signatures.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for BillingWorker {
@@ -69,8 +71,14 @@ impl std::fmt::Debug for BillingWorker {
 }
 
 impl BillingWorker {
-    /// A worker over `store`; tenants and their plans come from `registry`.
-    pub fn new(store: AdminStore, registry: Arc<Registry>, config: BillingConfig) -> Self {
+    /// A worker over `store`; tenants and their plans come from `registry`,
+    /// the time from `clock`.
+    pub fn new(
+        store: AdminStore,
+        registry: Arc<Registry>,
+        config: BillingConfig,
+        clock: Clock,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .redirect(reqwest::redirect::Policy::none())
@@ -82,6 +90,7 @@ impl BillingWorker {
             config,
             client,
             wake: Arc::new(Notify::new()),
+            clock,
         }
     }
 
@@ -89,10 +98,26 @@ impl BillingWorker {
     /// and any tenant with usage in that month) and wakes the delivery
     /// loop. Closing again adds events only for tenants that had none.
     pub async fn close(&self, month: &str) -> Result<CloseReport, StoreError> {
-        let now = now_ms();
-        // Tenants that existed before the month ended (a tenant created
-        // later has nothing to bill for it), plus any tenant with usage in
-        // it (header-only tenants, or tenants since deleted).
+        let now = self.clock.now_ms();
+        let tenants = self.tenants_to_bill(month).await?;
+        let total = tenants.len();
+        let created = self.write_events(month, &tenants, now).await?;
+        tracing::info!(month, created, tenants = total, "billing month closed");
+        self.wake.notify_one();
+        Ok(CloseReport {
+            month: month.to_owned(),
+            created,
+            existing: u64::try_from(total)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(created),
+        })
+    }
+
+    /// The tenants billed for `month`, with their plans: those that existed
+    /// before the month ended (a tenant created later has nothing to bill
+    /// for it), plus any tenant with usage in it (header-only tenants, or
+    /// tenants since deleted), on the unregistered plan.
+    async fn tenants_to_bill(&self, month: &str) -> Result<Vec<(TenantId, String)>, StoreError> {
         let month_end = next_month_start(month);
         let mut tenants: Vec<(TenantId, String)> = Vec::new();
         let mut filter = TenantFilter {
@@ -124,11 +149,19 @@ impl BillingWorker {
                 tenants.push((id, unregistered.clone()));
             }
         }
-        // Written a page of tenants at a time, so 100,000 tenants never mean
-        // 100,000 payloads in memory; the month is marked closed with the
-        // last page. A close cut short is completed by the next one (the
-        // inserts are idempotent).
-        let total = tenants.len();
+        Ok(tenants)
+    }
+
+    /// Writes the events of `tenants` a page at a time, so 100,000 tenants
+    /// never mean 100,000 payloads in memory; the month is marked closed
+    /// with the last page. A close cut short is completed by the next one
+    /// (the inserts are idempotent). Returns the events created.
+    async fn write_events(
+        &self,
+        month: &str,
+        tenants: &[(TenantId, String)],
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let mut created = 0;
         let mut pages = tenants
             .chunks(usize::try_from(PAGE).unwrap_or(1_000))
@@ -142,22 +175,7 @@ impl BillingWorker {
         while let Some(page) = pages.next() {
             let mut events = Vec::with_capacity(page.len());
             for (tenant, plan) in page {
-                let report =
-                    month_report(&self.store, self.registry.plans(), tenant, plan, month).await?;
-                let id = format!("evt_{}", ulid::Ulid::new());
-                let payload = serde_json::json!({
-                    "id": id,
-                    "type": EVENT_TYPE,
-                    "created_at": rfc3339_from_ms(now),
-                    "tenant_id": tenant.as_str(),
-                    "month": month,
-                    "usage": report,
-                });
-                events.push(NewBillingEvent {
-                    tenant: tenant.clone(),
-                    id,
-                    payload: payload.to_string(),
-                });
+                events.push(self.event(month, tenant, plan, now).await?);
             }
             let last = pages.peek().is_none();
             created += self
@@ -166,14 +184,31 @@ impl BillingWorker {
                 .close_month(month, &events, now, last)
                 .await?;
         }
-        tracing::info!(month, created, tenants = total, "billing month closed");
-        self.wake.notify_one();
-        Ok(CloseReport {
-            month: month.to_owned(),
-            created,
-            existing: u64::try_from(total)
-                .unwrap_or(u64::MAX)
-                .saturating_sub(created),
+        Ok(created)
+    }
+
+    /// The event of `tenant` for `month`: its usage report on `plan`.
+    async fn event(
+        &self,
+        month: &str,
+        tenant: &TenantId,
+        plan: &str,
+        now: i64,
+    ) -> Result<NewBillingEvent, StoreError> {
+        let report = month_report(&self.store, self.registry.plans(), tenant, plan, month).await?;
+        let id = format!("evt_{}", ulid::Ulid::new());
+        let payload = serde_json::json!({
+            "id": id,
+            "type": EVENT_TYPE,
+            "created_at": rfc3339_from_ms(now),
+            "tenant_id": tenant.as_str(),
+            "month": month,
+            "usage": report,
+        });
+        Ok(NewBillingEvent {
+            tenant: tenant.clone(),
+            id,
+            payload: payload.to_string(),
         })
     }
 
@@ -204,7 +239,7 @@ impl BillingWorker {
     }
 
     async fn auto_close(&self) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let current = month_of_ms(now);
         // Wait out the grace after midnight, so requests of the old month
         // still in flight or in an instance's usage batch are written
@@ -227,7 +262,11 @@ impl BillingWorker {
             return Ok(());
         };
         loop {
-            let due = self.store.billing().due_events(now_ms(), BATCH).await?;
+            let due = self
+                .store
+                .billing()
+                .due_events(self.clock.now_ms(), BATCH)
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -242,7 +281,7 @@ impl BillingWorker {
 
     async fn attempt(&self, url: &str, event: BillingEvent) -> Result<(), StoreError> {
         let attempts = event.attempts.saturating_add(1);
-        let t = now_ms() / 1_000;
+        let t = self.clock.now_ms() / 1_000;
         let mut request = self
             .client
             .post(url)
@@ -267,8 +306,11 @@ impl BillingWorker {
                     .await
             }
             Err(error) => {
-                let next = (attempts < self.config.max_attempts)
-                    .then(|| now_ms().saturating_add(self.backoff_ms(attempts)));
+                let next = (attempts < self.config.max_attempts).then(|| {
+                    self.clock
+                        .now_ms()
+                        .saturating_add(self.backoff_ms(attempts))
+                });
                 tracing::warn!(event = %event.id, attempts, gave_up = next.is_none(), %error, "billing delivery failed");
                 self.store
                     .billing()

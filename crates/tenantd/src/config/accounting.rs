@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 pub use tenancy::ratelimit::OnStoreError;
 
-use crate::tenants::model::{Limits, Quotas};
+use super::{Limits, Quotas};
 
 /// Where rate-limit counters live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

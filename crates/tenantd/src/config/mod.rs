@@ -10,6 +10,8 @@
 
 mod accounting;
 mod env;
+mod overrides;
+mod statics;
 mod storage;
 mod tenant;
 mod yaml;
@@ -22,14 +24,13 @@ use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 use tenancy::{IpNet, TenantId};
 
-use crate::tenants::model::Quotas;
-use crate::tenants::statics::{self, StaticTenant};
-
 pub use accounting::{
     BillingConfig, LimitStoreKind, LimitsConfig, MetricsConfig, OnStoreError, PlanConfig, Plans,
     Prices, UsageConfig,
 };
 pub use env::ENV_PREFIX;
+pub use overrides::{Limits, Quotas, TenantState};
+pub use statics::StaticTenant;
 pub use storage::{Backend, RlsCheck, StorageConfig, is_postgres_url};
 pub use tenant::{DEFAULT_TENANT, TenantConfig};
 
@@ -307,8 +308,24 @@ pub struct ConfigErrors(pub Vec<String>);
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the `TENANTD_*` variables of
-    /// `vars`, and validates the result.
+    /// `vars`, and validates the result. The static tenants are only read:
+    /// the tenants feature checks them
+    /// (its `statics::load_config` loads and checks both).
     pub fn load<I>(file: Option<&Path>, vars: I) -> Result<Self, ConfigErrors>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        Self::load_with(file, vars, |_| Vec::new())
+    }
+
+    /// [`Config::load`] with a feature's own checks: `more`'s problems are
+    /// reported with the configuration's, before its semantic ones, so an
+    /// operator still sees every problem at once.
+    pub fn load_with<I>(
+        file: Option<&Path>,
+        vars: I,
+        more: impl FnOnce(&Self) -> Vec<String>,
+    ) -> Result<Self, ConfigErrors>
     where
         I: IntoIterator<Item = (String, String)>,
     {
@@ -332,6 +349,7 @@ impl Config {
         };
         let config = config.map(Self::default_from_static_tenants);
         if let Some(config) = &config {
+            problems.extend(more(config));
             problems.extend(config.validate());
         }
         match config {
@@ -340,7 +358,8 @@ impl Config {
         }
     }
 
-    /// Loads from the process environment (the server's path).
+    /// Loads from the process environment (static tenants unchecked, as
+    /// with [`Config::load`]).
     pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigErrors> {
         Self::load(file, std::env::vars())
     }
@@ -382,7 +401,6 @@ impl Config {
     /// so an operator fixes a file in one pass.
     fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        problems.extend(statics::validate_all(&self.tenants));
         problems.extend(self.trusted_proxy_problems());
         problems.extend(self.auth_problems());
         problems.extend(self.tenant.problem());

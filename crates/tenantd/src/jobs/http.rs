@@ -10,11 +10,13 @@ use utoipa::IntoParams;
 
 use super::detect::parse_location;
 use super::{DetectionId, Job, JobPage, JobStatus, JobsError, MAX_PRIORITY, NewJob, SubmitInput};
-use crate::app::AppState;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, truncate_for_echo};
 use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::records::check_limit;
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::store::Store;
+use std::sync::Arc;
 
 /// Routes under `/detect`.
 pub fn routes() -> Routes {
@@ -82,18 +84,16 @@ fn validate(input: SubmitInput, allow_local: bool) -> Result<NewJob, JobsError> 
     )
 )]
 pub(crate) async fn submit(
-    State(state): State<AppState>,
+    State(config): State<Arc<Config>>,
+    State(store): State<Store>,
+    State(jobs_notify): State<Arc<tokio::sync::Notify>>,
     TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<SubmitInput>>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
-    let jobs = &state.config.jobs;
+    let jobs = &config.jobs;
     let new = validate(input, jobs.allow_local_paths)?;
     let max_attempts = i64::from(jobs.max_attempts);
-    let job = state
-        .store
-        .scoped(&tenant)
-        .submit_job(new, max_attempts)
-        .await?;
-    state.jobs_notify.notify_one();
+    let job = store.scoped(&tenant).submit_job(new, max_attempts).await?;
+    jobs_notify.notify_one();
     tracing::info!(detection_id = %job.detection_id, "detection submitted");
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -109,12 +109,12 @@ pub(crate) async fn submit(
     )
 )]
 pub(crate) async fn status(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.store.scoped(&tenant).get_job(&id).await?))
+    Ok(Json(store.scoped(&tenant).get_job(&id).await?))
 }
 
 /// Cancel one of the caller's pending or running jobs.
@@ -129,12 +129,12 @@ pub(crate) async fn status(
     )
 )]
 pub(crate) async fn cancel(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
-    let job = state.store.scoped(&tenant).cancel_job(&id).await?;
+    let job = store.scoped(&tenant).cancel_job(&id).await?;
     tracing::info!(detection_id = %job.detection_id, "detection cancelled");
     Ok(Json(job))
 }
@@ -167,7 +167,7 @@ pub struct ListParams {
     )
 )]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Tenant(tenant): Tenant,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -178,8 +178,7 @@ pub(crate) async fn list(
         .map(str::parse::<JobStatus>)
         .transpose()?;
     let limit = check_limit(params.limit)?;
-    let page = state
-        .store
+    let page = store
         .scoped(&tenant)
         .list_jobs(status, limit, params.cursor.as_deref())
         .await?;

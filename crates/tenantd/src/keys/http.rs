@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::{ApiKeyInfo, IssueKey, IssuedKey, RotateKey};
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, OptionalJson};
 use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
+use crate::tenants::service::TenantAdmin;
 
 /// Routes under `/admin/tenants/{id}/api-keys`.
 pub fn routes() -> Routes {
@@ -46,14 +46,14 @@ pub fn routes() -> Routes {
               (status = 422, description = "Invalid fields", body = ErrorBody)))]
 pub(crate) async fn issue_key(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<IssueKey>,
 ) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
     let id = path_tenant(&id)?;
     Ok((
         StatusCode::CREATED,
-        Json(state.admin.issue_key(&id, input).await?),
+        Json(admin.issue_key(&id, input).await?),
     ))
 }
 
@@ -64,11 +64,11 @@ pub(crate) async fn issue_key(
               (status = 404, description = "No such tenant", body = ErrorBody)))]
 pub(crate) async fn list_keys(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
     let id = path_tenant(&id)?;
-    Ok(Json(state.admin.list_keys(&id).await?))
+    Ok(Json(admin.list_keys(&id).await?))
 }
 
 /// Revoke a key, effective on the next request to this node.
@@ -79,11 +79,11 @@ pub(crate) async fn list_keys(
               (status = 404, description = "No such key in this tenant", body = ErrorBody)))]
 pub(crate) async fn revoke_key(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_tenant(&id)?;
-    state.admin.revoke_key(&id, &key_id).await?;
+    admin.revoke_key(&id, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -96,7 +96,7 @@ pub(crate) async fn revoke_key(
               (status = 404, description = "No such live key", body = ErrorBody)))]
 pub(crate) async fn rotate_key(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path((id, key_id)): Path<(String, String)>,
     OptionalJson(body): OptionalJson<RotateKey>,
 ) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
@@ -104,6 +104,6 @@ pub(crate) async fn rotate_key(
     let grace = body.grace_seconds;
     Ok((
         StatusCode::CREATED,
-        Json(state.admin.rotate_key(&id, &key_id, grace).await?),
+        Json(admin.rotate_key(&id, &key_id, grace).await?),
     ))
 }

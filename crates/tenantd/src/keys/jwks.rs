@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 use tenancy::{AuthError, Principal};
 
 use self::cache::JwksCache;
-use super::jwt::{principal_from_claims, reason};
+use super::jwt::{check_times, principal_from_claims, reason};
+use crate::clock::Clock;
 use crate::config::JwtConfig;
 use crate::tenants::oidc::{Binding, Lookup};
 use crate::tenants::registry::Registry;
@@ -37,6 +38,8 @@ pub struct OidcVerifier {
     keys: JwksCache,
     leeway: u64,
     tenant_claim: String,
+    /// `exp` and `nbf` are checked against it too (see [`super::jwt`]).
+    clock: Clock,
 }
 
 /// The unverified claims of a token: only used to pick the binding and
@@ -63,8 +66,8 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
 
 impl OidcVerifier {
     /// A verifier over the registry's bindings, with `config`'s leeway,
-    /// tenant claim and JWKS cache settings.
-    pub fn from_config(registry: Arc<Registry>, config: &JwtConfig) -> Self {
+    /// tenant claim and JWKS cache settings, checking times against `clock`.
+    pub fn from_config(registry: Arc<Registry>, config: &JwtConfig, clock: Clock) -> Self {
         Self {
             registry,
             keys: JwksCache::new(
@@ -74,6 +77,7 @@ impl OidcVerifier {
             ),
             leeway: config.leeway_secs,
             tenant_claim: config.tenant_claim.clone(),
+            clock,
         }
     }
 
@@ -154,6 +158,7 @@ impl OidcVerifier {
         validation.set_audience(&[&binding.client_id]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|e| AuthError::InvalidToken(reason(e.kind())))?;
+        check_times(&data.claims, &self.clock, self.leeway)?;
         let mut claims = data.claims;
         let Some(map) = claims.as_object_mut() else {
             return Err(AuthError::InvalidToken("malformed"));

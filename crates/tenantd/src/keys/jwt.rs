@@ -1,12 +1,23 @@
 //! JWT bearer tokens with a `tenant_id` claim in the payload, verified with
 //! HS256 against the configured shared secret: signature, `exp`
 //! (required), `nbf`, and `iss` / `aud` when configured.
+//!
+//! `exp` and `nbf` are checked twice, each time with the configured
+//! leeway: by jsonwebtoken against the system clock, then by
+//! [`check_times`] against the injected [`Clock`]. The library's own check
+//! cannot be pointed at another clock, and turning it off would leave the
+//! claims' format checks (an `exp` that is not a number) to us as well;
+//! keeping both means a token is accepted only when both clocks agree it
+//! is valid, so an injected clock can expire tokens early (tests move it
+//! forward) but never revive an expired one. In production both are the
+//! system clock and the second check costs two comparisons.
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tenancy::{AuthError, Principal, PrincipalKind, TenantId};
 
+use crate::clock::Clock;
 use crate::config::JwtConfig;
 
 /// Verifies HS256 tokens.
@@ -14,6 +25,7 @@ pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
     tenant_claim: String,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -25,8 +37,9 @@ impl std::fmt::Debug for JwtVerifier {
 }
 
 impl JwtVerifier {
-    /// A verifier for `config`, or `None` when no HS256 secret is set.
-    pub fn from_config(config: &JwtConfig) -> Option<Self> {
+    /// A verifier for `config` checking times against `clock` (see the
+    /// module docs), or `None` when no HS256 secret is set.
+    pub fn from_config(config: &JwtConfig, clock: Clock) -> Option<Self> {
         let secret = config.hs256_secret.as_ref()?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway_secs;
@@ -44,6 +57,7 @@ impl JwtVerifier {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             tenant_claim: config.tenant_claim.clone(),
+            clock,
         })
     }
 
@@ -51,8 +65,28 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::InvalidToken(reason(e.kind())))?;
+        check_times(&data.claims, &self.clock, self.validation.leeway)?;
         principal_from_claims(&data.claims, &self.tenant_claim)
     }
+}
+
+/// Checks `exp` and `nbf` of claims jsonwebtoken has verified (so each is
+/// absent or a whole number of seconds) against `clock`, with `leeway`
+/// seconds, as jsonwebtoken does against the system clock.
+pub fn check_times(claims: &Value, clock: &Clock, leeway: u64) -> Result<(), AuthError> {
+    let now = u64::try_from(clock.now_ms() / 1_000).unwrap_or(0);
+    let claim = |name: &str| claims.get(name).and_then(Value::as_u64);
+    if claim("exp").is_some_and(|exp| exp < now.saturating_sub(leeway)) {
+        return Err(AuthError::InvalidToken(reason(
+            &ErrorKind::ExpiredSignature,
+        )));
+    }
+    if claim("nbf").is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(AuthError::InvalidToken(reason(
+            &ErrorKind::ImmatureSignature,
+        )));
+    }
+    Ok(())
 }
 
 /// Reads the tenant and subject out of verified claims.
@@ -110,12 +144,15 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn verifier() -> JwtVerifier {
-        JwtVerifier::from_config(&JwtConfig {
-            hs256_secret: Some(SECRET.into()),
-            issuer: Some("https://issuer.test".into()),
-            audience: Some("tenantd".into()),
-            ..JwtConfig::default()
-        })
+        JwtVerifier::from_config(
+            &JwtConfig {
+                hs256_secret: Some(SECRET.into()),
+                issuer: Some("https://issuer.test".into()),
+                audience: Some("tenantd".into()),
+                ..JwtConfig::default()
+            },
+            Clock::system(),
+        )
         .expect("configured")
     }
 
@@ -182,6 +219,44 @@ mod tests {
         assert_eq!(
             verifier().verify(&token(no_exp, SECRET)),
             Err(AuthError::InvalidToken("missing required claim"))
+        );
+    }
+
+    #[test]
+    fn times_are_checked_against_the_injected_clock_too() {
+        let manual = std::sync::Arc::new(tenancy::ratelimit::ManualClock::new(
+            u64::try_from(now() * 1000).expect("after 1970"),
+        ));
+        let verifier = JwtVerifier::from_config(
+            &JwtConfig {
+                hs256_secret: Some(SECRET.into()),
+                leeway_secs: 30,
+                ..JwtConfig::default()
+            },
+            Clock::new(manual.clone()),
+        )
+        .expect("configured");
+        let t = token(
+            json!({"tenant_id": "acme", "exp": now() + 60, "nbf": now()}),
+            SECRET,
+        );
+        assert!(verifier.verify(&t).is_ok());
+        // Within the leeway past `exp` on the injected clock: still valid.
+        manual.advance(std::time::Duration::from_secs(80));
+        assert!(verifier.verify(&t).is_ok());
+        manual.advance(std::time::Duration::from_secs(20));
+        assert_eq!(verifier.verify(&t), Err(AuthError::InvalidToken("expired")));
+        // An injected clock behind `nbf` refuses too; one behind `exp`
+        // never revives a token the system clock calls expired.
+        manual.set(u64::try_from((now() - 3600) * 1000).expect("after 1970"));
+        assert_eq!(
+            verifier.verify(&t),
+            Err(AuthError::InvalidToken("not yet valid"))
+        );
+        let expired = token(json!({"tenant_id": "acme", "exp": now() - 3600}), SECRET);
+        assert_eq!(
+            verifier.verify(&expired),
+            Err(AuthError::InvalidToken("expired"))
         );
     }
 }

@@ -104,8 +104,9 @@ pub struct NewKey {
 }
 
 impl IssueKey {
-    /// Validates into a [`NewKey`]; `Err` names the field.
-    pub fn validate(self) -> Result<NewKey, String> {
+    /// Validates into a [`NewKey`] at `now_ms` (an expiry must be later);
+    /// `Err` names the field.
+    pub fn validate(self, now_ms: i64) -> Result<NewKey, String> {
         let name = self.name.unwrap_or_else(|| "default".to_owned());
         let name = name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -119,7 +120,7 @@ impl IssueKey {
                     &time::format_description::well_known::Rfc3339,
                 )
                 .map_err(|_| "expires_at: not an RFC 3339 time".to_owned())?;
-                if at <= time::OffsetDateTime::now_utc() {
+                if at.unix_timestamp_nanos() / 1_000_000 <= i128::from(now_ms) {
                     return Err("expires_at: must be in the future".to_owned());
                 }
                 Some(crate::clock::rfc3339(at))

@@ -8,12 +8,16 @@ use tenancy::Tenant;
 use tenancy::ratelimit::Window;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::clock::{month_of_ms, now_ms};
+use crate::clock::Clock;
+use crate::clock::month_of_ms;
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::store::Store;
+use crate::tenants::service::TenantAdmin;
+use crate::usage::UsageRecorder;
 use crate::usage::metric;
 use crate::usage::report::UsageReport;
+use std::sync::Arc;
 
 /// Tenant routes of the limits feature.
 pub fn routes() -> Routes {
@@ -120,13 +124,15 @@ pub(crate) fn windows(list: &[Window]) -> Vec<WindowView> {
     responses((status = 200, description = "The caller's tenant", body = TenantSelf),
               (status = 401, description = "Credentials required", body = ErrorBody)))]
 pub(crate) async fn me(
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
+    State(clock): State<Clock>,
+    State(store): State<Store>,
+    State(usage): State<Arc<UsageRecorder>>,
     Tenant(ctx): Tenant,
 ) -> Result<Json<TenantSelf>, ApiError> {
     let id = ctx.tenant_id();
-    let settings = state.admin.registry().settings(id);
-    let name = state
-        .admin
+    let settings = admin.registry().settings(id);
+    let name = admin
         .store()
         .tenants()
         .get_tenant(id)
@@ -134,13 +140,13 @@ pub(crate) async fn me(
         .map(|row| row.name);
     // Stored counters plus this tenant's calls not yet written: figures as
     // of now, without forcing a write transaction over every tenant.
-    let month = month_of_ms(now_ms());
-    let scoped = state.store.scoped(&ctx);
+    let month = month_of_ms(clock.now_ms());
+    let scoped = store.scoped(&ctx);
     let mut counters = scoped.month_counters(&month).await?;
-    counters.extend(state.usage.pending_counters(id, &month));
+    counters.extend(usage.pending_counters(id, &month));
     let size = scoped.current_size().await?;
-    let keys = state.admin.store().keys().count_live_keys(id).await?;
-    let prices = state.admin.registry().plans().prices(&settings.plan);
+    let keys = admin.store().keys().count_live_keys(id).await?;
+    let prices = admin.registry().plans().prices(&settings.plan);
     let usage = UsageReport::build(
         id.as_str(),
         &month,

@@ -13,52 +13,23 @@ pub mod policy;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-use tenancy::TenantId;
 use tenancy::ratelimit::Window;
-use utoipa::ToSchema;
 
 use crate::config::{Config, Prices};
 use crate::tenants::model::{DEFAULT_PLAN, Limits, Quotas};
 
-/// The quotas in force for one tenant (`None` = unlimited).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub struct QuotaLimits {
-    /// Records stored.
-    pub max_records: Option<u64>,
-    /// Megabytes (MiB) of stored records.
-    pub max_storage_mb: Option<u64>,
-    /// Detections submitted per calendar month (UTC).
-    pub max_detections_per_month: Option<u64>,
-    /// Live (not revoked) API keys.
-    pub max_api_keys: Option<u64>,
-}
+pub use crate::store::quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
 
-impl QuotaLimits {
-    /// `max_storage_mb` in bytes.
-    pub fn max_storage_bytes(&self) -> Option<u64> {
-        self.max_storage_mb.map(|mb| mb.saturating_mul(1024 * 1024))
+/// The quotas in force: each field from the tenant, else its plan, else
+/// the global defaults.
+fn layered(global: &Quotas, plan: &Quotas, tenant: &Quotas) -> QuotaLimits {
+    let pick = |f: fn(&Quotas) -> Option<u64>| f(tenant).or(f(plan)).or(f(global));
+    QuotaLimits {
+        max_records: pick(|q| q.max_records),
+        max_storage_mb: pick(|q| q.max_storage_mb),
+        max_detections_per_month: pick(|q| q.max_detections_per_month),
+        max_api_keys: pick(|q| q.max_api_keys),
     }
-
-    fn layered(global: &Quotas, plan: &Quotas, tenant: &Quotas) -> Self {
-        let pick = |f: fn(&Quotas) -> Option<u64>| f(tenant).or(f(plan)).or(f(global));
-        Self {
-            max_records: pick(|q| q.max_records),
-            max_storage_mb: pick(|q| q.max_storage_mb),
-            max_detections_per_month: pick(|q| q.max_detections_per_month),
-            max_api_keys: pick(|q| q.max_api_keys),
-        }
-    }
-}
-
-/// A write refused because it would cross a quota.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Quota exceeded: {quota} is {limit}")]
-pub struct QuotaExceeded {
-    /// The quota's name (`max_records`, …).
-    pub quota: &'static str,
-    /// Its limit.
-    pub limit: u64,
 }
 
 /// Everything the request path needs to enforce a tenant's plan.
@@ -125,7 +96,7 @@ impl PlanBook {
                     Arc::new(Settings {
                         plan: Arc::from(name.as_str()),
                         windows: windows(&global_limits, l, &none_l),
-                        quotas: QuotaLimits::layered(&global_quotas, q, &none_q),
+                        quotas: layered(&global_quotas, q, &none_q),
                     }),
                 )
             })
@@ -133,7 +104,7 @@ impl PlanBook {
         let default_settings = Arc::new(Settings {
             plan: Arc::from(DEFAULT_PLAN),
             windows: windows(&global_limits, &none_l, &none_l),
-            quotas: QuotaLimits::layered(&global_quotas, &none_q, &none_q),
+            quotas: layered(&global_quotas, &none_q, &none_q),
         });
         Self {
             global_limits,
@@ -188,24 +159,8 @@ impl PlanBook {
         Arc::new(Settings {
             plan: Arc::from(plan),
             windows: windows(&self.global_limits, &plan_limits, limits),
-            quotas: QuotaLimits::layered(&self.global_quotas, &plan_quotas, quotas),
+            quotas: layered(&self.global_quotas, &plan_quotas, quotas),
         })
-    }
-}
-
-/// Where a [`crate::store::TenantScope`] learns its tenant's quotas.
-pub trait QuotaSource: Send + Sync + 'static {
-    /// The quotas in force for `tenant`.
-    fn quotas(&self, tenant: &TenantId) -> QuotaLimits;
-}
-
-/// No quotas (tools, tests, and the store before the registry exists).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Unlimited;
-
-impl QuotaSource for Unlimited {
-    fn quotas(&self, _tenant: &TenantId) -> QuotaLimits {
-        QuotaLimits::default()
     }
 }
 

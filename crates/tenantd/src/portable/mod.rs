@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 
 use crate::audit::{NewEvent, SYSTEM_CHAIN};
-use crate::clock::{now_ms, now_rfc3339, rfc3339_from_ms};
+use crate::clock::{Clock, rfc3339_from_ms};
 use crate::store::{AdminStore, StoreError};
 
 /// The `format` of the header line.
@@ -345,12 +345,14 @@ pub trait PortableRepo: Send + Sync {
 }
 
 /// Writes the dump of `tenant` to `out`, signed under `key` (unsigned
-/// without one: `--unsigned`); returns the rows per table.
+/// without one: `--unsigned`), stamped with `clock`'s now; returns the
+/// rows per table.
 pub async fn export(
     store: &AdminStore,
     tenant: &TenantId,
     key: Option<&DumpKey>,
     out: &mut impl Write,
+    clock: &Clock,
 ) -> Result<BTreeMap<String, u64>, PortableError> {
     let repo = store.portable();
     let mut rows = repo.export_rows(tenant).await?;
@@ -365,7 +367,7 @@ pub async fn export(
                 target.describe()
             )))
         })?;
-        let data = own.data_rows(tenant).await;
+        let data = own.backend().data_rows(tenant).await;
         own.close().await;
         rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
         rows.extend(data?);
@@ -407,7 +409,7 @@ pub async fn export(
         version: VERSION,
         schema: repo.schema_version(),
         tenant_id: tenant.to_string(),
-        exported_at: now_rfc3339(),
+        exported_at: clock.now_rfc3339(),
     })?;
     for (table, data) in rows {
         *counts.entry(table.clone()).or_insert(0) += 1;
@@ -451,8 +453,8 @@ fn dedicated_target(
 /// `tenants.import` with its outcome. An unsigned dump (read with
 /// [`Trust::Unsigned`]) is also recorded as `tenants.import_unsigned`
 /// *before* any row is written: if that record cannot be made, nothing is
-/// imported.
-pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError> {
+/// imported. The audit events are stamped with `clock`'s now.
+pub async fn import(store: &AdminStore, dump: &Dump, clock: &Clock) -> Result<(), PortableError> {
     let mut rows = dump.rows.clone();
     for (table, data) in &mut rows {
         if table != "tenants" {
@@ -476,7 +478,7 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
         }
     }
     if dump.signed_by.is_none() {
-        audit(store, dump, ACTION_UNSIGNED, 202, None).await?;
+        audit(store, dump, ACTION_UNSIGNED, 202, None, clock).await?;
     }
     let id = dump.tenant.to_string();
     let result = match store.portable().import_rows(&dump.tenant, &rows).await {
@@ -501,7 +503,7 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
         Err(_) => 409,
     };
     let error = result.as_ref().err().map(ToString::to_string);
-    let recorded = audit(store, dump, ACTION, status, error).await;
+    let recorded = audit(store, dump, ACTION, status, error, clock).await;
     match (result, recorded) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(cause)) => Err(PortableError::Unaudited { tenant: id, cause }),
@@ -522,8 +524,9 @@ async fn audit(
     action: &str,
     status: u16,
     error: Option<String>,
+    clock: &Clock,
 ) -> Result<(), StoreError> {
-    let at_ms = now_ms();
+    let at_ms = clock.now_ms();
     let params = serde_json::json!({
         "tenant_id": dump.tenant.as_str(),
         "sha256": dump.sha256,

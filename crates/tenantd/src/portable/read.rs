@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
+use hmac::Hmac;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tenancy::TenantId;
@@ -43,11 +44,60 @@ pub struct Dump {
 /// Reads and checks a dump: checksum, authenticity under `trust`, header,
 /// counts, every row belongs to the tenant, and its audit chain is intact.
 pub fn read(input: impl BufRead, schema: u32, trust: Trust<'_>) -> Result<Dump, PortableError> {
-    let mut hasher = Sha256::new();
-    let mut mac = match trust {
+    let mac = match trust {
         Trust::Key(key) => Some(key.mac()),
         Trust::Unsigned => None,
     };
+    let scanned = scan(input, mac)?;
+    let Some(Line::End {
+        counts,
+        sha256,
+        hmac,
+        key_id,
+    }) = scanned.end
+    else {
+        let why = if scanned.lines.is_empty() {
+            "empty file"
+        } else {
+            "no end line: the file is truncated"
+        };
+        return Err(PortableError::Invalid(why.to_owned()));
+    };
+    if scanned.sha256 != sha256 {
+        return Err(PortableError::Invalid(
+            "checksum mismatch: the file was changed or damaged".to_owned(),
+        ));
+    }
+    let signed_by = authenticate(trust, scanned.mac, hmac, key_id)?;
+    let (tenant, rows) = content(scanned.lines, schema)?;
+    check_counts(&rows, &counts)?;
+    verify_audit(&tenant, &rows)?;
+    Ok(Dump {
+        tenant,
+        rows,
+        counts,
+        sha256,
+        signed_by,
+    })
+}
+
+/// The lines of a dump, parsed, with what was computed over them as they
+/// streamed in.
+struct Scanned {
+    /// Every line before the end line, with its number.
+    lines: Vec<(usize, Line)>,
+    /// The end line, if the file has one.
+    end: Option<Line>,
+    /// SHA-256 (hex) over the lines before the end line.
+    sha256: String,
+    /// The HMAC over the same bytes, when a key is given.
+    mac: Option<Hmac<Sha256>>,
+}
+
+/// Parses every line, hashing (and MACing, with `mac`) each before the end
+/// line as it streams in; a line after the end line is refused.
+fn scan(input: impl BufRead, mut mac: Option<Hmac<Sha256>>) -> Result<Scanned, PortableError> {
+    let mut hasher = Sha256::new();
     let mut lines: Vec<(usize, Line)> = Vec::new();
     let mut end: Option<Line> = None;
     for (n, line) in input.split(b'\n').enumerate() {
@@ -74,65 +124,56 @@ pub fn read(input: impl BufRead, schema: u32, trust: Trust<'_>) -> Result<Dump, 
         }
         lines.push((number, parsed));
     }
-    let Some(Line::End {
-        counts,
-        sha256,
-        hmac,
-        key_id,
-    }) = end
-    else {
-        let why = if lines.is_empty() {
-            "empty file"
-        } else {
-            "no end line: the file is truncated"
-        };
-        return Err(PortableError::Invalid(why.to_owned()));
+    Ok(Scanned {
+        lines,
+        end,
+        sha256: hex::encode(hasher.finalize()),
+        mac,
+    })
+}
+
+/// Who signed the dump: with [`Trust::Key`], its end line's `hmac` must
+/// verify under the key (`mac` is computed over the file); `None` when
+/// read with [`Trust::Unsigned`].
+fn authenticate(
+    trust: Trust<'_>,
+    mac: Option<Hmac<Sha256>>,
+    hmac: Option<String>,
+    key_id: Option<String>,
+) -> Result<Option<String>, PortableError> {
+    let (Trust::Key(key), Some(mac)) = (trust, mac) else {
+        return Ok(None);
     };
-    if hex::encode(hasher.finalize()) != sha256 {
-        return Err(PortableError::Invalid(
-            "checksum mismatch: the file was changed or damaged".to_owned(),
+    let Some(tag) = hmac else {
+        return Err(PortableError::Unauthenticated(
+            "the dump is unsigned (its end line has no hmac); import it with --unsigned \
+             only if you know where it came from"
+                .to_owned(),
         ));
-    }
-    let signed_by = match (trust, mac) {
-        (Trust::Key(key), Some(mac)) => {
-            let Some(tag) = hmac else {
-                return Err(PortableError::Unauthenticated(
-                    "the dump is unsigned (its end line has no hmac); import it with --unsigned \
-                     only if you know where it came from"
-                        .to_owned(),
-                ));
-            };
-            if !verify(mac, &tag) {
-                let named =
-                    key_id.map_or_else(String::new, |k| format!(" (the dump names key {k})"));
-                return Err(PortableError::Unauthenticated(format!(
-                    "its HMAC does not verify under dump key {}{named}: the file was changed \
-                     after it was signed, or signed with another key",
-                    key.id()
-                )));
-            }
-            Some(key.id())
-        }
-        _ => None,
     };
-    let (tenant, rows) = content(lines, schema)?;
+    if !verify(mac, &tag) {
+        let named = key_id.map_or_else(String::new, |k| format!(" (the dump names key {k})"));
+        return Err(PortableError::Unauthenticated(format!(
+            "its HMAC does not verify under dump key {}{named}: the file was changed \
+             after it was signed, or signed with another key",
+            key.id()
+        )));
+    }
+    Ok(Some(key.id()))
+}
+
+/// The rows per table must be what the end line states.
+fn check_counts(rows: &[Row], counts: &BTreeMap<String, u64>) -> Result<(), PortableError> {
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    for (table, _) in &rows {
+    for (table, _) in rows {
         *seen.entry(table.clone()).or_insert(0) += 1;
     }
-    if seen != counts {
+    if seen != *counts {
         return Err(PortableError::Invalid(format!(
             "row counts {seen:?} differ from the end line's {counts:?}"
         )));
     }
-    verify_audit(&tenant, &rows)?;
-    Ok(Dump {
-        tenant,
-        rows,
-        counts,
-        sha256,
-        signed_by,
-    })
+    Ok(())
 }
 
 /// The tenant of the header (first line) and the rows after it.

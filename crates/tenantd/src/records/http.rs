@@ -10,10 +10,10 @@ use utoipa::IntoParams;
 
 use super::model::{RecordInput, SearchRequest, check_limit};
 use super::{NewRecord, Record, RecordId, RecordsError, SearchPage, SearchQuery};
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody, truncate_for_echo};
 use crate::extract::{ApiJson, ApiQuery, BodyTenant, TenantJson};
 use crate::routes::{RouteFacts, Routes, Scope};
+use crate::store::Store;
 use crate::usage::RouteClass;
 
 /// Routes under `/records`.
@@ -81,11 +81,11 @@ fn parse_id(raw: &str) -> Result<RecordId, RecordsError> {
     )
 )]
 pub(crate) async fn create_record(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<RecordInput>>,
 ) -> Result<(StatusCode, Json<Record>), ApiError> {
     let new = NewRecord::try_from(input)?;
-    let record = state.store.scoped(&tenant).create_record(new).await?;
+    let record = store.scoped(&tenant).create_record(new).await?;
     tracing::info!(record_id = %record.id, kind = %record.kind, "record created");
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -101,12 +101,12 @@ pub(crate) async fn create_record(
     )
 )]
 pub(crate) async fn get_record(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<Record>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(state.store.scoped(&tenant).get_record(&id).await?))
+    Ok(Json(store.scoped(&tenant).get_record(&id).await?))
 }
 
 /// Replace a record of the caller's tenant.
@@ -123,13 +123,13 @@ pub(crate) async fn get_record(
     )
 )]
 pub(crate) async fn replace_record(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
     TenantJson(tenant, ApiJson(input)): TenantJson<ApiJson<RecordInput>>,
 ) -> Result<Json<Record>, ApiError> {
     let id = parse_id(&id)?;
     let new = NewRecord::try_from(input)?;
-    let record = state.store.scoped(&tenant).replace_record(&id, new).await?;
+    let record = store.scoped(&tenant).replace_record(&id, new).await?;
     tracing::info!(record_id = %record.id, "record replaced");
     Ok(Json(record))
 }
@@ -145,12 +145,12 @@ pub(crate) async fn replace_record(
     )
 )]
 pub(crate) async fn delete_record(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
     Tenant(tenant): Tenant,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    state.store.scoped(&tenant).delete_record(&id).await?;
+    store.scoped(&tenant).delete_record(&id).await?;
     tracing::info!(record_id = %id, "record deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -166,13 +166,11 @@ pub(crate) async fn delete_record(
     )
 )]
 pub(crate) async fn search_records(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     TenantJson(tenant, ApiJson(request)): TenantJson<ApiJson<SearchRequest>>,
 ) -> Result<Json<SearchPage>, ApiError> {
     let query = SearchQuery::try_from(request)?;
-    Ok(Json(
-        state.store.scoped(&tenant).search_records(&query).await?,
-    ))
+    Ok(Json(store.scoped(&tenant).search_records(&query).await?))
 }
 
 /// Query string of `GET /records`.
@@ -205,7 +203,7 @@ pub struct ListParams {
     )
 )]
 pub(crate) async fn list_records(
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Tenant(tenant): Tenant,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<SearchPage>, ApiError> {
@@ -228,9 +226,7 @@ pub(crate) async fn list_records(
         cursor: params.cursor.clone(),
         tenant_id: None,
     })?;
-    Ok(Json(
-        state.store.scoped(&tenant).search_records(&query).await?,
-    ))
+    Ok(Json(store.scoped(&tenant).search_records(&query).await?))
 }
 
 /// How the records feature's errors answer: 404 for an absent record (or

@@ -15,14 +15,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tenancy::TenantId;
 
 use super::postgres::{PgOptions, open_postgres};
 use super::sqlite::open_sqlite_file;
-use super::{Backend, StoreError};
+use super::{Db, StoreError};
+use crate::clock::Clock;
 use crate::config::{RlsCheck, is_postgres_url};
 use crate::tenants::model::StorageBinding;
 
@@ -105,13 +106,15 @@ pub enum PoolHealth {
 }
 
 struct Open {
-    backend: Arc<dyn Backend>,
+    db: Db,
     target: Target,
     last_used: Instant,
 }
 
 /// The bounded set of open dedicated pools.
 pub struct TenantPools {
+    /// What the databases it opens read the time from.
+    clock: Clock,
     data_dir: PathBuf,
     bound: usize,
     idle: Duration,
@@ -137,7 +140,7 @@ impl std::fmt::Debug for TenantPools {
 /// so it is not closed under that request: the pool closes its
 /// connections when its last handle drops (sqlx closes a pool whose last
 /// handle is gone; its maintenance task holds only a weak reference).
-fn retire(backend: Arc<dyn Backend>) {
+fn retire(backend: Db) {
     drop(backend);
 }
 
@@ -149,8 +152,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl TenantPools {
     /// An empty set: at most `bound` pools open, each closed after `idle`.
-    pub fn new(data_dir: &Path, bound: usize, idle: Duration) -> Self {
+    pub fn new(data_dir: &Path, bound: usize, idle: Duration, clock: Clock) -> Self {
         Self {
+            clock,
             data_dir: data_dir.to_path_buf(),
             bound: bound.max(1),
             idle,
@@ -171,11 +175,7 @@ impl TenantPools {
     }
 
     /// `tenant`'s backend at `target`, opening it if needed.
-    pub async fn get(
-        &self,
-        tenant: &TenantId,
-        target: &Target,
-    ) -> Result<Arc<dyn Backend>, StoreError> {
+    pub async fn get(&self, tenant: &TenantId, target: &Target) -> Result<Db, StoreError> {
         if let Some(found) = self.cached(tenant, target) {
             return Ok(found);
         }
@@ -207,13 +207,13 @@ impl TenantPools {
                     break;
                 };
                 if let Some(o) = open.remove(&oldest) {
-                    evicted.push((oldest, o.backend));
+                    evicted.push((oldest, o.db));
                 }
             }
             open.insert(
                 tenant.clone(),
                 Open {
-                    backend: opened.clone(),
+                    db: opened.clone(),
                     target: target.clone(),
                     last_used: Instant::now(),
                 },
@@ -227,36 +227,39 @@ impl TenantPools {
         Ok(opened)
     }
 
-    fn cached(&self, tenant: &TenantId, target: &Target) -> Option<Arc<dyn Backend>> {
+    fn cached(&self, tenant: &TenantId, target: &Target) -> Option<Db> {
         let mut open = lock(&self.open);
         let entry = open.get_mut(tenant)?;
         if entry.target != *target {
             // The binding changed (a move): this pool is stale.
-            retire(open.remove(tenant)?.backend);
+            retire(open.remove(tenant)?.db);
             return None;
         }
         entry.last_used = Instant::now();
-        Some(entry.backend.clone())
+        Some(entry.db.clone())
     }
 
     /// Opens `target` outside the LRU (a move holds it for its duration
     /// and closes it itself). The error's text is redacted
     /// ([`crate::redact::text`]): it reaches health reports, move
     /// errors and logs, and a driver's message may quote the URL.
-    pub(crate) async fn open_target(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
+    pub(crate) async fn open_target(&self, target: &Target) -> anyhow::Result<Db> {
         self.open_unredacted(target)
             .await
             .map_err(|e| anyhow::anyhow!(crate::redact::text(&format!("{e:#}"))))
     }
 
-    async fn open_unredacted(&self, target: &Target) -> anyhow::Result<Arc<dyn Backend>> {
+    async fn open_unredacted(&self, target: &Target) -> anyhow::Result<Db> {
         match target {
             Target::Sqlite(path) => {
                 let template = self
                     .data_dir
                     .join("tenants")
                     .join(format!(".template-v{}.db", super::SCHEMA_VERSION));
-                Ok(Arc::new(open_sqlite_file(path, &template, 2).await?))
+                Ok(Db::sqlite(
+                    open_sqlite_file(path, &template, 2).await?,
+                    self.clock.clone(),
+                ))
             }
             Target::Postgres(url) => {
                 let options = PgOptions {
@@ -267,7 +270,10 @@ impl TenantPools {
                     rls_check: RlsCheck::Refuse,
                     single_role: true,
                 };
-                Ok(Arc::new(open_postgres(&options).await?))
+                Ok(Db::postgres(
+                    open_postgres(&options).await?,
+                    self.clock.clone(),
+                ))
             }
         }
     }
@@ -277,13 +283,13 @@ impl TenantPools {
     pub fn close_tenant(&self, tenant: &TenantId) {
         let removed = lock(&self.open).remove(tenant);
         if let Some(o) = removed {
-            retire(o.backend);
+            retire(o.db);
         }
     }
 
     /// Closes pools idle longer than the idle limit; returns how many.
     pub fn sweep_idle(&self) -> usize {
-        let idle: Vec<Arc<dyn Backend>> = {
+        let idle: Vec<Db> = {
             let mut open = lock(&self.open);
             let now = Instant::now();
             let stale: Vec<TenantId> = open
@@ -293,7 +299,7 @@ impl TenantPools {
                 .collect();
             stale
                 .iter()
-                .filter_map(|t| open.remove(t).map(|o| o.backend))
+                .filter_map(|t| open.remove(t).map(|o| o.db))
                 .collect()
         };
         let n = idle.len();
@@ -304,16 +310,13 @@ impl TenantPools {
     }
 
     /// The pools open now (what an audit outbox sweep drains).
-    pub fn open_backends(&self) -> Vec<Arc<dyn Backend>> {
-        lock(&self.open)
-            .values()
-            .map(|o| o.backend.clone())
-            .collect()
+    pub fn open_dbs(&self) -> Vec<Db> {
+        lock(&self.open).values().map(|o| o.db.clone()).collect()
     }
 
     /// The state of `tenant`'s pool without opening it.
     pub async fn health(&self, tenant: &TenantId) -> PoolHealth {
-        let backend = lock(&self.open).get(tenant).map(|o| o.backend.clone());
+        let backend = lock(&self.open).get(tenant).map(|o| o.db.clone());
         match backend {
             Some(b) => match b.ready().await {
                 Ok(()) => PoolHealth::Ok,
@@ -328,7 +331,7 @@ impl TenantPools {
 
     /// Closes every pool (graceful shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<Arc<dyn Backend>> = lock(&self.open).drain().map(|(_, o)| o.backend).collect();
+        let all: Vec<Db> = lock(&self.open).drain().map(|(_, o)| o.db).collect();
         for backend in all {
             backend.close().await;
         }

@@ -12,11 +12,14 @@
 //! enforces the same confinement inside the database). Handlers do not
 //! know which one they talk to.
 
+mod db;
 mod dedicated;
 pub mod outbox;
 mod pg_roles;
 mod postgres;
+pub mod quota;
 mod routed;
+pub mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -26,20 +29,23 @@ use tenancy::{TenantContext, TenantId};
 
 use crate::audit::AuditRepo;
 use crate::billing::BillingRepo;
+use crate::clock::Clock;
 use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
-use crate::limits::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
 use crate::portable::PortableRepo;
 use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
+pub use db::Db;
 pub use dedicated::{PoolHealth, Target, TenantPools};
 pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use pg_roles::check_isolation;
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
+pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
 pub(crate) use routed::merge_counters;
 use routed::{RoutedQueue, RoutedUsage};
+pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 
 /// Helpers shared by the PostgreSQL implementations of feature
@@ -63,6 +69,13 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
+    /// A scope for a tenant named by a row the system path already holds
+    /// (a claimed job's tenant, with the quotas it was claimed under), not
+    /// by a request. Only the worker pool's routed queue makes one.
+    pub(crate) fn system(tenant: TenantId, quotas: QuotaLimits) -> Self {
+        Self { tenant, quotas }
+    }
+
     /// The tenant every row touched through this scope belongs to.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
@@ -141,7 +154,6 @@ pub trait Backend:
     + AuditRepo
     + BillingRepo
     + PortableRepo
-    + OutboxRepo
     + Send
     + Sync
     + 'static
@@ -186,6 +198,7 @@ impl PlacementSource for AllShared {
 /// The process-wide storage handle (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
+    shared: Db,
     backend: Arc<dyn Backend>,
     quotas: Arc<dyn QuotaSource>,
     placement: Arc<dyn PlacementSource>,
@@ -201,15 +214,18 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the configured backend (`storage.backend`) with at most
     /// `max_connections` connections: the server passes its pool size,
-    /// one-shot CLI verbs a small one.
+    /// one-shot CLI verbs a small one. Every timestamp it writes reads
+    /// `clock`.
     pub async fn open(
         config: &crate::config::StorageConfig,
         max_connections: u32,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
-        let backend: Arc<dyn Backend> = match config.backend {
-            crate::config::Backend::Sqlite => {
-                Arc::new(open_sqlite(&config.data_dir, max_connections).await?)
-            }
+        let shared = match config.backend {
+            crate::config::Backend::Sqlite => Db::sqlite(
+                open_sqlite(&config.data_dir, max_connections).await?,
+                clock.clone(),
+            ),
             crate::config::Backend::Postgres => {
                 let options = PgOptions {
                     url: config.url.clone().unwrap_or_default(),
@@ -219,31 +235,35 @@ impl Store {
                     rls_check: config.rls_check,
                     single_role: false,
                 };
-                Arc::new(open_postgres(&options).await?)
+                Db::postgres(open_postgres(&options).await?, clock.clone())
             }
         };
         let pools = Arc::new(TenantPools::new(
             &config.data_dir,
             config.max_open_tenant_pools,
             std::time::Duration::from_secs(config.tenant_pool_idle_secs),
+            clock,
         ));
-        let mut store = Self::new(backend);
+        let mut store = Self::new(shared);
         store.pools = pools;
         Ok(store)
     }
 
-    /// Wraps a backend (no quotas until [`Store::with_quotas`], every
-    /// tenant shared until [`Store::with_placement`]).
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
+    /// Wraps the shared database (no quotas until [`Store::with_quotas`],
+    /// every tenant shared until [`Store::with_placement`]).
+    pub fn new(shared: Db) -> Self {
+        let pools = Arc::new(TenantPools::new(
+            std::path::Path::new("."),
+            1,
+            std::time::Duration::from_secs(60),
+            shared.clock().clone(),
+        ));
         Self {
-            backend,
+            backend: shared.backend(),
+            shared,
             quotas: Arc::new(Unlimited),
             placement: Arc::new(AllShared),
-            pools: Arc::new(TenantPools::new(
-                std::path::Path::new("."),
-                1,
-                std::time::Duration::from_secs(60),
-            )),
+            pools,
         }
     }
 
@@ -257,6 +277,11 @@ impl Store {
     /// The dedicated tenants' pools.
     pub fn pools(&self) -> &Arc<TenantPools> {
         &self.pools
+    }
+
+    /// The clock every timestamp the store writes reads.
+    pub fn clock(&self) -> &Clock {
+        self.shared.clock()
     }
 
     /// The same store, with writes checked against `source`'s quotas.
@@ -274,9 +299,16 @@ impl Store {
                 quotas: self.quotas.quotas(&tenant),
                 tenant,
             },
+            shared: self.shared.clone(),
             backend: self.backend.clone(),
             pools: self.pools.clone(),
         }
+    }
+
+    /// Where `tenant`'s records live now (the system path: a claimed
+    /// job's tenant).
+    pub fn placement_of(&self, tenant: &TenantId) -> Placement {
+        self.placement.placement(tenant)
     }
 
     /// The worker pool's cross-tenant queue. This is the one storage path
@@ -289,6 +321,12 @@ impl Store {
         })
     }
 
+    /// The shared database, for moves between tiers and the system paths
+    /// (administrative).
+    pub fn shared_db(&self) -> &Db {
+        &self.shared
+    }
+
     /// The shared backend, for moves between tiers (administrative).
     pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
         self.backend.clone()
@@ -299,6 +337,7 @@ impl Store {
     /// registry cache, never by tenant routes.
     pub fn admin(&self) -> AdminStore {
         AdminStore {
+            shared: self.shared.clone(),
             backend: self.backend.clone(),
             pools: self.pools.clone(),
             placement: self.placement.clone(),
@@ -312,13 +351,13 @@ impl Store {
 
     /// Readiness of the backend (for `/health/ready`).
     pub async fn ready(&self) -> Result<(), StoreError> {
-        self.backend.ready().await
+        self.shared.ready().await
     }
 
     /// Closes the backend's connections and every dedicated pool.
     pub async fn close(&self) {
         self.pools.close_all().await;
-        self.backend.close().await;
+        self.shared.close().await;
     }
 }
 
@@ -327,6 +366,7 @@ impl Store {
 #[derive(Clone)]
 pub struct TenantStore {
     scope: TenantScope,
+    shared: Db,
     backend: Arc<dyn Backend>,
     placement: Placement,
     pools: Arc<TenantPools>,
@@ -338,8 +378,23 @@ impl TenantStore {
         &self.scope.tenant
     }
 
-    /// The scope token and the shared backend, for feature modules' store
+    /// The scope token and the shared database, for feature modules' store
     /// methods (jobs, usage, audit: the platform's tables of the tenant).
+    pub fn shared(&self) -> (&TenantScope, &Db) {
+        (&self.scope, &self.shared)
+    }
+
+    /// The scope token and the database holding the tenant's records: the
+    /// shared one, or the tenant's dedicated database (opened if needed).
+    pub async fn records_db(&self) -> Result<(&TenantScope, Db), StoreError> {
+        let db = match &self.placement.dedicated {
+            None => self.shared.clone(),
+            Some(target) => self.pools.get(&self.scope.tenant, target).await?,
+        };
+        Ok((&self.scope, db))
+    }
+
+    /// Transitional: the shared backend.
     pub(crate) fn parts(&self) -> (&TenantScope, &dyn Backend) {
         (&self.scope, self.backend.as_ref())
     }
@@ -351,7 +406,7 @@ impl TenantStore {
     ) -> Result<(&TenantScope, Arc<dyn Backend>), StoreError> {
         let backend = match &self.placement.dedicated {
             None => self.backend.clone(),
-            Some(target) => self.pools.get(&self.scope.tenant, target).await?,
+            Some(target) => self.pools.get(&self.scope.tenant, target).await?.backend(),
         };
         Ok((&self.scope, backend))
     }
@@ -364,16 +419,20 @@ impl TenantStore {
     /// Refuses a write while the tenant's data is being switched to other
     /// storage (see [`Placement::moving_until_ms`]).
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
-        check_not_moving(&self.scope.tenant, &self.placement)
+        check_not_moving(&self.scope.tenant, &self.placement, self.shared.clock())
     }
 }
 
 /// `Err(Moving)` while `placement` says a move is switching `tenant`.
-pub(crate) fn check_not_moving(tenant: &TenantId, placement: &Placement) -> Result<(), StoreError> {
+pub(crate) fn check_not_moving(
+    tenant: &TenantId,
+    placement: &Placement,
+    clock: &Clock,
+) -> Result<(), StoreError> {
     let Some(until) = placement.moving_until_ms else {
         return Ok(());
     };
-    let now = crate::clock::now_ms();
+    let now = clock.now_ms();
     if until <= now {
         return Ok(());
     }
@@ -387,6 +446,7 @@ pub(crate) fn check_not_moving(tenant: &TenantId, placement: &Placement) -> Resu
 /// Tenant and key administration (see [`Store::admin`]).
 #[derive(Clone)]
 pub struct AdminStore {
+    shared: Db,
     backend: Arc<dyn Backend>,
     pools: Arc<TenantPools>,
     placement: Arc<dyn PlacementSource>,
@@ -400,6 +460,11 @@ impl std::fmt::Debug for AdminStore {
 }
 
 impl AdminStore {
+    /// The shared database, on the administrative path.
+    pub fn db(&self) -> &Db {
+        &self.shared
+    }
+
     /// Tenant rows.
     pub fn tenants(&self) -> &dyn TenantRepo {
         self.backend.as_ref()
@@ -440,12 +505,12 @@ impl AdminStore {
     /// dedicated database's (a sweep drains them; a dedicated database
     /// that is not open keeps its parked events until it is).
     pub fn outboxes(&self) -> Vec<Arc<dyn OutboxRepo>> {
-        let mut all: Vec<Arc<dyn OutboxRepo>> = vec![self.backend.clone()];
+        let mut all: Vec<Arc<dyn OutboxRepo>> = vec![Arc::new(self.shared.clone())];
         all.extend(
             self.pools
-                .open_backends()
+                .open_dbs()
                 .into_iter()
-                .map(|b| -> Arc<dyn OutboxRepo> { b }),
+                .map(|db| -> Arc<dyn OutboxRepo> { Arc::new(db) }),
         );
         all
     }
@@ -462,7 +527,7 @@ impl AdminStore {
         let Some(target) = self.placement.placement(&tenant).dedicated else {
             return Ok(None);
         };
-        let backend: Arc<dyn OutboxRepo> = self.pools.get(&tenant, &target).await?;
-        Ok(Some(backend))
+        let db = self.pools.get(&tenant, &target).await?;
+        Ok(Some(Arc::new(db)))
     }
 }

@@ -12,7 +12,7 @@
 //! events and the outbox").
 //!
 //! How a write finds its event: the request's observer runs the handler
-//! inside [`with_pending`], and the backends' commit helpers ask
+//! inside [`with_pending`], and [`super::Conn::commit`] asks
 //! [`pending`] for the event (there is none outside a request, so the
 //! job worker, the usage flush and the writer itself park nothing). The
 //! outbox rows carry the event's columns, so SQL for them is written once
@@ -21,6 +21,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
+
+use super::StoreError;
+use super::sql::{Row, Sql, sql};
 
 /// A stored event's id: a ULID, made when the request arrives, so the
 /// outbox row and the chained event are the same event.
@@ -141,57 +144,47 @@ pub(crate) const DUE_SQL: &str = "SELECT tenant_id, id, at, at_ms, actor, action
 pub(crate) const CHAINED_SQL: &str =
     "SELECT 1 FROM audit_events WHERE tenant_id = $1 AND at_ms = $2 AND id = $3";
 
-/// A row of [`DUE_SQL`].
-pub(crate) type DueRow = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    String,
-);
+/// The statement parking `event` (see [`PARK_SQL`]).
+pub(crate) fn park(event: &NewEvent) -> Sql {
+    sql(PARK_SQL)
+        .bind(&event.tenant)
+        .bind(&event.id)
+        .bind(&event.at)
+        .bind(event.at_ms)
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(event.target.as_deref())
+        .bind(event.request_id.as_deref())
+        .bind(event.ip.as_deref())
+        .bind(event.user_agent.as_deref())
+        .bind(i64::from(event.status))
+        .bind(i64::try_from(event.duration_ms).unwrap_or(i64::MAX))
+        .bind(&event.params)
+}
 
-/// The event of a due row, parked at `place`.
-pub(crate) fn due_event(row: DueRow, place: OutboxPlace) -> NewEvent {
-    let (
-        tenant,
-        id,
-        at,
-        at_ms,
-        actor,
-        action,
-        target,
-        request_id,
-        ip,
-        user_agent,
-        duration,
-        params,
-    ) = row;
-    NewEvent {
+/// The event of a row of [`DUE_SQL`], parked at `place`.
+pub(crate) fn due_event(row: &Row, place: OutboxPlace) -> Result<NewEvent, StoreError> {
+    let tenant: String = row.get(0)?;
+    let duration: i64 = row.get(10)?;
+    Ok(NewEvent {
         outbox: Some(OutboxRef {
             place,
             chain: tenant.clone(),
         }),
-        id,
+        id: row.get(1)?,
         tenant,
-        at,
-        at_ms,
-        actor,
-        action,
-        target,
-        request_id,
-        ip,
-        user_agent,
+        at: row.get(2)?,
+        at_ms: row.get(3)?,
+        actor: row.get(4)?,
+        action: row.get(5)?,
+        target: row.get(6)?,
+        request_id: row.get(7)?,
+        ip: row.get(8)?,
+        user_agent: row.get(9)?,
         status: UNANSWERED,
         duration_ms: u64::try_from(duration).unwrap_or(0),
-        params,
-    }
+        params: row.get(11)?,
+    })
 }
 
 /// The outbox of one database.
@@ -200,11 +193,7 @@ pub trait OutboxRepo: Send + Sync {
     /// Which outbox this database's is.
     fn outbox_place(&self) -> OutboxPlace;
     /// Parked events that arrived before `before_ms`, at most `limit`.
-    async fn due_events(
-        &self,
-        before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<NewEvent>, super::StoreError>;
+    async fn due_events(&self, before_ms: i64, limit: i64) -> Result<Vec<NewEvent>, StoreError>;
     /// Takes one parked event out (after it was chained elsewhere).
-    async fn unpark(&self, chain: &str, id: &str) -> Result<(), super::StoreError>;
+    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError>;
 }

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlSafeStr, Transaction};
 use tenancy::TenantId;
 
-use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
+use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::pg_roles::{check_isolation, grant, unforce};
 use super::{Backend, StoreError, TenantScope};
 use crate::config::RlsCheck;
@@ -108,7 +108,7 @@ pub struct PgStore {
     admin: PgPool,
     /// Whose outbox this database's is: the shared database's, or (one
     /// role, [`PgOptions::single_role`]) a dedicated tenant's.
-    outbox: OutboxPlace,
+    pub(super) outbox: OutboxPlace,
 }
 
 /// Whether sqlx reads the connection URL parameter `name`.
@@ -203,32 +203,63 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
     )
     .await?;
     if let Some(owner_url) = &options.migrate_url {
-        let owner = pool(owner_url, 1, "storage.migrate_url").await?;
-        migrator()
-            .run(&owner)
-            .await
-            .context("storage: migrating the PostgreSQL schema failed")?;
-        let app_role: String = sqlx::query_scalar("SELECT current_user::text")
-            .fetch_one(&app)
-            .await
-            .context("storage.url: reading the role")?;
-        let admin_role: String = sqlx::query_scalar("SELECT current_user::text")
-            .fetch_one(&admin)
-            .await
-            .context("storage.admin_url: reading the role")?;
-        if !options.single_role {
-            // One role owns a dedicated database: nothing to grant, and
-            // revoking from itself would stop its next migration.
-            grant(&owner, &app_role, &admin_role)
-                .await
-                .context("storage: granting the app and admin roles")?;
-        }
-        owner.close().await;
+        migrate(owner_url, &app, &admin, options.single_role).await?;
     }
+    check_schema_version(&admin).await?;
+    let problems = if options.single_role {
+        prepare_dedicated(&app).await?
+    } else {
+        check_isolation(&app)
+            .await
+            .context("storage: isolation check")?
+    };
+    report_isolation(&problems, options.rls_check)?;
+    let outbox = if options.single_role {
+        OutboxPlace::Dedicated
+    } else {
+        OutboxPlace::Shared
+    };
+    Ok(PgStore { app, admin, outbox })
+}
+
+/// Brings the schema up to date as the owner role and grants the app and
+/// admin roles what they need.
+async fn migrate(
+    owner_url: &str,
+    app: &PgPool,
+    admin: &PgPool,
+    single_role: bool,
+) -> anyhow::Result<()> {
+    let owner = pool(owner_url, 1, "storage.migrate_url").await?;
+    migrator()
+        .run(&owner)
+        .await
+        .context("storage: migrating the PostgreSQL schema failed")?;
+    let app_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(app)
+        .await
+        .context("storage.url: reading the role")?;
+    let admin_role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(admin)
+        .await
+        .context("storage.admin_url: reading the role")?;
+    if !single_role {
+        // One role owns a dedicated database: nothing to grant, and
+        // revoking from itself would stop its next migration.
+        grant(&owner, &app_role, &admin_role)
+            .await
+            .context("storage: granting the app and admin roles")?;
+    }
+    owner.close().await;
+    Ok(())
+}
+
+/// Refuses a schema this build was not made for.
+async fn check_schema_version(admin: &PgPool) -> anyhow::Result<()> {
     let version: Option<i64> = sqlx::query_scalar(
         "SELECT max(version) FROM _sqlx_migrations WHERE success",
     )
-    .fetch_one(&admin)
+    .fetch_one(admin)
     .await
     .context(
         "storage: the PostgreSQL schema is not migrated (set storage.migrate_url to an owner role)",
@@ -238,55 +269,56 @@ pub async fn open_postgres(options: &PgOptions) -> anyhow::Result<PgStore> {
         "storage: the PostgreSQL schema is at version {version:?}, this build needs \
          {SCHEMA_VERSION} (set storage.migrate_url to migrate it)"
     );
-    let mut problems = check_isolation(&app)
+    Ok(())
+}
+
+/// A dedicated tenant's own database: one role owns it by design and
+/// serves every path, the cross-tenant ones included (a move reads and
+/// deletes the tenant's rows, usage reads its counters), so its tables are
+/// not FORCE'd: the owner reads them as the database holds nothing but
+/// this tenant's rows. A database with a tenant registry is a shared
+/// tenantd database: turning its RLS down, or moving records into it as if
+/// it were the tenant's own, would be a disaster, so it is refused. The
+/// isolation problems that still matter are returned.
+async fn prepare_dedicated(app: &PgPool) -> anyhow::Result<Vec<String>> {
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+        .fetch_one(app)
+        .await
+        .context("storage: reading the dedicated database")?;
+    anyhow::ensure!(
+        registered == 0,
+        "this database holds a tenant registry ({registered} tenants): it is a shared \
+         tenantd database, not a tenant's own"
+    );
+    unforce(app)
+        .await
+        .context("storage: a dedicated database's tables")?;
+    let mut problems = check_isolation(app)
         .await
         .context("storage: isolation check")?;
-    if options.single_role {
-        // A dedicated tenant's own database: one role owns it by design and
-        // serves every path, the cross-tenant ones included (a move reads
-        // and deletes the tenant's rows, usage reads its counters), so its
-        // tables are not FORCE'd: the owner reads them as the database
-        // holds nothing but this tenant's rows.
-        // A database with a tenant registry is a shared tenantd database:
-        // turning its RLS down, or moving records into it as if it were
-        // the tenant's own, would be a disaster.
-        let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
-            .fetch_one(&app)
-            .await
-            .context("storage: reading the dedicated database")?;
-        anyhow::ensure!(
-            registered == 0,
-            "this database holds a tenant registry ({registered} tenants): it is a shared \
-             tenantd database, not a tenant's own"
-        );
-        unforce(&app)
-            .await
-            .context("storage: a dedicated database's tables")?;
-        problems = check_isolation(&app)
-            .await
-            .context("storage: isolation check")?;
-        problems.retain(|p| p.starts_with("tenant table") && !p.ends_with("is not forced"));
+    problems.retain(|p| p.starts_with("tenant table") && !p.ends_with("is not forced"));
+    Ok(problems)
+}
+
+/// Refuses to start (or warns, per `storage.rls_check`) when the database
+/// does not enforce tenant isolation.
+fn report_isolation(problems: &[String], rls_check: RlsCheck) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        return Ok(());
     }
-    if !problems.is_empty() {
-        match options.rls_check {
-            RlsCheck::Refuse => anyhow::bail!(
-                "storage: tenant isolation is not enforced by the database, refusing to start \
-                 (storage.rls_check: warn starts anyway):\n  - {}",
-                problems.join("\n  - ")
-            ),
-            RlsCheck::Warn => {
-                for problem in &problems {
-                    tracing::warn!(%problem, "storage isolation check");
-                }
+    match rls_check {
+        RlsCheck::Refuse => anyhow::bail!(
+            "storage: tenant isolation is not enforced by the database, refusing to start \
+             (storage.rls_check: warn starts anyway):\n  - {}",
+            problems.join("\n  - ")
+        ),
+        RlsCheck::Warn => {
+            for problem in problems {
+                tracing::warn!(%problem, "storage isolation check");
             }
+            Ok(())
         }
     }
-    let outbox = if options.single_role {
-        OutboxPlace::Dedicated
-    } else {
-        OutboxPlace::Shared
-    };
-    Ok(PgStore { app, admin, outbox })
 }
 
 impl PgStore {
@@ -409,43 +441,9 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
     }
 }
 
-#[async_trait]
-impl OutboxRepo for PgStore {
-    fn outbox_place(&self) -> OutboxPlace {
-        self.outbox
-    }
-
-    async fn due_events(
-        &self,
-        before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
-        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
-            .bind(before_ms)
-            .bind(limit)
-            .fetch_all(&self.admin)
-            .await
-            .map_err(map_pg)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| outbox::due_event(row, self.outbox))
-            .collect())
-    }
-
-    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query(UNPARK_SQL)
-            .bind(chain)
-            .bind(id)
-            .execute(&self.admin)
-            .await
-            .map(|_| ())
-            .map_err(map_pg)
-    }
-}
-
-#[async_trait]
-impl Backend for PgStore {
-    async fn ready(&self) -> Result<(), StoreError> {
+impl PgStore {
+    /// Both roles' pools answer.
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.app)
             .await
@@ -457,9 +455,21 @@ impl Backend for PgStore {
             .map_err(map_pg)
     }
 
-    async fn close(&self) {
+    /// Closes both pools.
+    pub(super) async fn close(&self) {
         self.app.close().await;
         self.admin.close().await;
+    }
+}
+
+#[async_trait]
+impl Backend for PgStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        PgStore::ready(self).await
+    }
+
+    async fn close(&self) {
+        PgStore::close(self).await;
     }
 
     fn as_job_queue(self: std::sync::Arc<Self>) -> std::sync::Arc<dyn crate::jobs::JobQueue> {

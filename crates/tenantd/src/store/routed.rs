@@ -47,7 +47,7 @@ impl JobQueue for RoutedQueue {
         record: crate::records::NewRecord,
     ) -> Result<Option<crate::records::RecordId>, StoreError> {
         let placement = self.store.placement.placement(&job.tenant);
-        check_not_moving(&job.tenant, &placement)?;
+        check_not_moving(&job.tenant, &placement, self.store.clock())?;
         let Some(target) = &placement.dedicated else {
             // Job and record in one database: one transaction.
             return self.shared.complete(job, record).await;
@@ -56,11 +56,8 @@ impl JobQueue for RoutedQueue {
         // and name), then the job. A crash between them leaves the job
         // running until its lease expires; the retry upserts the same
         // record again.
-        let backend = self.store.pools.get(&job.tenant, target).await?;
-        let scope = TenantScope {
-            tenant: job.tenant.clone(),
-            quotas: job.quotas,
-        };
+        let backend = self.store.pools.get(&job.tenant, target).await?.backend();
+        let scope = TenantScope::system(job.tenant.clone(), job.quotas);
         let written = backend.upsert_record(&scope, record).await?;
         Ok(self
             .shared
@@ -113,7 +110,7 @@ impl RoutedUsage {
     async fn dedicated(&self, tenant: &TenantId) -> Result<Option<Arc<dyn Backend>>, StoreError> {
         match self.placement.placement(tenant).dedicated {
             None => Ok(None),
-            Some(target) => Ok(Some(self.pools.get(tenant, &target).await?)),
+            Some(target) => Ok(Some(self.pools.get(tenant, &target).await?.backend())),
         }
     }
 }

@@ -10,22 +10,40 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, SqlitePool};
 
-use super::outbox::{self, DUE_SQL, DueRow, OutboxPlace, OutboxRepo, PARK_SQL, UNPARK_SQL};
+use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::{Backend, StoreError};
 
 /// File name of the shared database inside `data_dir`.
 pub const DB_FILE: &str = "tenantd.db";
 
+/// The checksum databases recorded for migration 1 (SHA-384 of its text
+/// as first released). Its leading comment has since been reworded; a
+/// comment changes nothing in the schema, so the recorded checksum is kept
+/// and databases migrated before the rewording open as before. Any change
+/// to a statement of that file would need a new migration instead.
+const RECORDS_MIGRATION_CHECKSUM: [u8; 48] = [
+    0xd5, 0x8c, 0xe0, 0x9d, 0xe1, 0x8a, 0x70, 0x14, 0xf6, 0xd4, 0x5f, 0xf3, 0x32, 0x61, 0xbc, 0x56,
+    0x30, 0xa4, 0x52, 0xf4, 0x03, 0x5d, 0x99, 0xd9, 0x13, 0xb0, 0x8d, 0x8d, 0xb2, 0xb0, 0x23, 0x87,
+    0x04, 0x59, 0xd5, 0xa4, 0x7e, 0x6e, 0xb7, 0xed, 0xe2, 0x65, 0xc0, 0xe0, 0xc5, 0x06, 0x0d, 0xbf,
+];
+
+/// Migration 1 with the checksum databases recorded for it.
+fn records_migration() -> Migration {
+    let mut migration = Migration::new(
+        1,
+        "records".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
+        false,
+    );
+    migration.checksum = std::borrow::Cow::Borrowed(&RECORDS_MIGRATION_CHECKSUM);
+    migration
+}
+
 /// Migrations, in order. Each is embedded at compile time.
 fn migrator() -> Migrator {
     let migrations = vec![
-        Migration::new(
-            1,
-            "records".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_records.sql").into_sql_str(),
-            false,
-        ),
+        records_migration(),
         Migration::new(
             2,
             "jobs".into(),
@@ -65,7 +83,7 @@ pub struct SqliteStore {
     db_path: PathBuf,
     /// Whose outbox this file's is: the shared database's, or a dedicated
     /// tenant's.
-    outbox: OutboxPlace,
+    pub(super) outbox: OutboxPlace,
 }
 
 /// Opens (creating if needed) the database in `data_dir` and migrates it.
@@ -116,7 +134,11 @@ async fn connect(
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true)
-        .statement_cache_capacity(256);
+        .statement_cache_capacity(256)
+        // PostgreSQL compares ids and times as bytes with `COLLATE "C"`;
+        // SQLite's own byte-wise order under the same name lets one
+        // statement text serve both engines.
+        .collation("C", |a: &str, b: &str| a.as_bytes().cmp(b.as_bytes()));
     let pool = SqlitePoolOptions::new()
         // A connection whose transaction did not end cleanly (SQLite rolls
         // back by itself on a full disk, and the driver's own rollback then
@@ -305,44 +327,9 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
     }
 }
 
-#[async_trait]
-impl OutboxRepo for SqliteStore {
-    fn outbox_place(&self) -> OutboxPlace {
-        self.outbox
-    }
-
-    async fn due_events(
-        &self,
-        before_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<outbox::NewEvent>, StoreError> {
-        let rows: Vec<DueRow> = sqlx::query_as(DUE_SQL)
-            .bind(before_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| outbox::due_event(row, self.outbox))
-            .collect())
-    }
-
-    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query(UNPARK_SQL)
-            .bind(chain)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)
-    }
-}
-
-#[async_trait]
-impl Backend for SqliteStore {
-    async fn ready(&self) -> Result<(), StoreError> {
+impl SqliteStore {
+    /// Writable, not only reachable (see [`super::Db::ready`]).
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         self.check_writable()?;
         check_free_space(&self.db_path)?;
         // Writable, not only reachable: take the write lock (what every
@@ -351,6 +338,13 @@ impl Backend for SqliteStore {
         // the wait behind a running write.
         let tx = self.write_tx().await?;
         tx.rollback().await.map_err(map_sqlx)
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        SqliteStore::ready(self).await
     }
 
     async fn close(&self) {

@@ -14,12 +14,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::app::AppState;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::ApiError;
 
 /// Proof that the request carried the admin key (`Authorization: Bearer`
@@ -28,10 +29,28 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+/// What the admin check reads: a substate of the application's state.
+#[derive(Clone)]
+pub struct AdminGate {
+    /// The effective configuration (the admin key).
+    pub config: Arc<Config>,
+    /// The lockout's window.
+    pub clock: Clock,
+    /// Failed admin authentications per client address.
+    pub admin_auth: Arc<AuthFailures>,
+    /// `server.trusted_proxies`, parsed once (whose address is locked out).
+    pub trusted_proxies: Arc<[tenancy::IpNet]>,
+}
+
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    AdminGate: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AdminGate::from_ref(state);
         // An unreadable forwarded chain leaves the address unknown: such
         // requests share one failure budget.
         let ip = tenancy::client_ip(&state.trusted_proxies, parts)
@@ -40,7 +59,7 @@ impl FromRequestParts<AppState> for Admin {
         if presents_admin_key(&parts.headers, &state.config) {
             return Ok(Admin);
         }
-        let now_ms = crate::clock::now_ms();
+        let now_ms = state.clock.now_ms();
         if let Some(retry_after_secs) = state.admin_auth.locked(ip, now_ms) {
             return Err(ApiError::TooManyAuthFailures { retry_after_secs });
         }

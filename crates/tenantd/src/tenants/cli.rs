@@ -17,6 +17,7 @@ use super::model::{CreateTenant, PatchTenant};
 use super::registry::Registry;
 use super::service::TenantAdmin;
 use super::{TenantFilter, TenantState, TenantsError};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::{IssueKey, pepper};
 use crate::limits::PlanBook;
@@ -183,15 +184,18 @@ pub enum KeysCommand {
 }
 
 async fn admin(config: &Config) -> anyhow::Result<(TenantAdmin, Store)> {
-    let store = Store::open(&config.storage, 2).await?;
+    let store = Store::open(&config.storage, 2, crate::clock::Clock::system()).await?;
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
+    // The CLI is its own process: the system clock.
+    let clock = Clock::system();
     let registry = Arc::new(Registry::new(
         config.tenant.registry,
         Arc::new(PlanBook::from_config(config)),
+        clock.clone(),
     ));
     Ok((
-        TenantAdmin::new(store.admin(), registry, KeyHasher::new(&pepper)),
+        TenantAdmin::new(store.admin(), registry, KeyHasher::new(&pepper), clock),
         store,
     ))
 }
@@ -299,6 +303,7 @@ async fn move_tenant(
         registry: admin.registry(),
         // A running server sees the freeze at its next registry poll.
         settle: std::time::Duration::from_millis(config.auth.registry_poll_ms + 250),
+        clock: admin.clock().clone(),
     };
     let report = mover.run(&id, &request).await.map_err(explain);
     store.close().await;
@@ -321,11 +326,13 @@ async fn export_tenant(
             let file = std::fs::File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))?;
             let mut out = std::io::BufWriter::new(file);
-            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
+            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out, admin.clock())
+                .await?
         }
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out).await?
+            crate::portable::export(admin.store(), &id, key.as_ref(), &mut out, admin.clock())
+                .await?
         }
     };
     match &key {
@@ -356,7 +363,7 @@ async fn import_tenant(
         let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
         crate::portable::read(std::io::BufReader::new(f), schema, trust)?
     };
-    let imported = crate::portable::import(admin.store(), &dump).await;
+    let imported = crate::portable::import(admin.store(), &dump, admin.clock()).await;
     store.close().await;
     imported?;
     print(&serde_json::json!({

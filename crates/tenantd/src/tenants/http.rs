@@ -13,13 +13,18 @@ use super::model::{CreateTenant, PatchTenant};
 use super::moves::{MoveReport, MoveTenant, Mover};
 use super::service::TenantPage;
 use super::{DeletedCounts, Tenant, TenantFilter, TenantState, TenantsError};
-use crate::app::AppState;
 use crate::audit::layer::AuditTenant;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, truncate_for_echo};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::keys::IssuedKey;
 use crate::records::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::routes::{RouteFacts, Routes};
+use crate::store::Store;
+use crate::tenants::service::TenantAdmin;
+use crate::usage::UsageBook;
+use std::sync::Arc;
 
 /// Routes under `/admin/tenants` (keys are in [`crate::keys::http`]).
 pub fn routes() -> Routes {
@@ -65,17 +70,21 @@ pub fn routes() -> Routes {
               (status = 422, description = "Bad target, or a static tenant", body = ErrorBody)))]
 pub(crate) async fn move_tenant(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
+    State(store): State<Store>,
+    State(config): State<Arc<Config>>,
+    State(clock): State<Clock>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MoveTenant>,
 ) -> Result<Json<MoveReport>, ApiError> {
     let id = path_tenant(&id)?;
     let mover = Mover {
-        admin: state.admin.store(),
-        store: &state.store,
-        registry: state.admin.registry(),
+        admin: admin.store(),
+        store: &store,
+        registry: admin.registry(),
         // Other nodes see the freeze at their next registry poll.
-        settle: std::time::Duration::from_millis(state.config.auth.registry_poll_ms + 250),
+        settle: std::time::Duration::from_millis(config.auth.registry_poll_ms + 250),
+        clock: clock.clone(),
     };
     Ok(Json(mover.run(&id, &body).await?))
 }
@@ -104,10 +113,10 @@ pub struct CreatedTenant {
               (status = 422, description = "Invalid fields (all listed)", body = ErrorBody)))]
 pub(crate) async fn create_tenant(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     ApiJson(input): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Extension<AuditTenant>, Json<CreatedTenant>), ApiError> {
-    let (tenant, api_key) = state.admin.create(input).await?;
+    let (tenant, api_key) = admin.create(input).await?;
     Ok((
         StatusCode::CREATED,
         Extension(AuditTenant(tenant.id.clone())),
@@ -135,7 +144,7 @@ pub struct ListTenantsParams {
               (status = 401, description = "Admin key missing or wrong", body = ErrorBody)))]
 pub(crate) async fn list_tenants(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     ApiQuery(params): ApiQuery<ListTenantsParams>,
 ) -> Result<Json<TenantPage>, ApiError> {
     let (limit, after) = tenant_page(params.limit, params.cursor)?;
@@ -145,7 +154,7 @@ pub(crate) async fn list_tenants(
         after,
         limit,
     };
-    Ok(Json(state.admin.list(filter).await?))
+    Ok(Json(admin.list(filter).await?))
 }
 
 /// A page over tenants in id order: the size (1 to 1000, default 50) and
@@ -206,18 +215,20 @@ pub struct TenantWithUsage {
               (status = 404, description = "No such tenant", body = ErrorBody)))]
 pub(crate) async fn get_tenant(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
+    State(usage_book): State<UsageBook>,
+    State(clock): State<Clock>,
     Path(id): Path<String>,
 ) -> Result<Json<TenantWithUsage>, ApiError> {
     let id = path_tenant(&id)?;
-    let tenant = state.admin.get(&id).await?;
-    let store = state.admin.store();
+    let tenant = admin.get(&id).await?;
+    let store = admin.store();
     let api_keys = store.keys().count_live_keys(&id).await?;
-    state.flush_usage().await;
-    let month = crate::clock::month_of_ms(crate::clock::now_ms());
+    usage_book.flush().await;
+    let month = crate::clock::month_of_ms(clock.now_ms());
     let counters = store.usage().month_counters(&id, &month).await?;
     let (records, storage_bytes) = store.usage().current_size(&id).await?;
-    let settings = state.admin.registry().settings(&id);
+    let settings = admin.registry().settings(&id);
     let report = crate::usage::report::UsageReport::build(
         id.as_str(),
         &month,
@@ -254,12 +265,12 @@ pub(crate) async fn get_tenant(
               (status = 422, description = "Invalid fields", body = ErrorBody)))]
 pub(crate) async fn update_tenant(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<PatchTenant>,
 ) -> Result<Json<Tenant>, ApiError> {
     let id = path_tenant(&id)?;
-    Ok(Json(state.admin.update(&id, patch).await?))
+    Ok(Json(admin.update(&id, patch).await?))
 }
 
 /// Response of `DELETE /admin/tenants/{id}`.
@@ -278,11 +289,11 @@ pub struct DeletedTenant {
               (status = 404, description = "No such tenant", body = ErrorBody)))]
 pub(crate) async fn delete_tenant(
     _: Admin,
-    State(state): State<AppState>,
+    State(admin): State<TenantAdmin>,
     Path(id): Path<String>,
 ) -> Result<Json<DeletedTenant>, ApiError> {
     let id = path_tenant(&id)?;
-    let removed = state.admin.delete(&id).await?;
+    let removed = admin.delete(&id).await?;
     Ok(Json(DeletedTenant {
         deleted: id.to_string(),
         removed,

@@ -14,76 +14,9 @@ pub const DEFAULT_OIDC_SCOPES: &str = "openid profile email";
 /// Default plan of a new tenant.
 pub const DEFAULT_PLAN: &str = "free";
 
-/// Whether a tenant may be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TenantState {
-    /// Serves requests.
-    #[default]
-    Active,
-    /// Every request is 403 `tenant_suspended`; data is kept.
-    Suspended,
-}
-
-impl TenantState {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Suspended => "suspended",
-        }
-    }
-
-    /// Parses the stored text.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "suspended" => Some(Self::Suspended),
-            _ => None,
-        }
-    }
-}
-
-/// Rate limits per minute, hour and day; unset = the
-/// plan's or the global default. Enforced by the rate-limit feature.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_minute: Option<u64>,
-    /// Requests per hour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_hour: Option<u64>,
-    /// Requests per day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests_per_day: Option<u64>,
-}
-
-impl Limits {
-    /// No window set.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// Quotas; unset = the plan's or the global default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    /// Records stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_records: Option<u64>,
-    /// Megabytes of stored records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_storage_mb: Option<u64>,
-    /// Detections per calendar month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_detections_per_month: Option<u64>,
-    /// Live API keys.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_api_keys: Option<u64>,
-}
+// The state and override shapes live in `config` (the configuration's
+// plans and static tenants use them, and config imports no feature).
+pub use crate::config::{Limits, Quotas, TenantState};
 
 /// Network restrictions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -462,15 +395,41 @@ pub fn validate(
     plan: &str,
     spec: &TenantSpec,
 ) -> Vec<String> {
+    let mut found = Vec::new();
+    found.extend(identity_problems(name, email, plan));
+    found.extend(limit_and_network_problems(spec));
+    if let Some(oidc) = &spec.oidc {
+        found.extend(oidc_problems(oidc));
+    }
+    if let Some(storage) = &spec.storage {
+        found.extend(storage_problems(storage));
+    }
     let mut problems = text_problems(at, name, email, plan, spec);
-    let mut bad = |field: &str, why: String| problems.push(format!("{at}{field}: {why}"));
+    problems.extend(
+        found
+            .into_iter()
+            .map(|(field, why)| format!("{at}{field}: {why}")),
+    );
+    problems
+}
+
+/// A problem: the field path (below the tenant) and why.
+type Problem = (String, String);
+
+fn problem(field: &str, why: &str) -> Problem {
+    (field.to_owned(), why.to_owned())
+}
+
+/// The name, the contact address and the plan's name.
+fn identity_problems(name: &str, email: Option<&str>, plan: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        bad("name", "required, 1 to 200 characters".into());
+        problems.push(problem("name", "required, 1 to 200 characters"));
     }
     if let Some(email) = email
         && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
     {
-        bad("email", "not an email address".into());
+        problems.push(problem("email", "not an email address"));
     }
     let plan_ok = !plan.is_empty()
         && plan.len() <= 32
@@ -478,8 +437,14 @@ pub fn validate(
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !plan_ok {
-        bad("plan", "1 to 32 of a-z, 0-9, '_' and '-'".into());
+        problems.push(problem("plan", "1 to 32 of a-z, 0-9, '_' and '-'"));
     }
+    problems
+}
+
+/// Rate-limit windows, the IP allow-list and the frontend URL.
+fn limit_and_network_problems(spec: &TenantSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
     for (field, value) in [
         (
             "limits.requests_per_minute",
@@ -489,58 +454,69 @@ pub fn validate(
         ("limits.requests_per_day", spec.limits.requests_per_day),
     ] {
         if value == Some(0) {
-            bad(field, "must be greater than 0".into());
+            problems.push(problem(field, "must be greater than 0"));
         }
     }
     for (i, cidr) in spec.security.allowed_ips.iter().enumerate() {
         if parse_net(cidr).is_none() {
-            bad(
+            problems.push(problem(
                 &format!("security.allowed_ips[{i}]"),
-                "not a CIDR block or IP address".into(),
-            );
+                "not a CIDR block or IP address",
+            ));
         }
     }
     if spec.security.allowed_ips.len() > 256 {
-        bad("security.allowed_ips", "at most 256 entries".into());
+        problems.push(problem("security.allowed_ips", "at most 256 entries"));
     }
     if let Some(url) = &spec.frontend_url
         && !is_http_url(url)
     {
-        bad("frontend_url", "must be an http(s) URL".into());
+        problems.push(problem("frontend_url", "must be an http(s) URL"));
     }
-    if let Some(oidc) = &spec.oidc {
-        if !is_issuer_url(&oidc.issuer) {
-            bad(
-                "oidc.issuer",
-                "must be an http(s) URL without user info, query or fragment".into(),
-            );
-        }
-        if oidc.client_id.trim().is_empty() {
-            bad("oidc.client_id", "required when oidc.issuer is set".into());
-        }
-        if oidc.client_secret.as_deref().is_none_or(|s| s.is_empty()) {
-            bad(
-                "oidc.client_secret",
-                "required when oidc.issuer is set".into(),
-            );
-        }
-        if !is_http_url(&oidc.redirect_url) {
-            bad(
-                "oidc.redirect_url",
-                "required when oidc.issuer is set; an http(s) URL".into(),
-            );
-        }
+    problems
+}
+
+/// The OIDC settings: every field is required once an issuer is set.
+fn oidc_problems(oidc: &Oidc) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !is_issuer_url(&oidc.issuer) {
+        problems.push(problem(
+            "oidc.issuer",
+            "must be an http(s) URL without user info, query or fragment",
+        ));
     }
-    if let Some(storage) = &spec.storage {
-        if let Some(iso) = &storage.isolation
-            && iso != "shared"
-            && iso != "dedicated"
-        {
-            bad("storage.isolation", "'shared' or 'dedicated'".into());
-        }
-        if storage.redis_db.is_some_and(|db| db > 15) {
-            bad("storage.redis_db", "must be 0 to 15".into());
-        }
+    if oidc.client_id.trim().is_empty() {
+        problems.push(problem(
+            "oidc.client_id",
+            "required when oidc.issuer is set",
+        ));
+    }
+    if oidc.client_secret.as_deref().is_none_or(|s| s.is_empty()) {
+        problems.push(problem(
+            "oidc.client_secret",
+            "required when oidc.issuer is set",
+        ));
+    }
+    if !is_http_url(&oidc.redirect_url) {
+        problems.push(problem(
+            "oidc.redirect_url",
+            "required when oidc.issuer is set; an http(s) URL",
+        ));
+    }
+    problems
+}
+
+/// The storage binding's isolation and Redis database.
+fn storage_problems(storage: &StorageBinding) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if let Some(iso) = &storage.isolation
+        && iso != "shared"
+        && iso != "dedicated"
+    {
+        problems.push(problem("storage.isolation", "'shared' or 'dedicated'"));
+    }
+    if storage.redis_db.is_some_and(|db| db > 15) {
+        problems.push(problem("storage.redis_db", "must be 0 to 15"));
     }
     problems
 }

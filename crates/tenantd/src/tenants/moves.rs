@@ -32,7 +32,7 @@ use utoipa::ToSchema;
 use super::TenantsError;
 use super::model::StorageBinding;
 use super::registry::Registry;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::portable::Row;
 use crate::store::{AdminStore, Backend, Store, StoreError, Target};
 
@@ -127,6 +127,8 @@ pub struct Mover<'a> {
     /// How long other nodes may take to see a freeze (their registry poll
     /// interval plus margin; a short settle when no other node exists).
     pub settle: Duration,
+    /// Lease deadlines are read and written on it.
+    pub clock: Clock,
 }
 
 /// A canonical digest of record rows: count and SHA-256 over each row's
@@ -174,12 +176,18 @@ impl Mover<'_> {
             None => Ok(self.store.shared_backend()),
             // A target that cannot be reached is a storage failure (503),
             // not a bad request: the same move may work in a moment.
-            Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
-                TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
-                    "the target database {} cannot be opened: {e:#}",
-                    t.describe()
-                ))))
-            }),
+            Some(t) => self
+                .store
+                .pools()
+                .open_target(t)
+                .await
+                .map(|db| db.backend())
+                .map_err(|e| {
+                    TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
+                        "the target database {} cannot be opened: {e:#}",
+                        t.describe()
+                    ))))
+                }),
         }
     }
 
@@ -209,7 +217,10 @@ impl Mover<'_> {
                 .get_tenant(id)
                 .await?
                 .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
-            let held_for = row.spec.moving_until_ms.map_or(0, |until| until - now_ms());
+            let held_for = row
+                .spec
+                .moving_until_ms
+                .map_or(0, |until| until - self.clock.now_ms());
             if held_for <= 0 {
                 return Ok(row);
             }
@@ -238,7 +249,7 @@ impl Mover<'_> {
         if row
             .spec
             .moving_until_ms
-            .is_some_and(|until| until > now_ms())
+            .is_some_and(|until| until > self.clock.now_ms())
         {
             return Err(TenantsError::Moving(id.to_string()));
         }
@@ -328,7 +339,8 @@ impl Mover<'_> {
 
         // 2. Freeze writes, and wait until every node has seen it.
         let frozen = Instant::now();
-        self.set_lease(id, Some(now_ms() + MOVE_LEASE_MS)).await?;
+        self.set_lease(id, Some(self.clock.now_ms() + MOVE_LEASE_MS))
+            .await?;
         crash_point("frozen");
         // Bounded well inside the lease, which must outlast the wait.
         tokio::time::sleep(
@@ -366,13 +378,13 @@ impl Mover<'_> {
         let lease_left = current
             .spec
             .moving_until_ms
-            .map_or(0, |until| until - now_ms());
+            .map_or(0, |until| until - self.clock.now_ms());
         if bound != Target::of(&data_dir, id, row.spec.storage.as_ref()) || lease_left < 1000 {
             return Err(TenantsError::Moving(id.to_string()));
         }
         current.spec.storage = Some(binding);
         current.spec.moving_until_ms = None;
-        current.updated_at = crate::clock::now_rfc3339();
+        current.updated_at = self.clock.now_rfc3339();
         self.admin.tenants().update_tenant(&current).await?;
         *row = current;
         self.registry.refresh_tenant(self.admin, id).await?;
@@ -398,7 +410,8 @@ impl Mover<'_> {
         // Renew the lease before the final read: it must still hold when
         // the binding switches, or writes resumed on the source would be
         // deleted with it.
-        self.set_lease(id, Some(now_ms() + MOVE_LEASE_MS)).await?;
+        self.set_lease(id, Some(self.clock.now_ms() + MOVE_LEASE_MS))
+            .await?;
         let now = source.data_rows(id).await?;
         let expected = digest(&now);
         if expected != digest(first) {

@@ -23,7 +23,7 @@ use tenancy::{
 use super::DirectoryRow;
 use super::model::TenantState;
 use super::oidc::{BindingMap, Lookup};
-use crate::clock::{now_ms, rfc3339_from_ms};
+use crate::clock::{Clock, rfc3339_from_ms};
 use crate::config::parse_net;
 use crate::keys::KeyRow;
 use crate::limits::{PlanBook, QuotaLimits, QuotaSource, Settings, key_windows};
@@ -81,12 +81,15 @@ pub struct Registry {
     version: AtomicI64,
     uses: Mutex<HashMap<(TenantId, Box<str>), i64>>,
     no_ips: Arc<[IpNet]>,
+    /// Key validity and last-use times are read on it.
+    clock: Clock,
 }
 
 impl Registry {
     /// An empty registry resolving settings with `plans`; call
-    /// [`Registry::reload`] before serving.
-    pub fn new(mode: Option<bool>, plans: Arc<PlanBook>) -> Self {
+    /// [`Registry::reload`] before serving. Keys' expiry and revocation
+    /// are checked against `clock`.
+    pub fn new(mode: Option<bool>, plans: Arc<PlanBook>, clock: Clock) -> Self {
         Self {
             tenants: RwLock::new(HashMap::new()),
             key_windows: RwLock::new(HashMap::new()),
@@ -100,6 +103,7 @@ impl Registry {
             uses: Mutex::new(HashMap::new()),
             no_ips: Arc::from(Vec::new()),
             data_dir: std::path::PathBuf::from("."),
+            clock,
         }
     }
 
@@ -331,7 +335,7 @@ impl Registry {
     /// Verifies an API key by its hash: an index probe, then a constant-time
     /// comparison of the stored hash.
     pub fn verify_key(&self, hash: &KeyHash) -> Result<Principal, AuthError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let keys = read(&self.keys);
         let Some(key) = keys.get(hash) else {
             return Err(AuthError::InvalidKey);

@@ -8,7 +8,7 @@ use tenancy::{KeyHasher, PlainKey, TenantId};
 use super::model::{CreateTenant, DEFAULT_PLAN, PatchTenant, TenantRow, TenantSpec, validate};
 use super::registry::Registry;
 use super::{DeletedCounts, Inserted, Tenant, TenantFilter, TenantState, TenantsError};
-use crate::clock::now_rfc3339;
+use crate::clock::{Clock, rfc3339_from_ms};
 use crate::config::is_postgres_url;
 use crate::keys::{ApiKeyInfo, IssueKey, IssuedKey, KeyInsert, NewKey, new_key_id};
 use crate::store::{AdminStore, StoreError};
@@ -19,6 +19,8 @@ pub struct TenantAdmin {
     store: AdminStore,
     registry: Arc<Registry>,
     hasher: KeyHasher,
+    /// Creation, update and revocation times, and rotation grace ends.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for TenantAdmin {
@@ -37,13 +39,25 @@ pub struct TenantPage {
 }
 
 impl TenantAdmin {
-    /// Operations over `store`, keeping `registry` current.
-    pub fn new(store: AdminStore, registry: Arc<Registry>, hasher: KeyHasher) -> Self {
+    /// Operations over `store`, keeping `registry` current, with times
+    /// read on `clock`.
+    pub fn new(
+        store: AdminStore,
+        registry: Arc<Registry>,
+        hasher: KeyHasher,
+        clock: Clock,
+    ) -> Self {
         Self {
             store,
             registry,
             hasher,
+            clock,
         }
+    }
+
+    /// The clock operations read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The registry cache.
@@ -79,6 +93,36 @@ impl TenantAdmin {
         &self,
         input: CreateTenant,
     ) -> Result<(Tenant, Option<IssuedKey>), TenantsError> {
+        let issue_key = input.issue_key;
+        let row = self.new_row(input)?;
+        let first = issue_key.then(|| {
+            self.mint(
+                &row.id,
+                NewKey {
+                    name: "default".to_owned(),
+                    expires_at: None,
+                    scopes: Vec::new(),
+                    limits: Default::default(),
+                },
+            )
+        });
+        let stored = self
+            .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
+            .await?;
+        self.refresh(&row.id).await?;
+        tracing::info!(tenant = %row.id, "tenant created");
+        let issued = match (stored, first) {
+            (Some(info), Some((_, plain))) => Some(IssuedKey {
+                info,
+                key: plain.expose().to_owned(),
+            }),
+            _ => None,
+        };
+        Ok((row.into(), issued))
+    }
+
+    /// The row a creation request stores, or every problem it has.
+    fn new_row(&self, input: CreateTenant) -> Result<TenantRow, TenantsError> {
         let mut problems = Vec::new();
         let id = super::model::parse_tenant_id("", &input.id)
             .map_err(|p| problems.push(p))
@@ -96,22 +140,13 @@ impl TenantAdmin {
         };
         let name = input.name.trim().to_owned();
         problems.extend(validate("", &name, input.email.as_deref(), &plan, &spec));
-        if let Some(storage) = &spec.storage
-            && storage.isolation.as_deref() == Some("dedicated")
-            && storage.url.as_deref().is_some_and(|u| !is_postgres_url(u))
-        {
-            problems.push(
-                "storage.url: a postgres:// URL of the tenant's database (omit it for a \
-                 SQLite file under data_dir/tenants/)"
-                    .to_owned(),
-            );
-        }
+        problems.extend(dedicated_url_problem(&spec));
         let Some(id) = id.filter(|_| problems.is_empty()) else {
             return Err(TenantsError::Invalid(problems));
         };
-        let now = now_rfc3339();
-        let row = TenantRow {
-            id: id.clone(),
+        let now = self.clock.now_rfc3339();
+        Ok(TenantRow {
+            id,
             name,
             email: input.email,
             plan,
@@ -120,46 +155,32 @@ impl TenantAdmin {
             spec,
             created_at: now.clone(),
             updated_at: now,
-        };
-        let first = input.issue_key.then(|| {
-            self.mint(
-                &id,
-                NewKey {
-                    name: "default".to_owned(),
-                    expires_at: None,
-                    scopes: Vec::new(),
-                    limits: Default::default(),
-                },
-            )
-        });
+        })
+    }
+
+    /// Stores a new tenant with its first key, if any; the stored key.
+    async fn insert_tenant(
+        &self,
+        row: &TenantRow,
+        first: Option<&KeyInsert>,
+    ) -> Result<Option<ApiKeyInfo>, TenantsError> {
+        let id = &row.id;
         let stored = self
             .store
             .tenants()
-            .insert_tenant(&row, first.as_ref().map(|(insert, _)| insert))
+            .insert_tenant(row, first)
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(_) => TenantsError::AlreadyExists(id.to_string()),
                 other => other.into(),
             })?;
-        let stored = match stored {
-            Inserted::Created(key) => key.map(|k| *k),
-            Inserted::Retired => return Err(TenantsError::Retired(id.to_string())),
-            Inserted::OidcTaken => {
-                return Err(TenantsError::Store(StoreError::Conflict(
-                    super::oidc::TAKEN.to_owned(),
-                )));
-            }
-        };
-        self.refresh(&id).await?;
-        tracing::info!(tenant = %id, "tenant created");
-        let issued = match (stored, first) {
-            (Some(info), Some((_, plain))) => Some(IssuedKey {
-                info,
-                key: plain.expose().to_owned(),
-            }),
-            _ => None,
-        };
-        Ok((row.into(), issued))
+        match stored {
+            Inserted::Created(key) => Ok(key.map(|k| *k)),
+            Inserted::Retired => Err(TenantsError::Retired(id.to_string())),
+            Inserted::OidcTaken => Err(TenantsError::Store(StoreError::Conflict(
+                super::oidc::TAKEN.to_owned(),
+            ))),
+        }
     }
 
     /// One tenant.
@@ -211,7 +232,7 @@ impl TenantAdmin {
         if !problems.is_empty() {
             return Err(TenantsError::Invalid(problems));
         }
-        row.updated_at = now_rfc3339();
+        row.updated_at = self.clock.now_rfc3339();
         if !self.store.tenants().update_tenant(&row).await? {
             return Err(TenantsError::NotFound(id.to_string()));
         }
@@ -247,7 +268,7 @@ impl TenantAdmin {
             crate::store::Target::of(pools.data_dir(), id, row.spec.storage.as_ref())
         {
             let own = pools.get(id, &target).await?;
-            dedicated_records = own.delete_data_rows(id).await?;
+            dedicated_records = own.backend().delete_data_rows(id).await?;
             pools.close_tenant(id);
         }
         let mut counts = self
@@ -270,7 +291,7 @@ impl TenantAdmin {
         input: IssueKey,
     ) -> Result<IssuedKey, TenantsError> {
         let new = input
-            .validate()
+            .validate(self.clock.now_ms())
             .map_err(|p| TenantsError::Invalid(vec![p]))?;
         let max_live = self.registry.settings(id).quotas.max_api_keys;
         let (insert, plain) = self.mint(id, new);
@@ -299,7 +320,7 @@ impl TenantAdmin {
         if !self
             .store
             .keys()
-            .revoke_key(id, key_id, &now_rfc3339())
+            .revoke_key(id, key_id, &self.clock.now_rfc3339())
             .await?
         {
             return Err(TenantsError::KeyNotFound(crate::error::truncate_for_echo(
@@ -333,8 +354,10 @@ impl TenantAdmin {
             .into_iter()
             .find(|k| k.id == key_id)
             .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;
-        let until = time::OffsetDateTime::now_utc()
-            + time::Duration::seconds(i64::try_from(grace_seconds).unwrap_or(0));
+        let grace_ms = i64::try_from(grace_seconds)
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        let until = rfc3339_from_ms(self.clock.now_ms().saturating_add(grace_ms));
         let (insert, plain) = self.mint(
             id,
             NewKey {
@@ -347,7 +370,7 @@ impl TenantAdmin {
         let info = self
             .store
             .keys()
-            .rotate_key(id, key_id, &crate::clock::rfc3339(until), &insert)
+            .rotate_key(id, key_id, &until, &insert)
             .await?
             .ok_or_else(|| TenantsError::KeyNotFound(crate::error::truncate_for_echo(key_id)))?;
         self.refresh(id).await?;
@@ -357,6 +380,19 @@ impl TenantAdmin {
             key: plain.expose().to_owned(),
         })
     }
+}
+
+/// A dedicated tenant's `storage.url` must be a PostgreSQL URL (a SQLite
+/// one lives under `data_dir/tenants/`, never where a caller says).
+fn dedicated_url_problem(spec: &TenantSpec) -> Option<String> {
+    let storage = spec.storage.as_ref()?;
+    (storage.isolation.as_deref() == Some("dedicated")
+        && storage.url.as_deref().is_some_and(|u| !is_postgres_url(u)))
+    .then(|| {
+        "storage.url: a postgres:// URL of the tenant's database (omit it for a \
+         SQLite file under data_dir/tenants/)"
+            .to_owned()
+    })
 }
 
 /// The binding fields that decide where a tenant's records live.

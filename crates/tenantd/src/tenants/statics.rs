@@ -11,59 +11,16 @@
 //! database.
 
 use std::collections::HashSet;
-
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use std::path::Path;
 
 use super::model::{
-    DEFAULT_OIDC_SCOPES, DEFAULT_PLAN, Limits, Oidc, Quotas, Security, StorageBinding, TenantRow,
-    TenantSpec, TenantState, parse_tenant_id, validate,
+    DEFAULT_OIDC_SCOPES, DEFAULT_PLAN, Oidc, Security, StorageBinding, TenantRow, TenantSpec,
+    parse_tenant_id, validate,
 };
-use crate::clock::now_rfc3339;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigErrors};
 
-/// One static tenant: the flat configuration shape plus tenantd's fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StaticTenant {
-    /// Id (required).
-    pub tenant_id: Option<String>,
-    /// Display name (required).
-    pub name: Option<String>,
-    /// Contact address.
-    pub email: Option<String>,
-    /// Plan (default `free`).
-    pub plan: Option<String>,
-    /// `active` (default) or `suspended`.
-    pub status: Option<TenantState>,
-    /// A dedicated database URL.
-    pub mongo_uri: Option<String>,
-    /// The dedicated database's name.
-    pub mongo_database: Option<String>,
-    /// Redis address.
-    pub redis_addr: Option<String>,
-    /// Redis database 0..=15.
-    pub redis_db: Option<u8>,
-    /// Frontend URL.
-    pub frontend_url: Option<String>,
-    /// OIDC issuer; makes the other OIDC fields required.
-    pub oidc_issuer: Option<String>,
-    /// OIDC client id.
-    pub oidc_client_id: Option<String>,
-    /// OIDC client secret.
-    pub oidc_client_secret: Option<String>,
-    /// OIDC callback URL.
-    pub oidc_redirect_url: Option<String>,
-    /// OIDC scopes (space-separated).
-    pub oidc_scopes: Option<String>,
-    /// CIDR allow-list.
-    pub allowed_ips: Vec<String>,
-    /// Rate-limit overrides.
-    pub limits: Limits,
-    /// Quota overrides.
-    pub quotas: Quotas,
-    /// Feature flags.
-    pub features: Map<String, Value>,
-}
+pub use crate::config::StaticTenant;
 
 fn present(s: Option<&String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
@@ -104,6 +61,21 @@ impl StaticTenant {
             moving_until_ms: None,
         }
     }
+}
+
+/// Loads the configuration ([`Config::load`]) with the static tenant list
+/// checked too ([`validate_all`]), every problem reported together: how
+/// the server, `config check` and the admin verbs load it.
+pub fn load_config<I>(file: Option<&Path>, vars: I) -> Result<Config, ConfigErrors>
+where
+    I: IntoIterator<Item = (String, String)>,
+{
+    Config::load_with(file, vars, |config| validate_all(&config.tenants))
+}
+
+/// [`load_config`] from the process environment.
+pub fn config_from_env(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_config(file, std::env::vars())
 }
 
 /// Every problem of the static tenant list, each naming `tenants[i].field`.
@@ -161,9 +133,10 @@ pub fn validate_all(tenants: &[StaticTenant]) -> Vec<String> {
     problems
 }
 
-/// The rows to upsert at startup (call after [`validate_all`] passed).
-pub fn rows(tenants: &[StaticTenant]) -> Vec<TenantRow> {
-    let now = now_rfc3339();
+/// The rows to upsert at startup (call after [`validate_all`] passed),
+/// stamped with `clock`'s now.
+pub fn rows(tenants: &[StaticTenant], clock: &Clock) -> Vec<TenantRow> {
+    let now = clock.now_rfc3339();
     tenants
         .iter()
         .filter_map(|t| {
@@ -215,7 +188,7 @@ mod tests {
                  "frontend_url": "https://app.acme.com"}]"#,
         );
         assert!(validate_all(&tenants).is_empty());
-        let row = &rows(&tenants)[0];
+        let row = &rows(&tenants, &Clock::system())[0];
         let storage = row.spec.storage.as_ref().expect("storage");
         assert_eq!(storage.database.as_deref(), Some("acme_corp_db"));
         assert_eq!(storage.redis_db, Some(0));
@@ -258,7 +231,11 @@ mod tests {
                  "oidc_redirect_url": "https://api.example.com/cb"}]"#,
         );
         assert!(validate_all(&tenants).is_empty());
-        let oidc = rows(&tenants)[0].spec.oidc.clone().expect("oidc");
+        let oidc = rows(&tenants, &Clock::system())[0]
+            .spec
+            .oidc
+            .clone()
+            .expect("oidc");
         assert_eq!(oidc.scopes, "openid profile email");
     }
 }

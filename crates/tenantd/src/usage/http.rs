@@ -6,12 +6,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::report::{MetricsReport, UsageReport};
-use crate::app::AppState;
-use crate::clock::{day_of_ms, month_of_ms, now_ms, parse_day, parse_month};
+use crate::clock::{Clock, day_of_ms, month_of_ms, parse_day, parse_month};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::routes::{RouteFacts, Routes};
 use crate::tenants::http::{Admin, path_tenant};
+use crate::tenants::service::TenantAdmin;
+use crate::usage::UsageBook;
 
 /// Admin usage routes.
 pub fn routes() -> Routes {
@@ -44,9 +45,9 @@ pub(crate) fn month_arg(text: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::Validation("month: expected YYYY-MM, e.g. 2026-01".to_owned()))
 }
 
-/// A validated month, defaulting to the current one.
-pub(crate) fn month_or_current(month: Option<&str>) -> Result<String, ApiError> {
-    month.map_or_else(|| Ok(month_of_ms(now_ms())), month_arg)
+/// A validated month, defaulting to `clock`'s current one.
+pub(crate) fn month_or_current(month: Option<&str>, clock: &Clock) -> Result<String, ApiError> {
+    month.map_or_else(|| Ok(month_of_ms(clock.now_ms())), month_arg)
 }
 
 /// A tenant's usage in a month, with cost when its plan has prices.
@@ -57,15 +58,17 @@ pub(crate) fn month_or_current(month: Option<&str>) -> Result<String, ApiError> 
               (status = 422, description = "Bad month", body = ErrorBody)))]
 pub(crate) async fn usage(
     _: Admin,
-    State(state): State<AppState>,
+    State(clock): State<Clock>,
+    State(admin): State<TenantAdmin>,
+    State(usage_book): State<UsageBook>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<MonthQuery>,
 ) -> Result<Json<UsageReport>, ApiError> {
     let id = path_tenant(&id)?;
-    let month = month_or_current(query.month.as_deref())?;
-    let tenant = state.admin.get(&id).await?;
-    state.flush_usage().await;
-    Ok(Json(state.usage_report(&id, &tenant.plan, &month).await?))
+    let month = month_or_current(query.month.as_deref(), &clock)?;
+    let tenant = admin.get(&id).await?;
+    usage_book.flush().await;
+    Ok(Json(usage_book.report(&id, &tenant.plan, &month).await?))
 }
 
 /// Query of the metrics report.
@@ -97,14 +100,16 @@ fn day_arg(name: &str, text: &str) -> Result<time::Date, ApiError> {
               (status = 422, description = "Bad range", body = ErrorBody)))]
 pub(crate) async fn metrics(
     _: Admin,
-    State(state): State<AppState>,
+    State(clock): State<Clock>,
+    State(admin): State<TenantAdmin>,
+    State(usage_book): State<UsageBook>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<RangeQuery>,
 ) -> Result<Json<MetricsReport>, ApiError> {
     let id = path_tenant(&id)?;
     let end = match &query.end {
         Some(text) => day_arg("end", text)?,
-        None => day_arg("end", &day_of_ms(now_ms()))?,
+        None => day_arg("end", &day_of_ms(clock.now_ms()))?,
     };
     let start = match &query.start {
         Some(text) => day_arg("start", text)?,
@@ -118,9 +123,9 @@ pub(crate) async fn metrics(
             "start: the range is at most {MAX_RANGE_DAYS} days"
         )));
     }
-    state.admin.get(&id).await?;
-    state.flush_usage().await;
+    admin.get(&id).await?;
+    usage_book.flush().await;
     let (start, end) = (start.to_string(), end.to_string());
-    let days = state.admin.store().usage().daily(&id, &start, &end).await?;
+    let days = admin.store().usage().daily(&id, &start, &end).await?;
     Ok(Json(MetricsReport::build(id.as_str(), &start, &end, &days)))
 }

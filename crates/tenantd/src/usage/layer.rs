@@ -13,8 +13,8 @@ use axum::response::Response;
 use tenancy::{PrincipalKind, TenantContext, TenantId};
 
 use super::RouteClass;
-use crate::app::AppState;
-use crate::clock::now_ms;
+use super::UsageRecorder;
+use crate::clock::Clock;
 use crate::routes::RouteFacts;
 
 /// The tenant context a request ran in, put in the response extensions
@@ -65,7 +65,7 @@ impl DecidedTenant {
 /// Counts a request that never completed (its future was dropped by the
 /// timeout, or it panicked) as a 503 of its tenant.
 struct Unfinished<'a> {
-    state: &'a AppState,
+    usage: &'a UsageRecorder,
     ctx: &'a TenantContext,
     class: RouteClass,
     started: Instant,
@@ -76,7 +76,7 @@ struct Unfinished<'a> {
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.state.usage.record(
+            self.usage.record(
                 self.ctx.tenant_id(),
                 self.class,
                 503,
@@ -90,7 +90,8 @@ impl Drop for Unfinished<'_> {
 /// Counts the request in its tenant's usage and marks the response with
 /// [`Accounted`].
 pub async fn account(
-    State(state): State<AppState>,
+    State(usage): State<Arc<UsageRecorder>>,
+    State(clock): State<Clock>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
@@ -105,16 +106,16 @@ pub async fn account(
         .get::<RouteFacts>()
         .map_or(RouteClass::Other, |facts| facts.usage);
     let mut unfinished = Unfinished {
-        state: &state,
+        usage: &usage,
         ctx: &ctx,
         class,
         started: Instant::now(),
-        at_ms: now_ms(),
+        at_ms: clock.now_ms(),
         done: false,
     };
     let mut response = next.run(request).await;
     unfinished.done = true;
-    state.usage.record(
+    usage.record(
         ctx.tenant_id(),
         class,
         response.status().as_u16(),

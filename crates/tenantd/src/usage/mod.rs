@@ -172,3 +172,47 @@ pub async fn month_report(
         &plans.prices(plan),
     ))
 }
+
+/// What the report handlers (usage, billing, tenant views) read usage
+/// through: the recorder is flushed first, so a report read next includes
+/// the calls counted so far.
+#[derive(Clone)]
+pub struct UsageBook {
+    recorder: std::sync::Arc<UsageRecorder>,
+    store: crate::store::AdminStore,
+    plans: std::sync::Arc<crate::limits::PlanBook>,
+}
+
+impl UsageBook {
+    /// A book over `recorder`'s counters and `store`, priced by `plans`.
+    pub fn new(
+        recorder: std::sync::Arc<UsageRecorder>,
+        store: crate::store::AdminStore,
+        plans: std::sync::Arc<crate::limits::PlanBook>,
+    ) -> Self {
+        Self {
+            recorder,
+            store,
+            plans,
+        }
+    }
+
+    /// Writes the API calls counted so far. A failure is logged: the
+    /// figures stay queued for the next flush and the report is only
+    /// slightly behind.
+    pub async fn flush(&self) {
+        if let Err(e) = self.recorder.flush(&self.store).await {
+            tracing::warn!(error = %e, "flushing usage counters failed; they stay queued");
+        }
+    }
+
+    /// The usage report of `tenant` on `plan` for `month`.
+    pub async fn report(
+        &self,
+        tenant: &TenantId,
+        plan: &str,
+        month: &str,
+    ) -> Result<report::UsageReport, StoreError> {
+        month_report(&self.store, &self.plans, tenant, plan, month).await
+    }
+}

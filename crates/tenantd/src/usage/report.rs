@@ -86,46 +86,96 @@ impl UsageReport {
         (records, storage_bytes): (u64, u64),
         prices: &Prices,
     ) -> Self {
-        let mut api_calls = ApiCalls::default();
-        let mut records_written = 0;
-        let mut detections = 0;
+        let counted = Counted::sum(counters);
+        let cost = Cost::of(&counted, storage_bytes, prices);
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            month: month.to_owned(),
+            plan: plan.to_owned(),
+            api_calls: counted.api_calls,
+            records_written: counted.records_written,
+            detections: counted.detections,
+            records,
+            storage_bytes,
+            cost,
+        }
+    }
+}
+
+/// A month's counters, read by name.
+struct Counted {
+    api_calls: ApiCalls,
+    records_written: u64,
+    detections: u64,
+}
+
+impl Counted {
+    /// Reads `counters`: records written, detections, and the API calls
+    /// (`api_calls:<class>:<status>`) by class and status; other names
+    /// are ignored.
+    fn sum(counters: &[(String, u64)]) -> Self {
+        let mut counted = Self {
+            api_calls: ApiCalls::default(),
+            records_written: 0,
+            detections: 0,
+        };
         for (name, value) in counters {
             match name.as_str() {
-                metric::RECORDS_WRITTEN => records_written = *value,
-                metric::DETECTIONS => detections = *value,
+                metric::RECORDS_WRITTEN => counted.records_written = *value,
+                metric::DETECTIONS => counted.detections = *value,
                 other => {
                     let mut parts = other.splitn(3, ':');
                     if parts.next() == Some(metric::API_CALLS)
                         && let (Some(class), Some(status)) = (parts.next(), parts.next())
                     {
-                        api_calls.total += value;
-                        if status != "429" {
-                            api_calls.billable += value;
-                        }
-                        *api_calls
-                            .by_class
-                            .entry(class.to_owned())
-                            .or_default()
-                            .entry(status.to_owned())
-                            .or_default() += value;
+                        counted.api_calls.add(class, status, *value);
                     }
                 }
             }
         }
+        counted
+    }
+}
+
+impl ApiCalls {
+    /// Counts `value` calls of route class `class` answered `status`; a
+    /// 429 is not billable.
+    fn add(&mut self, class: &str, status: &str, value: u64) {
+        self.total += value;
+        if status != "429" {
+            self.billable += value;
+        }
+        *self
+            .by_class
+            .entry(class.to_owned())
+            .or_default()
+            .entry(status.to_owned())
+            .or_default() += value;
+    }
+}
+
+impl Cost {
+    /// The cost of `counted` and `storage_bytes` under `prices`: one line
+    /// per item the plan prices, `None` when it prices none.
+    fn of(counted: &Counted, storage_bytes: u64, prices: &Prices) -> Option<Self> {
         let storage_gb = Decimal::from(storage_bytes) / Decimal::from(GIB);
         let quantities = [
             ("base", Decimal::ONE, prices.base),
             (
                 "api_calls",
-                Decimal::from(api_calls.billable),
+                Decimal::from(counted.api_calls.billable),
                 prices.api_call,
             ),
             (
                 "records_written",
-                Decimal::from(records_written),
+                Decimal::from(counted.records_written),
                 prices.record_written,
             ),
-            ("detections", Decimal::from(detections), prices.detection),
+            (
+                "detections",
+                Decimal::from(counted.detections),
+                prices.detection,
+            ),
             ("storage_gb", storage_gb.round_dp(6), prices.storage_gb),
         ];
         let lines: Vec<CostLine> = quantities
@@ -140,7 +190,7 @@ impl UsageReport {
                 })
             })
             .collect();
-        let cost = (!lines.is_empty()).then(|| Cost {
+        (!lines.is_empty()).then(|| Self {
             currency: prices.currency.clone().unwrap_or_else(|| "USD".to_owned()),
             total: lines
                 .iter()
@@ -149,18 +199,7 @@ impl UsageReport {
                 .round_dp(6)
                 .normalize(),
             lines,
-        });
-        Self {
-            tenant_id: tenant_id.to_owned(),
-            month: month.to_owned(),
-            plan: plan.to_owned(),
-            api_calls,
-            records_written,
-            detections,
-            records,
-            storage_bytes,
-            cost,
-        }
+        })
     }
 }
 

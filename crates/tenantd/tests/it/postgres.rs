@@ -199,7 +199,10 @@ async fn unscoped_sql_inside_a_tenant_transaction_sees_only_that_tenant() {
         .await
         .expect("opens");
     let app_pool = pg.app_pool().clone();
-    let store = Store::new(std::sync::Arc::new(pg));
+    let store = Store::new(tenantd::store::Db::postgres(
+        pg,
+        tenantd::clock::Clock::system(),
+    ));
     for (tenant, n) in [("acme", 3), ("globex", 5)] {
         let scoped = store.scoped(&ctx(tenant));
         for i in 0..n {

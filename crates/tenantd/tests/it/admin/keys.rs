@@ -200,10 +200,14 @@ async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
 #[backends]
 async fn expired_keys_are_refused_with_their_own_message() {
     let dir = TestStorage::new();
-    let app = TestApp::start(&dir, admin_config(dir.path(), |_| {})).await;
+    let start = time::OffsetDateTime::now_utc();
+    let start_ms = u64::try_from(start.unix_timestamp_nanos() / 1_000_000).expect("after 1970");
+    let clock = std::sync::Arc::new(tenancy::ratelimit::ManualClock::new(start_ms));
+    let app =
+        TestApp::start_with_clock(&dir, admin_config(dir.path(), |_| {}), clock.clone()).await;
     app.create_tenant(json!({"id": "acme", "name": "Acme"}))
         .await;
-    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let soon = start + time::Duration::seconds(2);
     let soon = soon
         .format(&time::format_description::well_known::Rfc3339)
         .expect("format");
@@ -216,7 +220,7 @@ async fn expired_keys_are_refused_with_their_own_message() {
     let issued: Value = resp.json().await.expect("json");
     let key = issued["key"].as_str().expect("key").to_owned();
     assert_eq!(status_with(&app, &key).await, 200);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    clock.advance(Duration::from_millis(2500));
     let resp = app
         .with_key(Method::GET, &key, "/records")
         .send()

@@ -304,7 +304,7 @@ async fn static_tenants_and_api_tenants_share_one_rule() {
          "oidc_client_id": "shared-app", "oidc_client_secret": "s",
          "oidc_redirect_url": "https://api.test/cb"}
     ]);
-    let err = tenantd::Config::load(
+    let err = tenantd::tenants::statics::load_config(
         None,
         [("TENANTD_TENANT_CONFIGS".to_owned(), configs.to_string())],
     )
@@ -369,7 +369,7 @@ async fn an_import_cannot_bring_a_taken_pair() {
     let open = |dir: &std::path::Path| {
         let config = admin_config(dir, |_| {});
         async move {
-            tenantd::store::Store::open(&config.storage, 2)
+            tenantd::store::Store::open(&config.storage, 2, tenantd::clock::Clock::system())
                 .await
                 .expect("store")
                 .admin()
@@ -377,14 +377,15 @@ async fn an_import_cannot_bring_a_taken_pair() {
     };
     let acme = tenancy::TenantId::new("acme").expect("id");
     let mut dump = Vec::new();
-    tenantd::portable::export(&open(source.path()).await, &acme, None, &mut dump)
+    let clock = tenantd::clock::Clock::system();
+    tenantd::portable::export(&open(source.path()).await, &acme, None, &mut dump, &clock)
         .await
         .expect("export");
     let store = open(target.path()).await;
     let schema = store.portable().schema_version();
     let dump = tenantd::portable::read(dump.as_slice(), schema, tenantd::portable::Trust::Unsigned)
         .expect("read");
-    let err = tenantd::portable::import(&store, &dump)
+    let err = tenantd::portable::import(&store, &dump, &clock)
         .await
         .expect_err("taken pair");
     assert!(err.to_string().contains(TAKEN), "{err}");

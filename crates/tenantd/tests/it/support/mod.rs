@@ -348,7 +348,7 @@ impl Deref for TestApp {
 /// The invariants [`TestApp::finish`] checks, on the stopped server's
 /// storage.
 async fn check_invariants(storage: &tenantd::config::StorageConfig) {
-    let store = tenantd::store::Store::open(storage, 1)
+    let store = tenantd::store::Store::open(storage, 1, tenantd::clock::Clock::system())
         .await
         .expect("reopen the store to check invariants");
     let (_, running) = store

@@ -1,0 +1,222 @@
+//! [`Db`]: one database (the shared one, or a dedicated tenant's), on
+//! either engine.
+//!
+//! Features implement their repositories once, on `Db`, through the
+//! connections it hands out: a tenant's ([`Db::write`], [`Db::read`]),
+//! confined by row-level security on PostgreSQL, or the administrative,
+//! explicitly cross-tenant path ([`Db::admin_write`], [`Db::admin_read`]).
+//! The engine behind it is chosen at open and never named by a feature.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tenancy::TenantId;
+
+use super::outbox::{self, NewEvent, OutboxPlace, OutboxRepo};
+use super::postgres::{PgStore, map_pg};
+use super::sql::{Conn, Dialect, Inner, sql};
+use super::sqlite::{SqliteStore, map_sqlx};
+use super::{StoreError, TenantScope};
+use crate::clock::Clock;
+
+#[derive(Clone, Debug)]
+enum Engine {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// A handle on one database (cheap to clone: pools are shared).
+#[derive(Clone)]
+pub struct Db {
+    engine: Engine,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// A SQLite database read with `clock`.
+    pub fn sqlite(store: SqliteStore, clock: Clock) -> Self {
+        Self {
+            engine: Engine::Sqlite(store),
+            clock,
+        }
+    }
+
+    /// A PostgreSQL database read with `clock`.
+    pub fn postgres(store: PgStore, clock: Clock) -> Self {
+        Self {
+            engine: Engine::Postgres(store),
+            clock,
+        }
+    }
+
+    /// The engine.
+    pub fn dialect(&self) -> Dialect {
+        match self.engine {
+            Engine::Sqlite(_) => Dialect::Sqlite,
+            Engine::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The clock every timestamp this database writes is read from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now, as stored text.
+    pub fn now(&self) -> String {
+        self.clock.now_rfc3339()
+    }
+
+    /// The PostgreSQL engine, for its own administration (grants, the
+    /// isolation check, tests of row-level security).
+    pub fn as_postgres(&self) -> Option<&PgStore> {
+        match &self.engine {
+            Engine::Postgres(pg) => Some(pg),
+            Engine::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite engine (file path, pool), for its own administration.
+    pub fn as_sqlite(&self) -> Option<&SqliteStore> {
+        match &self.engine {
+            Engine::Sqlite(s) => Some(s),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// Transitional: the engine as the per-engine feature implementations
+    /// see it, until every feature is written once on [`Db`].
+    pub(crate) fn backend(&self) -> Arc<dyn super::Backend> {
+        match &self.engine {
+            Engine::Sqlite(s) => Arc::new(s.clone()),
+            Engine::Postgres(pg) => Arc::new(pg.clone()),
+        }
+    }
+
+    fn conn(&self, inner: Inner, tenant: Option<&TenantId>) -> Conn {
+        Conn {
+            inner,
+            tenant: tenant.cloned(),
+            outbox: self.outbox_place(),
+        }
+    }
+
+    /// A write transaction confined to `scope`'s tenant.
+    pub async fn write(&self, scope: &TenantScope) -> Result<Conn, StoreError> {
+        self.write_for(scope.tenant()).await
+    }
+
+    /// [`Db::write`] for a tenant named by a row the system path already
+    /// holds (a claimed job's tenant), not by a request.
+    pub async fn write_for(&self, tenant: &TenantId) -> Result<Conn, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
+            Engine::Postgres(pg) => {
+                Ok(self.conn(Inner::PgTx(pg.tenant_tx_for(tenant).await?), Some(tenant)))
+            }
+        }
+    }
+
+    /// Reads confined to `scope`'s tenant (on PostgreSQL a transaction
+    /// whose row-level security sees that tenant only; on SQLite a pooled
+    /// connection, every statement naming the tenant).
+    pub async fn read(&self, scope: &TenantScope) -> Result<Conn, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => {
+                let conn = s.pool.acquire().await.map_err(map_sqlx)?;
+                Ok(self.conn(Inner::SqliteConn(conn), None))
+            }
+            Engine::Postgres(pg) => Ok(self.conn(
+                Inner::PgTx(pg.tenant_tx_for(scope.tenant()).await?),
+                Some(scope.tenant()),
+            )),
+        }
+    }
+
+    /// A write transaction on the administrative path (registry, keys,
+    /// usage, audit, billing, the job scheduler): every statement names
+    /// its tenant explicitly.
+    pub async fn admin_write(&self) -> Result<Conn, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
+            Engine::Postgres(pg) => {
+                let tx = pg.admin_pool().begin().await.map_err(map_pg)?;
+                Ok(self.conn(Inner::PgTx(tx), None))
+            }
+        }
+    }
+
+    /// A connection on the administrative path, for reads and single
+    /// statements (each commits by itself).
+    pub async fn admin_read(&self) -> Result<Conn, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => {
+                let conn = s.pool.acquire().await.map_err(map_sqlx)?;
+                Ok(self.conn(Inner::SqliteConn(conn), None))
+            }
+            Engine::Postgres(pg) => {
+                let conn = pg.admin_pool().acquire().await.map_err(map_pg)?;
+                Ok(self.conn(Inner::PgConn(conn), None))
+            }
+        }
+    }
+
+    /// Whether the database can serve reads and writes now.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.ready().await,
+            Engine::Postgres(pg) => pg.ready().await,
+        }
+    }
+
+    /// Releases connections (graceful shutdown).
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(s) => s.pool.close().await,
+            Engine::Postgres(pg) => pg.close().await,
+        }
+    }
+}
+
+#[async_trait]
+impl OutboxRepo for Db {
+    fn outbox_place(&self) -> OutboxPlace {
+        match &self.engine {
+            Engine::Sqlite(s) => s.outbox,
+            Engine::Postgres(pg) => pg.outbox,
+        }
+    }
+
+    async fn due_events(&self, before_ms: i64, limit: i64) -> Result<Vec<NewEvent>, StoreError> {
+        let place = self.outbox_place();
+        let mut conn = self.admin_read().await?;
+        let rows = conn
+            .fetch_all(sql(outbox::DUE_SQL).bind(before_ms).bind(limit))
+            .await?;
+        rows.iter()
+            .map(|row| outbox::due_event(row, place))
+            .collect()
+    }
+
+    async fn unpark(&self, chain: &str, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.admin_write().await?;
+        conn.execute(sql(outbox::UNPARK_SQL).bind(chain).bind(id))
+            .await?;
+        conn.commit().await
+    }
+}
+
+/// Upcast for the places that hold outboxes as trait objects.
+impl From<Db> for Arc<dyn OutboxRepo> {
+    fn from(db: Db) -> Self {
+        Arc::new(db)
+    }
+}

@@ -351,17 +351,17 @@ async fn check_invariants(storage: &tenantd::config::StorageConfig) {
     let store = tenantd::store::Store::open(storage, 1, tenantd::clock::Clock::system())
         .await
         .expect("reopen the store to check invariants");
-    let (_, running) = store
-        .system_job_queue()
+    use tenantd::audit::AuditRepo as _;
+    let (_, running) = tenantd::jobs::system_queue(&store)
         .depth()
         .await
         .expect("job queue depth");
     assert_eq!(running, 0, "jobs left running after a graceful stop");
     let admin = store.admin();
-    let chains = admin.audit().chains().await.expect("audit chains");
+    let chains = admin.db().chains().await.expect("audit chains");
     for chain in chains {
         let report = admin
-            .audit()
+            .db()
             .verify_chain(&chain)
             .await
             .expect("verify an audit chain");

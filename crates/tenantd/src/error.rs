@@ -176,15 +176,17 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(c) => Self::Conflict(c),
-            StoreError::Unavailable(c) => Self::Unavailable(c),
-            StoreError::Full(c) => Self::StorageFull(c),
-            StoreError::Internal(c) => Self::Internal(c),
+            StoreError::Conflict(c) => Self::Conflict(c.message().to_owned()),
+            // Logged (redacted) with their whole chain, answered with a
+            // fixed text.
+            StoreError::Unavailable(c) => Self::Unavailable(c.chain()),
+            StoreError::Full(c) => Self::StorageFull(c.chain()),
+            StoreError::Internal(c) => Self::Internal(c.chain()),
             StoreError::Invalid(c) => {
-                tracing::warn!(cause = %crate::redact::text(&c), "storage refused a value");
+                tracing::warn!(cause = %crate::redact::text(&c.chain()), "storage refused a value");
                 Self::Validation(format!(
                     "A value of the request cannot be stored: {}",
-                    truncate_for_echo(&c)
+                    truncate_for_echo(c.message())
                 ))
             }
             StoreError::QuotaExceeded(q) => Self::Quota(q.to_string()),

@@ -260,7 +260,7 @@ pub(crate) fn millis(d: Duration) -> i64 {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Internal(format!("corrupt job row: {what}"))
+    StoreError::Internal(format!("corrupt job row: {what}").into())
 }
 
 /// A job row as every backend stores it (JSON and times as text), before

@@ -66,7 +66,7 @@ impl JobRepo for Db {
         let now = self.now();
         let now_ms = self.clock().now_ms();
         let metadata = serde_json::to_string(&new.metadata)
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::Internal(e.to_string().into()))?;
         let mut conn = self.write(scope).await?;
         if let Some(limit) = scope.quotas().max_detections_per_month {
             // Locks the month's counter until commit: concurrent

@@ -40,7 +40,7 @@ fn decode_limits(text: Option<String>) -> Result<Limits, StoreError> {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Internal(format!("corrupt api_keys row: {what}"))
+    StoreError::Internal(format!("corrupt api_keys row: {what}").into())
 }
 
 fn decode_info(row: &Row) -> Result<ApiKeyInfo, StoreError> {
@@ -87,12 +87,15 @@ pub(crate) async fn insert_key_row(
     key: &KeyInsert,
     now: String,
 ) -> Result<ApiKeyInfo, StoreError> {
-    let scopes =
-        serde_json::to_string(&key.scopes).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let scopes = serde_json::to_string(&key.scopes)
+        .map_err(|e| StoreError::Internal(e.to_string().into()))?;
     let limits = if key.limits.is_empty() {
         None
     } else {
-        Some(serde_json::to_string(&key.limits).map_err(|e| StoreError::Internal(e.to_string()))?)
+        Some(
+            serde_json::to_string(&key.limits)
+                .map_err(|e| StoreError::Internal(e.to_string().into()))?,
+        )
     };
     conn.execute(
         sql(

@@ -216,7 +216,7 @@ pub(crate) const SCHEMA: u32 = 5;
 
 /// An import refused because of what the file holds.
 pub(crate) fn invalid(why: String) -> StoreError {
-    StoreError::Internal(format!("import: {why}"))
+    StoreError::Internal(format!("import: {why}").into())
 }
 
 /// One stored value on its way between a row and a dump.
@@ -362,10 +362,9 @@ pub async fn export(
     // A dedicated tenant's records are in its own database.
     if let Some(target) = dedicated_target(store, tenant, tenant_row) {
         let own = store.pools().open_target(&target).await.map_err(|e| {
-            StoreError::Unavailable(crate::redact::text(&format!(
-                "{}: {e:#}",
-                target.describe()
-            )))
+            StoreError::Unavailable(
+                crate::redact::text(&format!("{}: {e:#}", target.describe())).into(),
+            )
         })?;
         let data = own.backend().data_rows(tenant).await;
         own.close().await;
@@ -490,7 +489,7 @@ pub async fn import(store: &AdminStore, dump: &Dump, clock: &Clock) -> Result<()
             table,
         }),
         // An identity-provider binding another tenant holds.
-        Err(StoreError::Conflict(why)) if why == crate::tenants::oidc::TAKEN => {
+        Err(StoreError::Conflict(why)) if why.message() == crate::tenants::oidc::TAKEN => {
             Err(StoreError::Conflict(why).into())
         }
         Err(e) => Err(e.into()),

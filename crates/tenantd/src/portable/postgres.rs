@@ -107,9 +107,9 @@ async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, St
     .await
     .map_err(map_pg)?;
     if found.is_empty() {
-        return Err(StoreError::Internal(format!(
-            "tenant table {table} not found in the PostgreSQL schema"
-        )));
+        return Err(StoreError::Internal(
+            format!("tenant table {table} not found in the PostgreSQL schema").into(),
+        ));
     }
     let mut out = Vec::with_capacity(found.len());
     for (name, type_name, generated) in found {
@@ -117,9 +117,10 @@ async fn columns(conn: &mut PgConnection, table: &str) -> Result<Vec<Column>, St
             continue;
         }
         let kind = Kind::of(&type_name).ok_or_else(|| {
-            StoreError::Internal(format!(
-                "column {table}.{name} has type {type_name}, which dumps cannot carry"
-            ))
+            StoreError::Internal(
+                format!("column {table}.{name} has type {type_name}, which dumps cannot carry")
+                    .into(),
+            )
         })?;
         out.push(Column { name, kind });
     }
@@ -143,7 +144,9 @@ fn select_sql(table: &Table, columns: &[Column]) -> Result<String, StoreError> {
     let mut order = Vec::with_capacity(table.order.len());
     for name in table.order {
         let column = columns.iter().find(|c| c.name == *name).ok_or_else(|| {
-            StoreError::Internal(format!("{}.{name}: no such column to order by", table.name))
+            StoreError::Internal(
+                format!("{}.{name}: no such column to order by", table.name).into(),
+            )
         })?;
         order.push(if column.kind == Kind::Text {
             format!("{} COLLATE \"C\"", quote(name))
@@ -402,7 +405,7 @@ impl PgStore {
         let mut rows = Vec::new();
         for table in tables {
             let columns = columns_of.get(table.name).ok_or_else(|| {
-                StoreError::Internal(format!("no columns read for {}", table.name))
+                StoreError::Internal(format!("no columns read for {}", table.name).into())
             })?;
             let sql = select_sql(table, columns)?;
             let found = sqlx::query(sqlx::AssertSqlSafe(sql))

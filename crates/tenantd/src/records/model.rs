@@ -404,7 +404,8 @@ pub(crate) struct StoredRecord {
 impl StoredRecord {
     /// The record, or `Internal` naming the first column that is corrupt.
     pub(crate) fn into_record(self) -> Result<Record, StoreError> {
-        let corrupt = |what: &str| StoreError::Internal(format!("corrupt record row: {what}"));
+        let corrupt =
+            |what: &str| StoreError::Internal(format!("corrupt record row: {what}").into());
         Ok(Record {
             id: self.id.parse().map_err(|_| corrupt("id"))?,
             tenant_id: TenantId::new(&self.tenant_id).map_err(|_| corrupt("tenant_id"))?,
@@ -423,7 +424,7 @@ impl StoredRecord {
 
 /// `value` as the JSON text stored in a column.
 pub(crate) fn json_text(value: &impl Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string().into()))
 }
 
 /// Refuses a write that would take a tenant storing `used` (records,

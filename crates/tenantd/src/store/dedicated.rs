@@ -171,9 +171,9 @@ impl TenantPools {
             Err(e) => {
                 let reason = format!("{e:#}");
                 lock(&self.failures).insert(tenant.clone(), reason.clone());
-                return Err(StoreError::Unavailable(format!(
-                    "the tenant's dedicated database cannot be opened: {reason}"
-                )));
+                return Err(StoreError::Unavailable(
+                    format!("the tenant's dedicated database cannot be opened: {reason}").into(),
+                ));
             }
         };
         lock(&self.failures).remove(tenant);

@@ -82,39 +82,149 @@ impl TenantScope {
 }
 
 /// Storage failures that are not about a particular record.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// Each failure keeps its [`Cause`]: the message shown to operators and
+/// the driver's error it came from, reachable through
+/// [`std::error::Error::source`], so a logged failure carries its whole
+/// chain.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// A uniqueness constraint (inside the tenant) was violated.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    Conflict(Cause),
     /// The database cannot be reached or written (503; nothing changed).
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Cause),
     /// The disk holding the data is full (507; nothing changed). Clears
     /// itself when space returns: no connection keeps the failure.
-    #[error("storage full: {0}")]
-    Full(String),
+    Full(Cause),
     /// Anything else: a bug or corrupt data (500; the cause is logged).
-    #[error("storage error: {0}")]
-    Internal(String),
+    Internal(Cause),
     /// The database refused a value of the request (PostgreSQL's "data
     /// exception" class, a value past a size limit): the client's doing,
     /// not a bug (422). Boundary validation ([`crate::input`]) should
     /// have refused it first; this keeps a missed case from being a 500.
-    #[error("value refused by storage: {0}")]
-    Invalid(String),
+    Invalid(Cause),
     /// The write would cross a quota; nothing was written (403).
-    #[error(transparent)]
-    QuotaExceeded(#[from] QuotaExceeded),
+    QuotaExceeded(QuotaExceeded),
     /// The tenant's data is being switched to another database: writes
     /// wait, reads continue (503 `tenant_moving` with `Retry-After`).
-    #[error("tenant {tenant} is moving to other storage; retry in {retry_after_secs} s")]
     Moving {
         /// The tenant.
         tenant: String,
         /// When to retry.
         retry_after_secs: u64,
     },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Conflict(c) => write!(f, "conflict: {c}"),
+            StoreError::Unavailable(c) => write!(f, "storage unavailable: {c}"),
+            StoreError::Full(c) => write!(f, "storage full: {c}"),
+            StoreError::Internal(c) => write!(f, "storage error: {c}"),
+            StoreError::Invalid(c) => write!(f, "value refused by storage: {c}"),
+            StoreError::QuotaExceeded(q) => q.fmt(f),
+            StoreError::Moving {
+                tenant,
+                retry_after_secs,
+            } => write!(
+                f,
+                "tenant {tenant} is moving to other storage; retry in {retry_after_secs} s"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    /// The driver's error a failure came from (its message is already in
+    /// this error's text, so the chain does not repeat it).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Conflict(c)
+            | StoreError::Unavailable(c)
+            | StoreError::Full(c)
+            | StoreError::Internal(c)
+            | StoreError::Invalid(c) => c.source(),
+            StoreError::QuotaExceeded(_) | StoreError::Moving { .. } => None,
+        }
+    }
+}
+
+impl From<QuotaExceeded> for StoreError {
+    fn from(e: QuotaExceeded) -> Self {
+        StoreError::QuotaExceeded(e)
+    }
+}
+
+/// What went wrong in storage: a message, and the error it came from (the
+/// driver's), kept whole rather than flattened into the text.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with `message` and the error it came from.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The message alone.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error this cause came from, if any.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+
+    /// The message followed by each error in the source chain: what a log
+    /// line about this failure shows.
+    pub fn chain(&self) -> String {
+        let mut text = self.message.clone();
+        let mut next = self.source();
+        while let Some(e) = next {
+            let line = e.to_string();
+            // A driver error whose text is the message adds nothing.
+            if line != self.message {
+                text.push_str(": ");
+                text.push_str(&line);
+            }
+            next = e.source();
+        }
+        text
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
 /// The rows that move with a tenant between tiers (its records), as

@@ -28,7 +28,7 @@ use tenancy::TenantId;
 
 use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::pg_roles::{check_isolation, grant, unforce};
-use super::{Backend, StoreError, TenantScope};
+use super::{Backend, Cause, StoreError, TenantScope};
 use crate::config::RlsCheck;
 
 /// Migrations, in order, embedded at compile time. Versions match the
@@ -402,9 +402,9 @@ impl PgStore {
 
 /// Classifies a driver error: what a client can retry (503) versus a bug.
 pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
-    match &error {
+    let (kind, message): (fn(Cause) -> StoreError, String) = match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
+            (StoreError::Conflict, db.message().to_owned())
         }
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
@@ -423,22 +423,23 @@ pub(crate) fn map_pg(error: sqlx::Error) -> StoreError {
                 || code == "40001"
                 || code == "40P01"
             {
-                StoreError::Unavailable(db.message().to_owned())
+                (StoreError::Unavailable, db.message().to_owned())
             } else if code.starts_with("22") || code == "54000" {
                 // 22 data exception (a NUL byte 22021, an unsupported
                 // escape 22P05, a value too long 22001 or out of range
                 // 22003, bad text for a type 22P02), 54000 a value past a
                 // size limit (a tsvector over 1 MB): what the client sent.
-                StoreError::Invalid(db.message().to_owned())
+                (StoreError::Invalid, db.message().to_owned())
             } else {
-                StoreError::Internal(error.to_string())
+                (StoreError::Internal, error.to_string())
             }
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(error.to_string())
+            (StoreError::Unavailable, error.to_string())
         }
-        _ => StoreError::Internal(error.to_string()),
-    }
+        _ => (StoreError::Internal, error.to_string()),
+    };
+    kind(Cause::with_source(message, error))
 }
 
 impl PgStore {

@@ -442,3 +442,35 @@ mod tests {
         assert_eq!(first, "B");
     }
 }
+
+#[cfg(test)]
+mod cause_tests {
+    use crate::clock::Clock;
+    use crate::store::{Db, StoreError, open_sqlite, sql};
+
+    #[tokio::test]
+    async fn a_driver_failure_keeps_the_driver_error_as_its_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::sqlite(
+            open_sqlite(dir.path(), 2).await.expect("opens"),
+            Clock::system(),
+        );
+        let mut conn = db.admin_write().await.expect("conn");
+        conn.execute(sql("INSERT INTO tenants_nope VALUES (1)"))
+            .await
+            .map(|_| ())
+            .expect_err("no such table");
+        let err = conn
+            .execute(sql(
+                "INSERT INTO deleted_tenants (id, deleted_at) VALUES ('a', 'x'), ('a', 'x')",
+            ))
+            .await
+            .expect_err("the same id twice");
+        let StoreError::Conflict(cause) = &err else {
+            panic!("a unique violation is a conflict: {err:?}");
+        };
+        let source = std::error::Error::source(&err).expect("the driver's error is kept");
+        assert!(source.to_string().contains("UNIQUE"), "{source}");
+        assert!(cause.chain().starts_with(cause.message()));
+    }
+}

@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqlSafeStr, SqlitePool};
 
 use super::outbox::{self, OutboxPlace, PARK_SQL};
-use super::{Backend, StoreError};
+use super::{Backend, Cause, StoreError};
 
 /// File name of the shared database inside `data_dir`.
 pub const DB_FILE: &str = "tenantd.db";
@@ -269,7 +269,9 @@ impl SqliteStore {
         match std::fs::metadata(&self.db_path) {
             Ok(_) => Ok(()),
             Err(_) => Err(StoreError::Unavailable(
-                "the data directory or database file is gone".to_owned(),
+                "the data directory or database file is gone"
+                    .to_owned()
+                    .into(),
             )),
         }
     }
@@ -294,16 +296,16 @@ fn check_free_space(db_path: &std::path::Path) -> Result<(), StoreError> {
     if available < READY_MIN_FREE_BYTES {
         return Err(StoreError::Unavailable(format!(
             "not writable: {available} bytes free where the data lives (under {READY_MIN_FREE_BYTES})"
-        )));
+        ).into()));
     }
     Ok(())
 }
 
 /// Classifies a driver error: what a client can retry (503) versus a bug.
 pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
-    match &error {
+    let (kind, message): (fn(Cause) -> StoreError, String) = match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
+            (StoreError::Conflict, db.message().to_owned())
         }
         sqlx::Error::Database(db) => {
             // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
@@ -314,17 +316,18 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
                 .and_then(|c| c.parse::<i64>().ok())
                 .map(|c| c & 0xff);
             match code {
-                Some(13) => StoreError::Full(db.message().to_owned()),
-                Some(5 | 6 | 7 | 8 | 10 | 14) => StoreError::Unavailable(db.message().to_owned()),
-                Some(18) => StoreError::Invalid(db.message().to_owned()),
-                _ => StoreError::Internal(error.to_string()),
+                Some(13) => (StoreError::Full, db.message().to_owned()),
+                Some(5 | 6 | 7 | 8 | 10 | 14) => (StoreError::Unavailable, db.message().to_owned()),
+                Some(18) => (StoreError::Invalid, db.message().to_owned()),
+                _ => (StoreError::Internal, error.to_string()),
             }
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(error.to_string())
+            (StoreError::Unavailable, error.to_string())
         }
-        _ => StoreError::Internal(error.to_string()),
-    }
+        _ => (StoreError::Internal, error.to_string()),
+    };
+    kind(Cause::with_source(message, error))
 }
 
 impl SqliteStore {

@@ -183,10 +183,13 @@ impl Mover<'_> {
                 .await
                 .map(|db| db.backend())
                 .map_err(|e| {
-                    TenantsError::Store(StoreError::Unavailable(crate::redact::text(&format!(
-                        "the target database {} cannot be opened: {e:#}",
-                        t.describe()
-                    ))))
+                    TenantsError::Store(StoreError::Unavailable(
+                        crate::redact::text(&format!(
+                            "the target database {} cannot be opened: {e:#}",
+                            t.describe()
+                        ))
+                        .into(),
+                    ))
                 }),
         }
     }
@@ -419,11 +422,14 @@ impl Mover<'_> {
         }
         let copied = digest(&target.data_rows(id).await?);
         if copied != expected {
-            return Err(TenantsError::Store(StoreError::Internal(format!(
-                "move verification failed: the source has {} records ({}), the target {} ({}); \
+            return Err(TenantsError::Store(StoreError::Internal(
+                format!(
+                    "move verification failed: the source has {} records ({}), the target {} ({}); \
                  nothing was switched",
-                expected.0, expected.1, copied.0, copied.1
-            ))));
+                    expected.0, expected.1, copied.0, copied.1
+                )
+                .into(),
+            )));
         }
         Ok(expected)
     }

@@ -126,13 +126,13 @@ pub(super) fn refuse_held(
     keep_own: bool,
 ) -> Result<(), StoreError> {
     match oidc::holder(me, want, stored, keep_own) {
-        Some(_) => Err(StoreError::Conflict(oidc::TAKEN.to_owned())),
+        Some(_) => Err(StoreError::Conflict(oidc::TAKEN.to_owned().into())),
         None => Ok(()),
     }
 }
 
 pub(super) fn corrupt(what: &str) -> StoreError {
-    StoreError::Internal(format!("corrupt tenants row: {what}"))
+    StoreError::Internal(format!("corrupt tenants row: {what}").into())
 }
 
 fn decode(row: &Row) -> Result<TenantRow, StoreError> {
@@ -153,7 +153,7 @@ fn decode(row: &Row) -> Result<TenantRow, StoreError> {
 }
 
 fn spec_json(spec: &TenantSpec) -> Result<String, StoreError> {
-    serde_json::to_string(spec).map_err(|e| StoreError::Internal(e.to_string()))
+    serde_json::to_string(spec).map_err(|e| StoreError::Internal(e.to_string().into()))
 }
 
 /// Inserts `row`; with `upsert`, a row already there is updated instead
@@ -273,10 +273,9 @@ impl TenantRepo for Db {
         // concurrent transaction, once it commits) is a Conflict, not an
         // aborted transaction.
         if !write_row(&mut conn, row, false).await? {
-            return Err(StoreError::Conflict(format!(
-                "tenant {} already exists",
-                row.id
-            )));
+            return Err(StoreError::Conflict(
+                format!("tenant {} already exists", row.id).into(),
+            ));
         }
         let key = match first_key {
             Some(key) => Some(insert_key_row(&mut conn, &row.id, key, self.now()).await?),
@@ -296,11 +295,13 @@ impl TenantRepo for Db {
             }
         }
         if !retired.is_empty() {
-            return Err(StoreError::Conflict(super::statics::retired(&retired)));
+            return Err(StoreError::Conflict(
+                super::statics::retired(&retired).into(),
+            ));
         }
         let clashes = oidc::static_clashes(rows, &oidc_bindings(&mut conn).await?);
         if !clashes.is_empty() {
-            return Err(StoreError::Conflict(clashes.join("; ")));
+            return Err(StoreError::Conflict(clashes.join("; ").into()));
         }
         for row in rows {
             // The upsert never changes created_at: a tenant seen before

@@ -178,7 +178,7 @@ impl TenantAdmin {
             Inserted::Created(key) => Ok(key.map(|k| *k)),
             Inserted::Retired => Err(TenantsError::Retired(id.to_string())),
             Inserted::OidcTaken => Err(TenantsError::Store(StoreError::Conflict(
-                super::oidc::TAKEN.to_owned(),
+                super::oidc::TAKEN.to_owned().into(),
             ))),
         }
     }

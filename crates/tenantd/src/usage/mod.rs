@@ -59,13 +59,13 @@ pub(crate) fn merged_latency(
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or_default();
     latency.merge(added);
-    serde_json::to_string(&latency).map_err(|e| StoreError::Internal(e.to_string()))
+    serde_json::to_string(&latency).map_err(|e| StoreError::Internal(e.to_string().into()))
 }
 
 /// A stored latency histogram, read back for a report.
 pub(crate) fn parse_latency(stored: &str) -> Result<Histogram, StoreError> {
     serde_json::from_str(stored)
-        .map_err(|_| StoreError::Internal("corrupt usage_daily latency".to_owned()))
+        .map_err(|_| StoreError::Internal("corrupt usage_daily latency".to_owned().into()))
 }
 
 /// Names of the monthly counters.

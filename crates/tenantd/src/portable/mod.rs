@@ -36,9 +36,9 @@
 //! same `auth.key_pepper` (the hashes are keyed with it).
 
 pub mod key;
-mod postgres;
 mod read;
-mod sqlite;
+mod repo;
+pub(crate) mod rows;
 
 pub use key::DumpKey;
 pub use read::{Dump, Trust, read};
@@ -54,6 +54,7 @@ use tenancy::TenantId;
 
 use crate::audit::{NewEvent, SYSTEM_CHAIN};
 use crate::clock::{now_ms, now_rfc3339, rfc3339_from_ms};
+use crate::records::DataRows;
 use crate::store::{AdminStore, StoreError};
 
 /// The `format` of the header line.
@@ -329,7 +330,8 @@ pub enum Imported {
     Occupied(&'static str),
 }
 
-/// Row-level access for dumps. Administrative: it reads and writes every
+/// Row-level access for dumps, implemented once on
+/// [`crate::store::Db`]. Administrative: it reads and writes every
 /// table of one named tenant.
 #[async_trait]
 pub trait PortableRepo: Send + Sync {
@@ -352,7 +354,7 @@ pub async fn export(
     key: Option<&DumpKey>,
     out: &mut impl Write,
 ) -> Result<BTreeMap<String, u64>, PortableError> {
-    let repo = store.portable();
+    let repo = store.db();
     let mut rows = repo.export_rows(tenant).await?;
     let Some((_, tenant_row)) = rows.iter().find(|(table, _)| table == "tenants") else {
         return Err(PortableError::NotFound(tenant.to_string()));
@@ -365,7 +367,7 @@ pub async fn export(
                 target.describe()
             )))
         })?;
-        let data = own.backend().data_rows(tenant).await;
+        let data = own.data_rows(tenant).await;
         own.close().await;
         rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
         rows.extend(data?);
@@ -479,7 +481,7 @@ pub async fn import(store: &AdminStore, dump: &Dump) -> Result<(), PortableError
         audit(store, dump, ACTION_UNSIGNED, 202, None).await?;
     }
     let id = dump.tenant.to_string();
-    let result = match store.portable().import_rows(&dump.tenant, &rows).await {
+    let result = match store.db().import_rows(&dump.tenant, &rows).await {
         Ok(Imported::Written) => Ok(()),
         Ok(Imported::Exists) => Err(PortableError::Exists(id.clone())),
         Ok(Imported::Retired) => Err(PortableError::Retired(id.clone())),

@@ -169,6 +169,29 @@ impl Db {
         }
     }
 
+    /// A read-only transaction on the administrative path that sees one
+    /// snapshot across its statements (a dump or a move reads several
+    /// tables, or reads twice, and must not see a write in between). End
+    /// it with [`Conn::rollback`]: it wrote nothing.
+    pub async fn admin_snapshot(&self) -> Result<Conn, StoreError> {
+        match &self.engine {
+            // A deferred transaction: its first read fixes the snapshot
+            // (WAL), without taking the write lock.
+            Engine::Sqlite(s) => {
+                let tx = s.pool.begin().await.map_err(map_sqlx)?;
+                Ok(self.conn(Inner::SqliteTx(tx), None))
+            }
+            Engine::Postgres(pg) => {
+                let tx = pg
+                    .admin_pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(map_pg)?;
+                Ok(self.conn(Inner::PgTx(tx), None))
+            }
+        }
+    }
+
     /// Whether the database can serve reads and writes now.
     pub async fn ready(&self) -> Result<(), StoreError> {
         match &self.engine {

@@ -32,8 +32,6 @@ use crate::billing::BillingRepo;
 use crate::clock::Clock;
 use crate::jobs::{JobQueue, JobRepo};
 use crate::keys::KeyRepo;
-use crate::portable::PortableRepo;
-use crate::records::RecordRepo;
 use crate::tenants::TenantRepo;
 use crate::usage::UsageRepo;
 
@@ -124,36 +122,16 @@ pub enum StoreError {
     },
 }
 
-/// The rows that move with a tenant between tiers (its records), as
-/// portable rows: what [`crate::tenants::moves`] copies and verifies.
-#[async_trait]
-pub trait DataRows: Send + Sync {
-    /// Every record row of `tenant`.
-    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<crate::portable::Row>, StoreError>;
-    /// Replaces `tenant`'s record rows with `rows`, in one transaction
-    /// (search index and counters rebuilt).
-    async fn replace_data_rows(
-        &self,
-        tenant: &TenantId,
-        rows: &[crate::portable::Row],
-    ) -> Result<(), StoreError>;
-    /// Deletes `tenant`'s record rows; how many.
-    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError>;
-}
-
 /// What every storage backend provides.
 #[async_trait]
 pub trait Backend:
-    DataRows
-    + RecordRepo
-    + JobRepo
+    JobRepo
     + JobQueue
     + TenantRepo
     + KeyRepo
     + UsageRepo
     + AuditRepo
     + BillingRepo
-    + PortableRepo
     + Send
     + Sync
     + 'static
@@ -327,11 +305,6 @@ impl Store {
         &self.shared
     }
 
-    /// The shared backend, for moves between tiers (administrative).
-    pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
-        self.backend.clone()
-    }
-
     /// The administrative, explicitly cross-tenant path: the tenant
     /// registry and API keys. Used by the admin API, the CLI and the
     /// registry cache, never by tenant routes.
@@ -488,11 +461,6 @@ impl AdminStore {
 
     /// The billing outbox.
     pub fn billing(&self) -> &dyn BillingRepo {
-        self.backend.as_ref()
-    }
-
-    /// Whole-tenant dumps (export/import) of the shared database.
-    pub fn portable(&self) -> &dyn PortableRepo {
         self.backend.as_ref()
     }
 

@@ -56,9 +56,9 @@ impl JobQueue for RoutedQueue {
         // and name), then the job. A crash between them leaves the job
         // running until its lease expires; the retry upserts the same
         // record again.
-        let backend = self.store.pools.get(&job.tenant, target).await?.backend();
+        let db = self.store.pools.get(&job.tenant, target).await?;
         let scope = TenantScope::system(job.tenant.clone(), job.quotas);
-        let written = backend.upsert_record(&scope, record).await?;
+        let written = crate::records::RecordRepo::upsert_record(&db, &scope, record).await?;
         Ok(self
             .shared
             .complete_with(job, &written.id)

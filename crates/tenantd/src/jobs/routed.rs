@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ClaimedJob, JobQueue};
+use crate::records::RecordRepo;
 use crate::records::{NewRecord, RecordId};
 use crate::store::{Db, Store, StoreError, TenantScope, check_not_moving};
 
@@ -63,7 +64,7 @@ impl JobQueue for RoutedQueue {
         let scope = TenantScope::system(job.tenant.clone(), job.quotas);
         // Transitional: through the per-engine backend until the records
         // feature implements `RecordRepo` on `Db`.
-        let written = own.backend().upsert_record(&scope, record).await?;
+        let written = own.upsert_record(&scope, record).await?;
         Ok(self
             .shared
             .complete_with(job, &written.id)

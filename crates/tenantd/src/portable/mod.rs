@@ -36,9 +36,9 @@
 //! same `auth.key_pepper` (the hashes are keyed with it).
 
 pub mod key;
-mod postgres;
 mod read;
-mod sqlite;
+mod repo;
+pub(crate) mod rows;
 
 pub use key::DumpKey;
 pub use read::{Dump, Trust, read};
@@ -54,6 +54,7 @@ use tenancy::TenantId;
 
 use crate::audit::{AuditRepo, NewEvent, SYSTEM_CHAIN};
 use crate::clock::{Clock, rfc3339_from_ms};
+use crate::records::DataRows;
 use crate::store::{AdminStore, StoreError};
 
 /// The `format` of the header line.
@@ -329,7 +330,8 @@ pub enum Imported {
     Occupied(&'static str),
 }
 
-/// Row-level access for dumps. Administrative: it reads and writes every
+/// Row-level access for dumps, implemented once on
+/// [`crate::store::Db`]. Administrative: it reads and writes every
 /// table of one named tenant.
 #[async_trait]
 pub trait PortableRepo: Send + Sync {
@@ -354,7 +356,7 @@ pub async fn export(
     out: &mut impl Write,
     clock: &Clock,
 ) -> Result<BTreeMap<String, u64>, PortableError> {
-    let repo = store.portable();
+    let repo = store.db();
     let mut rows = repo.export_rows(tenant).await?;
     let Some((_, tenant_row)) = rows.iter().find(|(table, _)| table == "tenants") else {
         return Err(PortableError::NotFound(tenant.to_string()));
@@ -366,7 +368,7 @@ pub async fn export(
                 crate::redact::text(&format!("{}: {e:#}", target.describe())).into(),
             )
         })?;
-        let data = own.backend().data_rows(tenant).await;
+        let data = own.data_rows(tenant).await;
         own.close().await;
         rows.retain(|(table, _)| !DATA_TABLES.contains(&table.as_str()));
         rows.extend(data?);
@@ -480,7 +482,7 @@ pub async fn import(store: &AdminStore, dump: &Dump, clock: &Clock) -> Result<()
         audit(store, dump, ACTION_UNSIGNED, 202, None, clock).await?;
     }
     let id = dump.tenant.to_string();
-    let result = match store.portable().import_rows(&dump.tenant, &rows).await {
+    let result = match store.db().import_rows(&dump.tenant, &rows).await {
         Ok(Imported::Written) => Ok(()),
         Ok(Imported::Exists) => Err(PortableError::Exists(id.clone())),
         Ok(Imported::Retired) => Err(PortableError::Retired(id.clone())),

@@ -92,15 +92,6 @@ impl Db {
         }
     }
 
-    /// Transitional: the engine as the per-engine feature implementations
-    /// see it, until every feature is written once on [`Db`].
-    pub(crate) fn backend(&self) -> Arc<dyn super::Backend> {
-        match &self.engine {
-            Engine::Sqlite(s) => Arc::new(s.clone()),
-            Engine::Postgres(pg) => Arc::new(pg.clone()),
-        }
-    }
-
     fn conn(&self, inner: Inner, tenant: Option<&TenantId>) -> Conn {
         Conn {
             inner,
@@ -165,6 +156,29 @@ impl Db {
             Engine::Postgres(pg) => {
                 let conn = pg.admin_pool().acquire().await.map_err(map_pg)?;
                 Ok(self.conn(Inner::PgConn(conn), None))
+            }
+        }
+    }
+
+    /// A read-only transaction on the administrative path that sees one
+    /// snapshot across its statements (a dump or a move reads several
+    /// tables, or reads twice, and must not see a write in between). End
+    /// it with [`Conn::rollback`]: it wrote nothing.
+    pub async fn admin_snapshot(&self) -> Result<Conn, StoreError> {
+        match &self.engine {
+            // A deferred transaction: its first read fixes the snapshot
+            // (WAL), without taking the write lock.
+            Engine::Sqlite(s) => {
+                let tx = s.pool.begin().await.map_err(map_sqlx)?;
+                Ok(self.conn(Inner::SqliteTx(tx), None))
+            }
+            Engine::Postgres(pg) => {
+                let tx = pg
+                    .admin_pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(map_pg)?;
+                Ok(self.conn(Inner::PgTx(tx), None))
             }
         }
     }

@@ -2,15 +2,16 @@
 //!
 //! [`Store`] is the process-wide handle. Handlers turn a request's
 //! [`TenantContext`] into a [`TenantStore`] with [`Store::scoped`]; every
-//! method of a [`TenantStore`] is confined to that tenant. Backends implement
-//! [`Backend`], whose methods all take a [`TenantScope`]: a token that only
-//! this module can mint, so no backend method can be called without a
-//! tenant, and no handler can pick the tenant by hand.
+//! method of a [`TenantStore`] is confined to that tenant. Feature
+//! repositories take a [`TenantScope`]: a token that only this module can
+//! mint, so no tenant path can be called without a tenant, and no handler
+//! can pick the tenant by hand.
 //!
-//! Two backends implement [`Backend`]: [`SqliteStore`] (embedded, the
-//! default) and [`PgStore`] (PostgreSQL with row-level security, which
-//! enforces the same confinement inside the database). Handlers do not
-//! know which one they talk to.
+//! [`Db`] is one database on either engine, [`SqliteStore`] (embedded, the
+//! default) or [`PgStore`] (PostgreSQL with row-level security, which
+//! enforces the same confinement inside the database); features write
+//! their statements once for both through the dialect seam ([`sql`]).
+//! This core imports no feature (see `docs/architecture.md`, "Storage").
 
 mod db;
 mod dedicated;
@@ -24,12 +25,9 @@ mod values;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use tenancy::{TenantContext, TenantId};
 
 use crate::clock::Clock;
-use crate::portable::PortableRepo;
-use crate::records::RecordRepo;
 
 pub use db::Db;
 pub use dedicated::{PoolHealth, Target, TenantPools};
@@ -227,33 +225,6 @@ impl From<&str> for Cause {
     }
 }
 
-/// The rows that move with a tenant between tiers (its records), as
-/// portable rows: what [`crate::tenants::moves`] copies and verifies.
-#[async_trait]
-pub trait DataRows: Send + Sync {
-    /// Every record row of `tenant`.
-    async fn data_rows(&self, tenant: &TenantId) -> Result<Vec<crate::portable::Row>, StoreError>;
-    /// Replaces `tenant`'s record rows with `rows`, in one transaction
-    /// (search index and counters rebuilt).
-    async fn replace_data_rows(
-        &self,
-        tenant: &TenantId,
-        rows: &[crate::portable::Row],
-    ) -> Result<(), StoreError>;
-    /// Deletes `tenant`'s record rows; how many.
-    async fn delete_data_rows(&self, tenant: &TenantId) -> Result<u64, StoreError>;
-}
-
-/// What every storage backend provides.
-#[async_trait]
-pub trait Backend: DataRows + RecordRepo + PortableRepo + Send + Sync + 'static {
-    /// Whether the backend can serve reads and writes now.
-    async fn ready(&self) -> Result<(), StoreError>;
-
-    /// Releases connections (graceful shutdown).
-    async fn close(&self);
-}
-
 /// Where a tenant's records live, as the registry knows it now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Placement {
@@ -285,7 +256,6 @@ impl PlacementSource for AllShared {
 #[derive(Clone)]
 pub struct Store {
     shared: Db,
-    backend: Arc<dyn Backend>,
     quotas: Arc<dyn QuotaSource>,
     placement: Arc<dyn PlacementSource>,
     pools: Arc<TenantPools>,
@@ -345,7 +315,6 @@ impl Store {
             shared.clock().clone(),
         ));
         Self {
-            backend: shared.backend(),
             shared,
             quotas: Arc::new(Unlimited),
             placement: Arc::new(AllShared),
@@ -386,7 +355,6 @@ impl Store {
                 tenant,
             },
             shared: self.shared.clone(),
-            backend: self.backend.clone(),
             pools: self.pools.clone(),
         }
     }
@@ -403,18 +371,12 @@ impl Store {
         &self.shared
     }
 
-    /// The shared backend, for moves between tiers (administrative).
-    pub(crate) fn shared_backend(&self) -> Arc<dyn Backend> {
-        self.backend.clone()
-    }
-
     /// The administrative, explicitly cross-tenant path: the tenant
     /// registry and API keys. Used by the admin API, the CLI and the
     /// registry cache, never by tenant routes.
     pub fn admin(&self) -> AdminStore {
         AdminStore {
             shared: self.shared.clone(),
-            backend: self.backend.clone(),
             pools: self.pools.clone(),
             placement: self.placement.clone(),
         }
@@ -438,7 +400,6 @@ impl Store {
 pub struct TenantStore {
     scope: TenantScope,
     shared: Db,
-    backend: Arc<dyn Backend>,
     placement: Placement,
     pools: Arc<TenantPools>,
 }
@@ -463,23 +424,6 @@ impl TenantStore {
             Some(target) => self.pools.get(&self.scope.tenant, target).await?,
         };
         Ok((&self.scope, db))
-    }
-
-    /// Transitional: the shared backend.
-    pub(crate) fn parts(&self) -> (&TenantScope, &dyn Backend) {
-        (&self.scope, self.backend.as_ref())
-    }
-
-    /// The scope token and the backend holding the tenant's records: the
-    /// shared one, or the tenant's dedicated database (opened if needed).
-    pub(crate) async fn records_parts(
-        &self,
-    ) -> Result<(&TenantScope, Arc<dyn Backend>), StoreError> {
-        let backend = match &self.placement.dedicated {
-            None => self.backend.clone(),
-            Some(target) => self.pools.get(&self.scope.tenant, target).await?.backend(),
-        };
-        Ok((&self.scope, backend))
     }
 
     /// Whether the tenant's records are in a database of its own.
@@ -518,7 +462,6 @@ pub(crate) fn check_not_moving(
 #[derive(Clone)]
 pub struct AdminStore {
     shared: Db,
-    backend: Arc<dyn Backend>,
     pools: Arc<TenantPools>,
     placement: Arc<dyn PlacementSource>,
 }
@@ -533,11 +476,6 @@ impl AdminStore {
     /// The shared database, on the administrative path.
     pub fn db(&self) -> &Db {
         &self.shared
-    }
-
-    /// Whole-tenant dumps (export/import) of the shared database.
-    pub fn portable(&self) -> &dyn PortableRepo {
-        self.backend.as_ref()
     }
 
     /// The dedicated tenants' pools (and the data directory).

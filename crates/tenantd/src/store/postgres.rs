@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlSafeStr, Transaction};
@@ -28,7 +27,7 @@ use tenancy::TenantId;
 
 use super::outbox::{self, OutboxPlace, PARK_SQL};
 use super::pg_roles::{check_isolation, grant, unforce};
-use super::{Backend, Cause, StoreError, TenantScope};
+use super::{Cause, StoreError, TenantScope};
 use crate::config::RlsCheck;
 
 /// Migrations, in order, embedded at compile time. Versions match the
@@ -460,17 +459,6 @@ impl PgStore {
     pub(super) async fn close(&self) {
         self.app.close().await;
         self.admin.close().await;
-    }
-}
-
-#[async_trait]
-impl Backend for PgStore {
-    async fn ready(&self) -> Result<(), StoreError> {
-        PgStore::ready(self).await
-    }
-
-    async fn close(&self) {
-        PgStore::close(self).await;
     }
 }
 

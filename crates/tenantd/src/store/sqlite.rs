@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, SqlitePool};
 
 use super::outbox::{self, OutboxPlace, PARK_SQL};
-use super::{Backend, Cause, StoreError};
+use super::{Cause, StoreError};
 
 /// File name of the shared database inside `data_dir`.
 pub const DB_FILE: &str = "tenantd.db";
@@ -341,16 +340,5 @@ impl SqliteStore {
         // the wait behind a running write.
         let tx = self.write_tx().await?;
         tx.rollback().await.map_err(map_sqlx)
-    }
-}
-
-#[async_trait]
-impl Backend for SqliteStore {
-    async fn ready(&self) -> Result<(), StoreError> {
-        SqliteStore::ready(self).await
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }

@@ -356,7 +356,7 @@ async fn import_tenant(
 ) -> anyhow::Result<()> {
     let key = dump_key_file.as_deref().map(DumpKey::load).transpose()?;
     let trust = key.as_ref().map_or(Trust::Unsigned, Trust::Key);
-    let schema = admin.store().portable().schema_version();
+    let schema = crate::portable::PortableRepo::schema_version(admin.store().db());
     let dump = if file.as_os_str() == "-" {
         crate::portable::read(std::io::stdin().lock(), schema, trust)?
     } else {

@@ -21,7 +21,6 @@
 //!    stale copy, invisible, removed by running the move again.
 //! 5. **clean up**: the source rows are deleted.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,8 @@ use super::model::StorageBinding;
 use super::registry::Registry;
 use crate::clock::Clock;
 use crate::portable::Row;
-use crate::store::{AdminStore, Backend, Store, StoreError, Target};
+use crate::records::DataRows;
+use crate::store::{AdminStore, Db, Store, StoreError, Target};
 
 /// How long a freeze holds writes before it lapses on its own (a mover
 /// that died stops blocking its tenant after this). Renewed by a live
@@ -171,26 +171,20 @@ fn describe(target: Option<&Target>) -> String {
 }
 
 impl Mover<'_> {
-    async fn open(&self, target: Option<&Target>) -> Result<Arc<dyn Backend>, TenantsError> {
+    async fn open(&self, target: Option<&Target>) -> Result<Db, TenantsError> {
         match target {
-            None => Ok(self.store.shared_backend()),
+            None => Ok(self.store.shared_db().clone()),
             // A target that cannot be reached is a storage failure (503),
             // not a bad request: the same move may work in a moment.
-            Some(t) => self
-                .store
-                .pools()
-                .open_target(t)
-                .await
-                .map(|db| db.backend())
-                .map_err(|e| {
-                    TenantsError::Store(StoreError::Unavailable(
-                        crate::redact::text(&format!(
-                            "the target database {} cannot be opened: {e:#}",
-                            t.describe()
-                        ))
-                        .into(),
+            Some(t) => self.store.pools().open_target(t).await.map_err(|e| {
+                TenantsError::Store(StoreError::Unavailable(
+                    crate::redact::text(&format!(
+                        "the target database {} cannot be opened: {e:#}",
+                        t.describe()
                     ))
-                }),
+                    .into(),
+                ))
+            }),
         }
     }
 
@@ -263,10 +257,10 @@ impl Mover<'_> {
         let source = self.open(from.as_ref()).await?;
         let target = self.open(to.as_ref()).await?;
         let result = if from == to {
-            self.finish_cleanup(id, &data_dir, to.as_ref(), target.as_ref())
+            self.finish_cleanup(id, &data_dir, to.as_ref(), &target)
                 .await
         } else {
-            self.transfer(id, &mut row, binding, source.as_ref(), target.as_ref())
+            self.transfer(id, &mut row, binding, &source, &target)
                 .await
                 .map(|(records, sha256, paused, removed)| MoveReport {
                     tenant_id: id.clone(),
@@ -296,11 +290,11 @@ impl Mover<'_> {
         id: &TenantId,
         data_dir: &std::path::Path,
         to: Option<&Target>,
-        target: &dyn Backend,
+        target: &Db,
     ) -> Result<MoveReport, TenantsError> {
         let removed = match to {
             // Bound to a dedicated database: the stale copy is in the shared one.
-            Some(_) => self.store.shared_backend().delete_data_rows(id).await?,
+            Some(_) => self.store.shared_db().delete_data_rows(id).await?,
             // Bound to shared: a stale copy may sit in its SQLite file.
             None => {
                 let file = Target::sqlite_file(data_dir, id);
@@ -332,8 +326,8 @@ impl Mover<'_> {
         id: &TenantId,
         row: &mut super::TenantRow,
         binding: StorageBinding,
-        source: &dyn Backend,
-        target: &dyn Backend,
+        source: &Db,
+        target: &Db,
     ) -> Result<(u64, String, u64, u64), TenantsError> {
         // 1. Copy while the tenant works on.
         let first = source.data_rows(id).await?;
@@ -407,8 +401,8 @@ impl Mover<'_> {
         &self,
         id: &TenantId,
         first: &[Row],
-        source: &dyn Backend,
-        target: &dyn Backend,
+        source: &Db,
+        target: &Db,
     ) -> Result<(u64, String), TenantsError> {
         // Renew the lease before the final read: it must still hold when
         // the binding switches, or writes resumed on the source would be

@@ -268,7 +268,7 @@ impl TenantAdmin {
             super::placement::target(pools.data_dir(), id, row.spec.storage.as_ref())
         {
             let own = pools.get(id, &target).await?;
-            dedicated_records = own.backend().delete_data_rows(id).await?;
+            dedicated_records = crate::records::DataRows::delete_data_rows(&own, id).await?;
             pools.close_tenant(id);
         }
         let mut counts = self

@@ -383,7 +383,7 @@ async fn an_import_cannot_bring_a_taken_pair() {
         .await
         .expect("export");
     let store = open(target.path()).await;
-    let schema = store.portable().schema_version();
+    let schema = tenantd::portable::PortableRepo::schema_version(store.db());
     let dump = tenantd::portable::read(dump.as_slice(), schema, tenantd::portable::Trust::Unsigned)
         .expect("read");
     let err = tenantd::portable::import(&store, &dump, &clock)

@@ -83,6 +83,12 @@ fn decode_claim(row: &Row, owner: &str) -> Result<ClaimedJob, StoreError> {
 
 /// A statement on one claimed job: `text` with the job bound to `$1`
 /// (tenant), `$2` (id) and `$3` (lease owner), as [`OURS`] reads them.
+/// Marks the job completed with its record `$3` at `$4`, once the guard
+/// has found it still ours (and locked it, on PostgreSQL).
+const FINISH: &str = "UPDATE detection_jobs SET status = 'completed', lease_owner = NULL, \
+     lease_expires_ms = NULL, error = NULL, record_id = $3, updated_at = $4, \
+     finished_at = $4 WHERE tenant_id = $1 AND id = $2";
+
 fn on_job(text: String, job: &ClaimedJob) -> Sql {
     Sql::owned(text)
         .bind(&job.tenant)
@@ -277,7 +283,37 @@ impl JobQueue for Db {
         job: &ClaimedJob,
         record: NewRecord,
     ) -> Result<Option<RecordId>, StoreError> {
-        transitional::complete(self, job, record).await
+        // The job row is locked first (a cancel or a reaper waits, or
+        // skips it, until this transaction ends) and its status changed
+        // last (see the module's lock order); the record's tenant is the
+        // job row's (and, on PostgreSQL, the transaction's).
+        let mut conn = self.write_for(&job.tenant).await?;
+        let guard = format!(
+            "SELECT 1 FROM detection_jobs WHERE {OURS}{}",
+            conn.dialect().lock_rows()
+        );
+        if conn
+            .scalar_optional::<i32>(on_job(guard, job))
+            .await?
+            .is_none()
+        {
+            // Cancelled or lease lost: write nothing.
+            conn.rollback().await?;
+            return Ok(None);
+        }
+        let written =
+            crate::records::upsert_in(&mut conn, self.clock(), &job.tenant, &record, &job.quotas)
+                .await?;
+        conn.execute(
+            sql(FINISH)
+                .bind(&job.tenant)
+                .bind(job.id.as_str())
+                .bind(written.id.as_str())
+                .bind(self.now()),
+        )
+        .await?;
+        conn.commit().await?;
+        Ok(Some(written.id))
     }
 
     async fn complete_with(&self, job: &ClaimedJob, record: &RecordId) -> Result<bool, StoreError> {
@@ -400,95 +436,5 @@ impl JobQueue for Db {
             .await?;
         conn.commit().await?;
         Ok(reaped)
-    }
-}
-
-/// Transitional: a completion writes its record in the job's transaction,
-/// and the record upsert exists only per engine (on the engine's own
-/// transaction) until the records feature offers it on [`Conn`]. Then this
-/// becomes one path on `db.write_for(&job.tenant)`: the guard, the upsert,
-/// the finish, `conn.commit()`.
-mod transitional {
-    use sqlx::AssertSqlSafe;
-
-    use super::{ClaimedJob, Db, NewRecord, OURS, RecordId, StoreError};
-    use crate::store::pg_support::map_pg;
-    use crate::store::sqlite_support::map_sqlx;
-
-    /// Marks the job completed with its record `$3` at `$4`, once the
-    /// guard has found it still ours (and locked it, on PostgreSQL).
-    const FINISH: &str = "UPDATE detection_jobs SET status = 'completed', lease_owner = NULL, \
-         lease_expires_ms = NULL, error = NULL, record_id = $3, updated_at = $4, \
-         finished_at = $4 WHERE tenant_id = $1 AND id = $2";
-
-    /// Still ours? On PostgreSQL the row stays locked: a cancel or a
-    /// reaper waits (or skips it) until this transaction ends. The job row
-    /// is locked first and its status changed last (see the module's
-    /// lock order).
-    pub(super) async fn complete(
-        db: &Db,
-        job: &ClaimedJob,
-        record: NewRecord,
-    ) -> Result<Option<RecordId>, StoreError> {
-        let guard = format!(
-            "SELECT 1 FROM detection_jobs WHERE {OURS}{}",
-            db.dialect().lock_rows()
-        );
-        let now = db.now();
-        // The record's tenant is the job row's tenant (and, on PostgreSQL,
-        // the transaction's, for row-level security).
-        if let Some(store) = db.as_sqlite() {
-            let mut tx = store.write_tx().await?;
-            let ours: Option<i32> = sqlx::query_scalar(AssertSqlSafe(guard))
-                .bind(job.tenant.as_str())
-                .bind(job.id.as_str())
-                .bind(&job.owner)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
-            if ours.is_none() {
-                // Cancelled or lease lost: write nothing.
-                return Ok(None);
-            }
-            let written =
-                crate::records::upsert_in_tx(&mut tx, &job.tenant, &record, &job.quotas).await?;
-            sqlx::query(FINISH)
-                .bind(job.tenant.as_str())
-                .bind(job.id.as_str())
-                .bind(written.id.as_str())
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_sqlx)?;
-            tx.commit().await.map_err(map_sqlx)?;
-            return Ok(Some(written.id));
-        }
-        let Some(store) = db.as_postgres() else {
-            return Err(StoreError::Internal("a database of no known engine".into()));
-        };
-        let mut tx = store.tenant_tx_for(&job.tenant).await?;
-        let ours: Option<i32> = sqlx::query_scalar(AssertSqlSafe(guard))
-            .bind(job.tenant.as_str())
-            .bind(job.id.as_str())
-            .bind(&job.owner)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-        if ours.is_none() {
-            return Ok(None);
-        }
-        let written =
-            crate::records::pg_support::upsert_in_tx(&mut tx, &job.tenant, &record, &job.quotas)
-                .await?;
-        sqlx::query(FINISH)
-            .bind(job.tenant.as_str())
-            .bind(job.id.as_str())
-            .bind(written.id.as_str())
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-        tx.commit().await.map_err(map_pg)?;
-        Ok(Some(written.id))
     }
 }

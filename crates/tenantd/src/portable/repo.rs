@@ -7,7 +7,7 @@ use tenancy::TenantId;
 
 use super::rows::{insert_rows, read_tables};
 use super::{Imported, PortableRepo, Row as DumpRow, SCHEMA, TABLES, any_row_sql};
-use crate::store::{Conn, Db, Dialect, Engine, Sql, StoreError, sql};
+use crate::store::{Conn, Db, Dialect, Sql, StoreError, sql};
 
 // A dump's schema number means the same tables on both engines.
 const _: () = assert!(crate::store::SCHEMA_VERSION == SCHEMA as i64);
@@ -90,28 +90,18 @@ async fn rebuild_job_counts(conn: &mut Conn, tenant: &TenantId) -> Result<(), St
     Ok(())
 }
 
-/// Transitional: the registry checks of tenant creation, on the engine's
-/// connection, until the tenants feature offers them on [`Conn`]
-/// (`lock_registry`, `is_retired`, `refuse_taken_oidc`); then these two
-/// functions are those calls.
+/// The registry checks an import makes in its transaction.
 mod registry {
-    use super::{Conn, Engine, StoreError, TenantId};
+    use super::{Conn, StoreError, TenantId};
     use crate::tenants::oidc::PairKey;
 
-    /// Takes the registry lock (PostgreSQL; SQLite's write transaction
-    /// already holds the one write lock) and tells whether `tenant` is a
-    /// retired id.
+    /// Takes the registry lock and tells whether `tenant` is a retired id.
     pub(super) async fn lock_and_check_retired(
         conn: &mut Conn,
         tenant: &TenantId,
     ) -> Result<bool, StoreError> {
-        match conn.engine() {
-            Engine::Sqlite(c) => crate::tenants::sqlite_is_retired(c, tenant).await,
-            Engine::Postgres(c) => {
-                crate::tenants::pg_lock_registry(&mut *c).await?;
-                crate::tenants::pg_is_retired(c, tenant).await
-            }
-        }
+        crate::tenants::lock_registry(conn).await?;
+        crate::tenants::is_retired(conn, tenant).await
     }
 
     /// Refuses an OIDC binding another tenant holds.
@@ -120,13 +110,6 @@ mod registry {
         tenant: &TenantId,
         want: Option<&PairKey>,
     ) -> Result<(), StoreError> {
-        match conn.engine() {
-            Engine::Sqlite(c) => {
-                crate::tenants::sqlite_refuse_taken_oidc(c, tenant, want, false).await
-            }
-            Engine::Postgres(c) => {
-                crate::tenants::pg_refuse_taken_oidc(c, tenant, want, false).await
-            }
-        }
+        crate::tenants::refuse_taken_oidc(conn, tenant, want, false).await
     }
 }

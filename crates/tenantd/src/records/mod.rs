@@ -8,14 +8,6 @@ mod model;
 mod repo;
 mod rows;
 pub(crate) mod search;
-mod transitional;
-
-/// Transitional: the record upsert inside a PostgreSQL transaction, for a
-/// completed job's record, until that path writes through a `Conn`
-/// ([`upsert_in`]).
-pub(crate) mod pg_support {
-    pub(crate) use super::transitional::pg_upsert_in_tx as upsert_in_tx;
-}
 
 use async_trait::async_trait;
 
@@ -26,17 +18,9 @@ pub use model::{
     DEFAULT_LIMIT, MAX_LIMIT, NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage,
     SearchQuery, SearchRequest, check_limit, decode_cursor, encode_cursor,
 };
-/// For a completed job's record, in the job's transaction (the jobs
-/// feature's completion path, once it writes through a `Conn`).
-#[expect(
-    unused_imports,
-    reason = "the jobs feature's completion path adopts it at merge"
-)]
+/// For a completed job's record, in the job's transaction.
 pub(crate) use repo::upsert_in;
 pub use rows::DataRows;
-/// Transitional: the record upsert inside a SQLite transaction (see
-/// [`pg_support`]).
-pub(crate) use transitional::upsert_in_tx;
 
 /// Why a records operation failed.
 #[derive(Debug, thiserror::Error)]

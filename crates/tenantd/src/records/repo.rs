@@ -30,10 +30,10 @@ use tenancy::TenantId;
 use super::RecordRepo;
 use super::model::{NewRecord, Record, RecordId, SearchPage, SearchQuery, StoredRecord, json_text};
 use super::search;
-use crate::clock::{Clock, month_of_ms};
+use crate::clock::Clock;
 use crate::limits::QuotaLimits;
 use crate::store::{Conn, Db, Row, Sql, StoreError, TenantScope, sql};
-use crate::usage::metric;
+use crate::usage::{count_in, metric};
 
 /// The columns of a [`Record`], in [`decode`]'s order.
 const COLUMNS: &str =
@@ -90,25 +90,6 @@ async fn lock_stats(conn: &mut Conn, tenant: &TenantId) -> Result<(i64, i64), St
     Ok((row.get(0)?, row.get(1)?))
 }
 
-/// Transitional, until the usage feature offers its counters on [`Conn`]:
-/// adds one to this month's records-written counter of `tenant` inside
-/// the write's own transaction (the figure a quota reads is the figure
-/// billed).
-async fn count_write(conn: &mut Conn, clock: &Clock, tenant: &TenantId) -> Result<(), StoreError> {
-    conn.execute(
-        sql(
-            "INSERT INTO usage_counters AS u (tenant_id, month, metric, value) \
-             VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (tenant_id, month, metric) DO UPDATE SET value = u.value + excluded.value",
-        )
-        .bind(tenant)
-        .bind(month_of_ms(clock.now_ms()))
-        .bind(metric::RECORDS_WRITTEN),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Refuses a change of `added` (records, bytes) that would take a tenant
 /// storing `used` past its quotas, then counts the write: what every
 /// record write does, after [`lock_stats`], before its own statement.
@@ -121,7 +102,7 @@ async fn check_and_count(
     (added_records, added_bytes): (i64, i64),
 ) -> Result<(), StoreError> {
     super::model::check_quota(quotas, used, added_records, added_bytes)?;
-    count_write(conn, clock, tenant).await
+    count_in(conn, clock, tenant, metric::RECORDS_WRITTEN, 1).await
 }
 
 /// Inserts or replaces record `(kind, name)` of `tenant` inside `conn`, with

@@ -39,13 +39,8 @@ pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 pub use values::{execute_rows, rows_per_statement, values_list};
 
-/// Helpers shared by the PostgreSQL implementations of feature
-/// repositories.
-pub(crate) mod pg_support {
-    pub(crate) use super::postgres::map_pg;
-}
-
-/// Helpers shared by the SQLite implementations of feature repositories.
+/// For the few statements a feature runs on SQLite's own connection
+/// ([`Conn::engine`]): the driver error classification.
 pub(crate) mod sqlite_support {
     pub(crate) use super::sqlite::map_sqlx;
 }

@@ -25,9 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlSafeStr, Transaction};
 use tenancy::TenantId;
 
-use super::outbox::{self, OutboxPlace, PARK_SQL};
+use super::outbox::OutboxPlace;
 use super::pg_roles::{check_isolation, grant, unforce};
-use super::{Cause, StoreError, TenantScope};
+use super::{Cause, StoreError};
 use crate::config::RlsCheck;
 
 /// Migrations, in order, embedded at compile time. Versions match the
@@ -321,15 +321,6 @@ fn report_isolation(problems: &[String], rls_check: RlsCheck) -> anyhow::Result<
 }
 
 impl PgStore {
-    /// A transaction confined to `scope`'s tenant by the database: the
-    /// app role, with `app.tenant_id` set for this transaction only.
-    pub(crate) async fn tenant_tx(
-        &self,
-        scope: &TenantScope,
-    ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.tenant_tx_for(scope.tenant()).await
-    }
-
     /// [`PgStore::tenant_tx`] for a tenant named by a row the system path
     /// already holds (a claimed job's tenant), not by a request.
     pub(crate) async fn tenant_tx_for(
@@ -343,47 +334,6 @@ impl PgStore {
             .await
             .map_err(map_pg)?;
         Ok(tx)
-    }
-
-    /// Commits a write, parking the request's audit event in this
-    /// database's outbox inside the same transaction (see
-    /// [`super::outbox`]). `tenant` is the tenant a tenant transaction is
-    /// confined to: row-level security lets it park only that tenant's
-    /// events, so an event of another chain is left to the writer alone
-    /// rather than failing the write.
-    pub(crate) async fn commit(
-        &self,
-        mut tx: Transaction<'static, Postgres>,
-        tenant: Option<&TenantId>,
-    ) -> Result<(), StoreError> {
-        let Some((pending, event)) =
-            outbox::pending().filter(|(_, e)| tenant.is_none_or(|t| t.as_str() == e.tenant))
-        else {
-            return tx.commit().await.map_err(map_pg);
-        };
-        sqlx::query(PARK_SQL)
-            .bind(&event.tenant)
-            .bind(&event.id)
-            .bind(&event.at)
-            .bind(event.at_ms)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(event.target.as_deref())
-            .bind(event.request_id.as_deref())
-            .bind(event.ip.as_deref())
-            .bind(event.user_agent.as_deref())
-            .bind(i64::from(event.status))
-            .bind(i64::try_from(event.duration_ms).unwrap_or(i64::MAX))
-            .bind(&event.params)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_pg)?;
-        tx.commit().await.map_err(map_pg)?;
-        pending.parked(outbox::OutboxRef {
-            place: self.outbox,
-            chain: event.tenant,
-        });
-        Ok(())
     }
 
     /// The admin role's pool: the explicitly cross-tenant path (registry,

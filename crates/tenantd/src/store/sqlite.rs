@@ -9,7 +9,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlSafeStr, SqlitePool};
 
-use super::outbox::{self, OutboxPlace, PARK_SQL};
+use super::outbox::OutboxPlace;
 use super::{Cause, StoreError};
 
 /// File name of the shared database inside `data_dir`.
@@ -227,41 +227,6 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_sqlx)
-    }
-
-    /// Commits a write, parking the request's audit event in this
-    /// database's outbox inside the same transaction (see
-    /// [`super::outbox`]). Every write a request can make commits here.
-    pub(crate) async fn commit(
-        &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<(), StoreError> {
-        let Some((pending, event)) = outbox::pending() else {
-            return tx.commit().await.map_err(map_sqlx);
-        };
-        sqlx::query(PARK_SQL)
-            .bind(&event.tenant)
-            .bind(&event.id)
-            .bind(&event.at)
-            .bind(event.at_ms)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(event.target.as_deref())
-            .bind(event.request_id.as_deref())
-            .bind(event.ip.as_deref())
-            .bind(event.user_agent.as_deref())
-            .bind(i64::from(event.status))
-            .bind(i64::try_from(event.duration_ms).unwrap_or(i64::MAX))
-            .bind(&event.params)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        tx.commit().await.map_err(map_sqlx)?;
-        pending.parked(outbox::OutboxRef {
-            place: self.outbox,
-            chain: event.tenant,
-        });
-        Ok(())
     }
 
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {

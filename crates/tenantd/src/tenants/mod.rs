@@ -22,7 +22,6 @@ pub mod registry;
 mod repo;
 pub mod service;
 pub mod statics;
-mod transitional;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -33,16 +32,7 @@ use crate::keys::{ApiKeyInfo, KeyInsert};
 use crate::store::StoreError;
 
 pub use model::{Tenant, TenantRow, TenantSpec, TenantState};
-pub(crate) use repo::lock_registry;
-#[expect(
-    unused_imports,
-    reason = "for portable's imports, once written on Db (see `transitional`)"
-)]
-pub(crate) use repo::{is_retired, refuse_taken_oidc};
-pub(crate) use transitional::{
-    pg_is_retired, pg_lock_registry, pg_refuse_taken_oidc, sqlite_is_retired,
-    sqlite_refuse_taken_oidc,
-};
+pub(crate) use repo::{is_retired, lock_registry, refuse_taken_oidc};
 
 /// Why a tenant operation failed.
 #[derive(Debug, thiserror::Error)]

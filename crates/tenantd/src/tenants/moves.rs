@@ -28,9 +28,9 @@ use sha2::{Digest, Sha256};
 use tenancy::TenantId;
 use utoipa::ToSchema;
 
-use super::TenantsError;
 use super::model::StorageBinding;
 use super::registry::Registry;
+use super::{TenantRepo, TenantsError};
 use crate::clock::Clock;
 use crate::portable::Row;
 use crate::records::DataRows;
@@ -191,12 +191,12 @@ impl Mover<'_> {
     async fn set_lease(&self, id: &TenantId, until: Option<i64>) -> Result<(), TenantsError> {
         let mut row = self
             .admin
-            .tenants()
+            .db()
             .get_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
         row.spec.moving_until_ms = until;
-        self.admin.tenants().update_tenant(&row).await?;
+        self.admin.db().update_tenant(&row).await?;
         self.registry.refresh_tenant(self.admin, id).await?;
         Ok(())
     }
@@ -210,7 +210,7 @@ impl Mover<'_> {
         loop {
             let row = self
                 .admin
-                .tenants()
+                .db()
                 .get_tenant(id)
                 .await?
                 .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -252,8 +252,8 @@ impl Mover<'_> {
         }
         let binding = desired_binding(row.spec.storage.as_ref(), request)?;
         let data_dir = self.store.pools().data_dir().to_path_buf();
-        let from = Target::of(&data_dir, id, row.spec.storage.as_ref());
-        let to = Target::of(&data_dir, id, Some(&binding));
+        let from = super::placement::target(&data_dir, id, row.spec.storage.as_ref());
+        let to = super::placement::target(&data_dir, id, Some(&binding));
         let source = self.open(from.as_ref()).await?;
         let target = self.open(to.as_ref()).await?;
         let result = if from == to {
@@ -362,7 +362,7 @@ impl Mover<'_> {
         // 4. Switch: one row update rebinds the tenant and ends the freeze.
         let mut current = self
             .admin
-            .tenants()
+            .db()
             .get_tenant(id)
             .await?
             .ok_or_else(|| TenantsError::NotFound(id.to_string()))?;
@@ -371,18 +371,20 @@ impl Mover<'_> {
         // let writes reach the source after the final read: then nothing is
         // switched or deleted, the source stays authoritative.
         let data_dir = self.store.pools().data_dir().to_path_buf();
-        let bound = Target::of(&data_dir, id, current.spec.storage.as_ref());
+        let bound = super::placement::target(&data_dir, id, current.spec.storage.as_ref());
         let lease_left = current
             .spec
             .moving_until_ms
             .map_or(0, |until| until - self.clock.now_ms());
-        if bound != Target::of(&data_dir, id, row.spec.storage.as_ref()) || lease_left < 1000 {
+        if bound != super::placement::target(&data_dir, id, row.spec.storage.as_ref())
+            || lease_left < 1000
+        {
             return Err(TenantsError::Moving(id.to_string()));
         }
         current.spec.storage = Some(binding);
         current.spec.moving_until_ms = None;
         current.updated_at = self.clock.now_rfc3339();
-        self.admin.tenants().update_tenant(&current).await?;
+        self.admin.db().update_tenant(&current).await?;
         *row = current;
         self.registry.refresh_tenant(self.admin, id).await?;
         let paused = u64::try_from(frozen.elapsed().as_millis()).unwrap_or(u64::MAX);

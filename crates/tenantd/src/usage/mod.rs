@@ -15,7 +15,6 @@ mod recorder;
 mod repo;
 pub mod report;
 mod routed;
-mod transitional;
 
 use async_trait::async_trait;
 use tenancy::TenantId;
@@ -27,17 +26,6 @@ pub use recorder::{RouteClass, StatusClass, UsageRecorder};
 pub use repo::{count_in, counter_in};
 pub(crate) use routed::merge_counters;
 pub use routed::{RoutedUsage, admin_usage};
-
-/// TRANSITIONAL: counter helpers for other features' SQLite transactions.
-pub(crate) mod sqlite_support {
-    pub(crate) use super::transitional::sqlite::{count_in_tx, counter_in_tx};
-}
-
-/// TRANSITIONAL: counter helpers for other features' PostgreSQL
-/// transactions.
-pub(crate) mod pg_support {
-    pub(crate) use super::transitional::postgres::{count_in_tx, counter_in_tx};
-}
 
 /// A count as stored (saturating).
 pub(crate) fn as_i64(n: u64) -> i64 {

@@ -262,7 +262,10 @@ pub fn router(
     }
     let tenant_routes = tenant_routes
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            usage::layer::AccountState {
+                usage: state.usage.clone(),
+                clock: state.clock.clone(),
+            },
             usage::layer::account,
         ))
         .route_layer(tenancy);
@@ -277,12 +280,14 @@ pub fn router(
             timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Each middleware holds only its own state: a request clones a few
+        // handles, not the whole application state.
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            audit::layer::ObserverState::from_ref(&state),
             audit::layer::observe,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::observe,
         ))
         .layer(axum::middleware::from_fn(move |request, next| {

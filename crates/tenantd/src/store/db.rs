@@ -25,10 +25,11 @@ enum Engine {
     Postgres(PgStore),
 }
 
-/// A handle on one database (cheap to clone: pools are shared).
+/// A handle on one database (cheap to clone: one reference count, the
+/// pools inside are shared).
 #[derive(Clone)]
 pub struct Db {
-    engine: Engine,
+    engine: Arc<Engine>,
     clock: Clock,
 }
 
@@ -44,7 +45,7 @@ impl Db {
     /// A SQLite database read with `clock`.
     pub fn sqlite(store: SqliteStore, clock: Clock) -> Self {
         Self {
-            engine: Engine::Sqlite(store),
+            engine: Arc::new(Engine::Sqlite(store)),
             clock,
         }
     }
@@ -52,14 +53,14 @@ impl Db {
     /// A PostgreSQL database read with `clock`.
     pub fn postgres(store: PgStore, clock: Clock) -> Self {
         Self {
-            engine: Engine::Postgres(store),
+            engine: Arc::new(Engine::Postgres(store)),
             clock,
         }
     }
 
     /// The engine.
     pub fn dialect(&self) -> Dialect {
-        match self.engine {
+        match *self.engine {
             Engine::Sqlite(_) => Dialect::Sqlite,
             Engine::Postgres(_) => Dialect::Postgres,
         }
@@ -78,7 +79,7 @@ impl Db {
     /// The PostgreSQL engine, for its own administration (grants, the
     /// isolation check, tests of row-level security).
     pub fn as_postgres(&self) -> Option<&PgStore> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Postgres(pg) => Some(pg),
             Engine::Sqlite(_) => None,
         }
@@ -86,7 +87,7 @@ impl Db {
 
     /// The SQLite engine (file path, pool), for its own administration.
     pub fn as_sqlite(&self) -> Option<&SqliteStore> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => Some(s),
             Engine::Postgres(_) => None,
         }
@@ -108,7 +109,7 @@ impl Db {
     /// [`Db::write`] for a tenant named by a row the system path already
     /// holds (a claimed job's tenant), not by a request.
     pub async fn write_for(&self, tenant: &TenantId) -> Result<Conn, StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
             Engine::Postgres(pg) => {
                 Ok(self.conn(Inner::PgTx(pg.tenant_tx_for(tenant).await?), Some(tenant)))
@@ -120,7 +121,7 @@ impl Db {
     /// whose row-level security sees that tenant only; on SQLite a pooled
     /// connection, every statement naming the tenant).
     pub async fn read(&self, scope: &TenantScope) -> Result<Conn, StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => {
                 let conn = s.pool.acquire().await.map_err(map_sqlx)?;
                 Ok(self.conn(Inner::SqliteConn(conn), None))
@@ -136,7 +137,7 @@ impl Db {
     /// usage, audit, billing, the job scheduler): every statement names
     /// its tenant explicitly.
     pub async fn admin_write(&self) -> Result<Conn, StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
             Engine::Postgres(pg) => {
                 let tx = pg.admin_pool().begin().await.map_err(map_pg)?;
@@ -148,7 +149,7 @@ impl Db {
     /// A connection on the administrative path, for reads and single
     /// statements (each commits by itself).
     pub async fn admin_read(&self) -> Result<Conn, StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => {
                 let conn = s.pool.acquire().await.map_err(map_sqlx)?;
                 Ok(self.conn(Inner::SqliteConn(conn), None))
@@ -165,7 +166,7 @@ impl Db {
     /// tables, or reads twice, and must not see a write in between). End
     /// it with [`Conn::rollback`]: it wrote nothing.
     pub async fn admin_snapshot(&self) -> Result<Conn, StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             // A deferred transaction: its first read fixes the snapshot
             // (WAL), without taking the write lock.
             Engine::Sqlite(s) => {
@@ -185,7 +186,7 @@ impl Db {
 
     /// Whether the database can serve reads and writes now.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => s.ready().await,
             Engine::Postgres(pg) => pg.ready().await,
         }
@@ -193,7 +194,7 @@ impl Db {
 
     /// Releases connections (graceful shutdown).
     pub async fn close(&self) {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => s.pool.close().await,
             Engine::Postgres(pg) => pg.close().await,
         }
@@ -203,7 +204,7 @@ impl Db {
 #[async_trait]
 impl OutboxRepo for Db {
     fn outbox_place(&self) -> OutboxPlace {
-        match &self.engine {
+        match self.engine.as_ref() {
             Engine::Sqlite(s) => s.outbox,
             Engine::Postgres(pg) => pg.outbox,
         }

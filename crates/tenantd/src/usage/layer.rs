@@ -87,11 +87,20 @@ impl Drop for Unfinished<'_> {
     }
 }
 
+/// What the accounting layer holds: the recorder and the clock (a narrow
+/// state, so a request clones two handles, not the application's state).
+#[derive(Clone)]
+pub struct AccountState {
+    /// Where API calls are counted.
+    pub usage: Arc<UsageRecorder>,
+    /// When a request arrived.
+    pub clock: Clock,
+}
+
 /// Counts the request in its tenant's usage and marks the response with
 /// [`Accounted`].
 pub async fn account(
-    State(usage): State<Arc<UsageRecorder>>,
-    State(clock): State<Clock>,
+    State(AccountState { usage, clock }): State<AccountState>,
     request: Request<Body>,
     next: Next,
 ) -> Response {

@@ -43,11 +43,58 @@ use crate::usage::UsageBook;
 use crate::usage::UsageRecorder;
 use crate::{audit, billing, health, jobs, keys, limits, openapi, records, tenants, usage};
 
-/// Everything the handlers and middleware can reach. Each takes only the
-/// parts it needs (`State<Store>`, `State<TenantAdmin>`, …): the derive
-/// gives every field its own substate.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// Everything the handlers and middleware can reach, shared: axum clones
+/// the router's state for every request, so it is one reference count
+/// ([`AppParts`] behind an `Arc`). Each handler takes only the parts it
+/// needs (`State<Store>`, `State<TenantAdmin>`, …): every field is its own
+/// substate.
+#[derive(Clone)]
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The shared state over `parts`.
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// Each field of [`AppParts`] as a substate of [`AppState`].
+macro_rules! substates {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(
+            impl FromRef<AppState> for $ty {
+                fn from_ref(state: &AppState) -> Self {
+                    state.$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+substates! {
+    store: Store,
+    config: Arc<Config>,
+    jobs_notify: Arc<tokio::sync::Notify>,
+    admin: TenantAdmin,
+    usage: Arc<UsageRecorder>,
+    usage_book: UsageBook,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    billing: BillingWorker,
+    trusted_proxies: Arc<[tenancy::IpNet]>,
+    admin_auth: Arc<AuthFailures>,
+    clock: Clock,
+}
+
+/// What [`AppState`] shares.
+pub struct AppParts {
     /// Storage; handlers use it only through `store.scoped(&tenant)`.
     pub store: Store,
     /// The effective configuration.

@@ -34,6 +34,6 @@ pub mod telemetry;
 pub mod tenants;
 pub mod usage;
 
-pub use app::AppState;
+pub use app::{AppParts, AppState};
 pub use config::Config;
 pub use server::Server;

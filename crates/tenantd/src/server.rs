@@ -16,7 +16,7 @@ use tenancy::ratelimit::{
     SystemClock,
 };
 
-use crate::app::{AppState, router, tenancy_layer};
+use crate::app::{AppParts, AppState, router, tenancy_layer};
 use crate::audit::{AuditLog, SweepOptions};
 use crate::billing::BillingWorker;
 use crate::clock::Clock;
@@ -147,7 +147,7 @@ impl Server {
             admin.store().clone(),
             admin.registry().plans().clone(),
         );
-        let state = AppState {
+        let state = AppState::new(AppParts {
             trusted_proxies: config.trusted_proxies().into(),
             admin_auth: Arc::new(AuthFailures::new(config.admin.max_auth_failures_per_minute)),
             store,
@@ -160,7 +160,7 @@ impl Server {
             metrics,
             billing: writers.billing,
             clock,
-        };
+        });
         let router = router(state.clone(), tenancy, ratelimit);
         Ok(Self {
             listener,

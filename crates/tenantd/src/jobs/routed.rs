@@ -62,8 +62,6 @@ impl JobQueue for RoutedQueue {
         // record again.
         let own = self.store.pools().get(&job.tenant, target).await?;
         let scope = TenantScope::system(job.tenant.clone(), job.quotas);
-        // Transitional: through the per-engine backend until the records
-        // feature implements `RecordRepo` on `Db`.
         let written = own.upsert_record(&scope, record).await?;
         Ok(self
             .shared

@@ -67,21 +67,6 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-/// Now on the system clock, formatted.
-// Storage layer only until it takes the injected clock.
-#[doc(hidden)]
-pub fn now_rfc3339() -> String {
-    rfc3339(OffsetDateTime::now_utc())
-}
-
-/// Now on the system clock, as unix milliseconds.
-// Storage layer only until it takes the injected clock.
-#[doc(hidden)]
-pub fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
-}
-
 /// Unix milliseconds of a stored RFC 3339 time; `None` if unreadable.
 pub fn parse_ms(text: &str) -> Option<i64> {
     let at =

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tenantd::billing::sign;
-use tenantd::clock::{month_of_ms, now_ms};
+use tenantd::clock::{Clock, month_of_ms};
 
 use super::{App, admin_config, assert_error, eventually};
 
@@ -104,7 +104,8 @@ fn billing_config(dir: &std::path::Path, url: &str) -> tenantd::Config {
 }
 
 fn this_month() -> String {
-    month_of_ms(now_ms())
+    // The server under test reads the system clock too.
+    month_of_ms(Clock::system().now_ms())
 }
 
 async fn close(app: &App, month: &str) -> Value {

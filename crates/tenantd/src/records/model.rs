@@ -484,5 +484,4 @@ pub struct SearchPage {
 }
 
 #[cfg(test)]
-#[path = "model_tests.rs"]
 mod tests;

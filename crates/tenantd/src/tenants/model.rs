@@ -560,5 +560,4 @@ pub fn parse_tenant_id(at: &str, raw: &str) -> Result<TenantId, String> {
 }
 
 #[cfg(test)]
-#[path = "model_tests.rs"]
 mod tests;

@@ -35,15 +35,44 @@ use crate::limits::QuotaLimits;
 use crate::store::{Conn, Db, Row, Sql, StoreError, TenantScope, sql};
 use crate::usage::{count_in, metric};
 
-/// The columns of a [`Record`], in [`decode`]'s order.
-const COLUMNS: &str =
-    "id, tenant_id, kind, name, url, description, tags, fields, created_at, updated_at";
+/// The columns of a [`Record`], in [`decode`]'s order (a macro, so the
+/// statements below are whole constants: no text is built per request).
+macro_rules! columns {
+    () => {
+        "id, tenant_id, kind, name, url, description, tags, fields, created_at, updated_at"
+    };
+}
 
-/// [`COLUMNS`] on alias `r` (statements that join another table).
+/// One record by id.
+const GET_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM records WHERE tenant_id = $1 AND id = $2"
+);
+
+/// A new record: tenant, id, content `$3`…`$9`, now `$10`.
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, \
+     size_bytes, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING ",
+    columns!(),
+    ", seq"
+);
+
+/// New content `$3`…`$9` for record `$2` of tenant `$1`, now `$10`.
+const REPLACE_SQL: &str = concat!(
+    "UPDATE records SET kind = $3, name = $4, url = $5, description = $6, tags = $7, \
+     fields = $8, size_bytes = $9, updated_at = $10 \
+     WHERE tenant_id = $1 AND id = $2 RETURNING ",
+    columns!(),
+    ", seq"
+);
+
+/// the record columns ([`decode`]'s order) on alias `r` (statements that join another table).
 pub(super) const R_COLUMNS: &str = "r.id, r.tenant_id, r.kind, r.name, r.url, r.description, \
      r.tags, r.fields, r.created_at, r.updated_at";
 
-/// The record of a row starting with [`COLUMNS`].
+/// The record of a row starting with the record columns ([`decode`]'s order).
 pub(super) fn decode(row: &Row) -> Result<Record, StoreError> {
     StoredRecord {
         id: row.get(0)?,
@@ -60,7 +89,7 @@ pub(super) fn decode(row: &Row) -> Result<Record, StoreError> {
     .into_record()
 }
 
-/// The record a write returned (`RETURNING {COLUMNS}, seq`) and its `seq`,
+/// The record a write returned (`RETURNING` the record columns, then `seq`) and its `seq`,
 /// with its search entry written.
 async fn written(
     conn: &mut Conn,
@@ -152,7 +181,7 @@ pub(super) const SIZE_BY_NAME_SQL: &str =
     "SELECT size_bytes FROM records WHERE tenant_id = $1 AND kind = $2 AND name = $3";
 
 /// Inserts or replaces record `(kind, name)`: tenant `$1`, new id `$2`,
-/// content `$3`…`$9` ([`bind_content`]), now `$10`; returns [`COLUMNS`]
+/// content `$3`…`$9` ([`bind_content`]), now `$10`; returns the record columns ([`decode`]'s order)
 /// and `seq`.
 pub(super) const UPSERT_SQL: &str = "INSERT INTO records (tenant_id, id, kind, name, url, \
      description, tags, fields, size_bytes, created_at, updated_at) \
@@ -190,13 +219,8 @@ impl RecordRepo for Db {
         check_and_count(&mut conn, self.clock(), tenant, scope.quotas(), used, added).await?;
         // A taken (kind, name) fails with a unique violation (Conflict),
         // which ends the transaction: nothing was written.
-        let text = format!(
-            "INSERT INTO records (tenant_id, id, kind, name, url, description, tags, fields, \
-             size_bytes, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {COLUMNS}, seq"
-        );
         let sql = bind_content(
-            Sql::owned(text)
+            sql(INSERT_SQL)
                 .bind(tenant)
                 .bind(RecordId::generate().as_str()),
             &new,
@@ -214,9 +238,8 @@ impl RecordRepo for Db {
         id: &RecordId,
     ) -> Result<Option<Record>, StoreError> {
         let mut conn = self.read(scope).await?;
-        let text = format!("SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND id = $2");
         let row = conn
-            .fetch_optional(Sql::owned(text).bind(scope.tenant()).bind(id.as_str()))
+            .fetch_optional(sql(GET_SQL).bind(scope.tenant()).bind(id.as_str()))
             .await?;
         // A read: nothing to commit (and no audit event to park).
         conn.rollback().await?;
@@ -244,13 +267,8 @@ impl RecordRepo for Db {
         };
         let added = (0, new.size_bytes() - old);
         check_and_count(&mut conn, self.clock(), tenant, scope.quotas(), used, added).await?;
-        let text = format!(
-            "UPDATE records SET kind = $3, name = $4, url = $5, description = $6, tags = $7, \
-             fields = $8, size_bytes = $9, updated_at = $10 \
-             WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}, seq"
-        );
         let sql =
-            bind_content(Sql::owned(text).bind(tenant).bind(id.as_str()), &new)?.bind(self.now());
+            bind_content(sql(REPLACE_SQL).bind(tenant).bind(id.as_str()), &new)?.bind(self.now());
         let Some(row) = conn.fetch_optional(sql).await? else {
             return Ok(None);
         };

@@ -108,7 +108,7 @@ impl Db {
 
     /// [`Db::write`] for a tenant named by a row the system path already
     /// holds (a claimed job's tenant), not by a request.
-    pub async fn write_for(&self, tenant: &TenantId) -> Result<Conn, StoreError> {
+    pub(crate) async fn write_for(&self, tenant: &TenantId) -> Result<Conn, StoreError> {
         match self.engine.as_ref() {
             Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
             Engine::Postgres(pg) => {

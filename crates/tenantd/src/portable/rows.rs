@@ -24,7 +24,7 @@ use tenancy::TenantId;
 use super::{Cell, Row as DumpRow, TABLES, Table, checked_row, invalid};
 use crate::records::NewRecord;
 use crate::records::search;
-use crate::store::{Arg, Conn, Dialect, Row, Sql, StoreError, sql};
+use crate::store::{Arg, Conn, Dialect, Row, Sql, StoreError, StoredType, sql};
 
 /// Columns PostgreSQL stores that dumps do not carry: the job scheduler's
 /// per-tenant counts of pending and running jobs, derived from
@@ -202,28 +202,12 @@ fn read_cell(row: &Row, i: usize, kind: Kind) -> Result<Cell, StoreError> {
 /// Column `i` of a SQLite row, read as the value is stored (a column's
 /// declared type does not bind its values there).
 fn read_stored(row: &Row, i: usize) -> Result<Cell, StoreError> {
-    use sqlx::{Row as _, TypeInfo, ValueRef};
-    let Row::Sqlite(raw_row) = row else {
-        return Err(StoreError::Internal(
-            "a column of no declared type outside SQLite"
-                .to_owned()
-                .into(),
-        ));
-    };
-    let name = {
-        let raw = raw_row
-            .try_get_raw(i)
-            .map_err(crate::store::sqlite_support::map_sqlx)?;
-        if raw.is_null() {
-            return Ok(Cell::Null);
-        }
-        raw.type_info().name().to_owned()
-    };
-    Ok(match name.as_str() {
-        "INTEGER" => Cell::Integer(row.get(i)?),
-        "REAL" => Cell::Real(row.get(i)?),
-        "BLOB" => Cell::Bytes(row.get(i)?),
-        _ => Cell::Text(row.get(i)?),
+    Ok(match row.stored_type(i)? {
+        None => Cell::Null,
+        Some(StoredType::Integer) => Cell::Integer(row.get(i)?),
+        Some(StoredType::Real) => Cell::Real(row.get(i)?),
+        Some(StoredType::Blob) => Cell::Bytes(row.get(i)?),
+        Some(StoredType::Text) => Cell::Text(row.get(i)?),
     })
 }
 

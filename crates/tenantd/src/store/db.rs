@@ -119,13 +119,11 @@ impl Db {
 
     /// Reads confined to `scope`'s tenant (on PostgreSQL a transaction
     /// whose row-level security sees that tenant only; on SQLite a pooled
-    /// connection, every statement naming the tenant).
+    /// connection that runs statements on the calling thread, see
+    /// [`super::reader`]; every statement names the tenant).
     pub async fn read(&self, scope: &TenantScope) -> Result<Conn, StoreError> {
         match self.engine.as_ref() {
-            Engine::Sqlite(s) => {
-                let conn = s.pool.acquire().await.map_err(map_sqlx)?;
-                Ok(self.conn(Inner::SqliteConn(conn), None))
-            }
+            Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteRead(s.readers.get()?), None)),
             Engine::Postgres(pg) => Ok(self.conn(
                 Inner::PgTx(pg.tenant_tx_for(scope.tenant()).await?),
                 Some(scope.tenant()),
@@ -195,7 +193,10 @@ impl Db {
     /// Releases connections (graceful shutdown).
     pub async fn close(&self) {
         match self.engine.as_ref() {
-            Engine::Sqlite(s) => s.pool.close().await,
+            Engine::Sqlite(s) => {
+                s.readers.close();
+                s.pool.close().await;
+            }
             Engine::Postgres(pg) => pg.close().await,
         }
     }

@@ -19,6 +19,7 @@ pub mod outbox;
 mod pg_roles;
 mod postgres;
 pub mod quota;
+mod reader;
 pub mod sql;
 mod sqlite;
 mod values;
@@ -35,15 +36,9 @@ pub use outbox::{NewEvent, OutboxPlace, OutboxRef, OutboxRepo};
 pub use pg_roles::check_isolation;
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
 pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
-pub use sql::{Arg, Column, Conn, Dialect, Engine, Row, Sql, sql};
+pub use sql::{Arg, Column, Conn, Dialect, Row, Sql, StoredType, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
 pub use values::{execute_rows, rows_per_statement, values_list};
-
-/// For the few statements a feature runs on SQLite's own connection
-/// ([`Conn::engine`]): the driver error classification.
-pub(crate) mod sqlite_support {
-    pub(crate) use super::sqlite::map_sqlx;
-}
 
 /// Proof that a storage call acts for one tenant. Only [`Store::scoped`]
 /// creates one (from a [`TenantContext`]); backends read the tenant from

@@ -16,12 +16,13 @@ use std::borrow::Cow;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, PgConnection, Postgres, Sqlite, SqliteConnection, Transaction, Type};
+use sqlx::{Decode, Postgres, Sqlite, Transaction, Type};
 use tenancy::TenantId;
 
 use super::StoreError;
 use super::outbox::{self, OutboxPlace};
 use super::postgres::map_pg;
+use super::reader::{self, Reader};
 use super::sqlite::map_sqlx;
 
 /// Which SQL engine a connection talks to.
@@ -169,6 +170,11 @@ impl Sql {
         &self.text
     }
 
+    /// The bound arguments, in placeholder order.
+    pub(super) fn args(&self) -> &[Arg] {
+        &self.args
+    }
+
     fn sqlite(&self) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(&*self.text));
         for arg in &self.args {
@@ -196,24 +202,48 @@ impl Sql {
     }
 }
 
-/// A value both engines decode (text, integers, blobs, options of them).
+/// A value every driver decodes (text, integers, blobs, options of them).
 pub trait Column:
-    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
 impl<T> Column for T where
-    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    T: for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
 /// A result row of either engine.
 #[derive(Debug)]
 pub enum Row {
-    /// From SQLite.
+    /// From SQLite, through sqlx (writes and the administrative path).
     Sqlite(SqliteRow),
     /// From PostgreSQL.
     Postgres(PgRow),
+    /// From SQLite's read path ([`super::reader`]), values as stored.
+    Values(Vec<rusqlite::types::Value>),
+}
+
+/// How SQLite stored a value (its columns' declared types do not bind
+/// their values): what a dump must read it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredType {
+    /// `INTEGER`.
+    Integer,
+    /// `REAL`.
+    Real,
+    /// `TEXT`.
+    Text,
+    /// `BLOB`.
+    Blob,
 }
 
 impl Row {
@@ -223,22 +253,55 @@ impl Row {
         match self {
             Row::Sqlite(row) => row.try_get(index).map_err(map_sqlx),
             Row::Postgres(row) => row.try_get(index).map_err(map_pg),
+            Row::Values(values) => reader::decode(values, index),
         }
     }
-}
 
-/// A connection to one engine, borrowed for raw, engine-specific statements
-/// (see [`Conn::engine`]).
-pub enum Engine<'c> {
-    /// SQLite.
-    Sqlite(&'c mut SqliteConnection),
-    /// PostgreSQL.
-    Postgres(&'c mut PgConnection),
+    /// How SQLite stored column `index` (`None` for `NULL`), for rows of
+    /// columns without a declared type. `Err` on PostgreSQL, whose
+    /// columns are always typed.
+    pub fn stored_type(&self, index: usize) -> Result<Option<StoredType>, StoreError> {
+        use rusqlite::types::Value;
+        use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+        let name = match self {
+            Row::Sqlite(row) => {
+                let raw = row.try_get_raw(index).map_err(map_sqlx)?;
+                if raw.is_null() {
+                    return Ok(None);
+                }
+                raw.type_info().name().to_owned()
+            }
+            Row::Values(values) => {
+                return Ok(match values.get(index) {
+                    Some(Value::Integer(_)) => Some(StoredType::Integer),
+                    Some(Value::Real(_)) => Some(StoredType::Real),
+                    Some(Value::Text(_)) => Some(StoredType::Text),
+                    Some(Value::Blob(_)) => Some(StoredType::Blob),
+                    Some(Value::Null) | None => None,
+                });
+            }
+            Row::Postgres(_) => {
+                return Err(StoreError::Internal(
+                    "a column of no declared type outside SQLite"
+                        .to_owned()
+                        .into(),
+                ));
+            }
+        };
+        Ok(Some(match name.as_str() {
+            "INTEGER" => StoredType::Integer,
+            "REAL" => StoredType::Real,
+            "BLOB" => StoredType::Blob,
+            _ => StoredType::Text,
+        }))
+    }
 }
 
 pub(super) enum Inner {
     SqliteTx(Transaction<'static, Sqlite>),
     SqliteConn(PoolConnection<Sqlite>),
+    /// A tenant read on the calling thread ([`super::reader`]).
+    SqliteRead(Reader),
     PgTx(Transaction<'static, Postgres>),
     PgConn(PoolConnection<Postgres>),
 }
@@ -260,6 +323,7 @@ pub struct Conn {
 macro_rules! on_engine {
     ($self:ident, $sql:ident, $method:ident, $sqlite:expr, $pg:expr) => {
         match &mut $self.inner {
+            Inner::SqliteRead(reader) => reader.$method(&$sql)?,
             Inner::SqliteTx(c) => {
                 ($sqlite)($sql.sqlite().$method(&mut **c).await.map_err(map_sqlx)?)
             }
@@ -276,19 +340,8 @@ impl Conn {
     /// The engine this connection talks to.
     pub fn dialect(&self) -> Dialect {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::SqliteConn(_) => Dialect::Sqlite,
+            Inner::SqliteTx(_) | Inner::SqliteConn(_) | Inner::SqliteRead(_) => Dialect::Sqlite,
             Inner::PgTx(_) | Inner::PgConn(_) => Dialect::Postgres,
-        }
-    }
-
-    /// The raw connection, for the few statements that differ by engine
-    /// (full-text search, `SKIP LOCKED` claims).
-    pub fn engine(&mut self) -> Engine<'_> {
-        match &mut self.inner {
-            Inner::SqliteTx(tx) => Engine::Sqlite(tx),
-            Inner::SqliteConn(c) => Engine::Sqlite(c),
-            Inner::PgTx(tx) => Engine::Postgres(tx),
-            Inner::PgConn(c) => Engine::Postgres(c),
         }
     }
 
@@ -367,7 +420,7 @@ impl Conn {
         match self.inner {
             Inner::SqliteTx(tx) => tx.commit().await.map_err(map_sqlx)?,
             Inner::PgTx(tx) => tx.commit().await.map_err(map_pg)?,
-            Inner::SqliteConn(_) | Inner::PgConn(_) => {}
+            Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => {}
         }
         if let Some((pending, chain)) = parked {
             pending.parked(outbox::OutboxRef {
@@ -386,7 +439,7 @@ impl Conn {
         match self.inner {
             Inner::SqliteTx(tx) => tx.commit().await.map_err(map_sqlx),
             Inner::PgTx(tx) => tx.commit().await.map_err(map_pg),
-            Inner::SqliteConn(_) | Inner::PgConn(_) => Ok(()),
+            Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => Ok(()),
         }
     }
 
@@ -395,7 +448,7 @@ impl Conn {
         match self.inner {
             Inner::SqliteTx(tx) => tx.rollback().await.map_err(map_sqlx),
             Inner::PgTx(tx) => tx.rollback().await.map_err(map_pg),
-            Inner::SqliteConn(_) | Inner::PgConn(_) => Ok(()),
+            Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => Ok(()),
         }
     }
 

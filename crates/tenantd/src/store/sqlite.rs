@@ -2,6 +2,7 @@
 //! mode, migrations compiled into the binary.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqlSafeStr, SqlitePool};
 
 use super::outbox::OutboxPlace;
+use super::reader::Readers;
 use super::{Cause, StoreError};
 
 /// File name of the shared database inside `data_dir`.
@@ -79,6 +81,8 @@ fn migrator() -> Migrator {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// Tenant reads, run on the calling thread (see [`super::reader`]).
+    pub(crate) readers: Arc<Readers>,
     db_path: PathBuf,
     /// Whose outbox this file's is: the shared database's, or a dedicated
     /// tenant's.
@@ -163,6 +167,7 @@ async fn connect(
     }
     Ok(SqliteStore {
         pool,
+        readers: Readers::new(db_path),
         db_path: db_path.to_path_buf(),
         outbox,
     })
@@ -271,27 +276,35 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             (StoreError::Conflict, db.message().to_owned())
         }
-        sqlx::Error::Database(db) => {
-            // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
-            // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14; TOOBIG 18 (a
-            // value past SQLite's length limit: what the client sent).
-            let code = db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            match code {
-                Some(13) => (StoreError::Full, db.message().to_owned()),
-                Some(5 | 6 | 7 | 8 | 10 | 14) => (StoreError::Unavailable, db.message().to_owned()),
-                Some(18) => (StoreError::Invalid, db.message().to_owned()),
-                _ => (StoreError::Internal, error.to_string()),
-            }
-        }
+        sqlx::Error::Database(db) => match db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .and_then(classify)
+        {
+            Some(kind) => (kind, db.message().to_owned()),
+            None => (StoreError::Internal, error.to_string()),
+        },
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             (StoreError::Unavailable, error.to_string())
         }
         _ => (StoreError::Internal, error.to_string()),
     };
     kind(Cause::with_source(message, error))
+}
+
+/// What a SQLite result code (primary or extended) means to a client: a
+/// full disk (507), what it can retry (503), a value past SQLite's length
+/// limit (what the client sent). `None`: a bug, reported with the whole
+/// driver error. Unique violations are told apart by the drivers.
+pub(crate) fn classify(code: i64) -> Option<fn(Cause) -> StoreError> {
+    // Primary result codes: BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
+    // IOERR 10, CORRUPT 11, FULL 13, CANTOPEN 14; TOOBIG 18.
+    match code & 0xff {
+        13 => Some(StoreError::Full),
+        5 | 6 | 7 | 8 | 10 | 14 => Some(StoreError::Unavailable),
+        18 => Some(StoreError::Invalid),
+        _ => None,
+    }
 }
 
 impl SqliteStore {

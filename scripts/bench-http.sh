@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
 # HTTP benchmark: the cost of multi-tenancy, measured in one run.
-# (`--backend postgres` runs scripts/bench-storage.sh instead.)
+#
+# Usage: scripts/bench-http.sh [--backend sqlite|postgres | --peers]
+#   (no option) or --backend sqlite: the modes below.
+#   --backend postgres: scripts/bench-storage.sh (RLS on/off, search latency
+#     with a million records on both backends).
+#   --peers: scripts/bench-peers.sh: tenantd (GET /health, GET
+#     /records/{id}, POST /records) against a bare axum binary and nginx
+#     serving the same JSON body, alternating rounds, with ratios to bare
+#     axum (targets: GET >= 0.5x, /health >= 0.8x) and bare axum / nginx.
+#     Same DURATION, WARMUP, THREADS, CONNECTIONS, ROUNDS, PORT, KEEP, BIN.
 #
 # Seeds one fixture data directory (tenants default, t1..t9; RECORDS per
 # tenant), then starts the release server on it twice, back to back:
@@ -25,15 +34,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+usage() { echo "usage: $0 [--backend sqlite|postgres | --peers]" >&2; exit 2; }
 # --backend postgres: the storage benchmark (RLS on/off, search latency
-# with a million records on both backends).
-if [[ "${1:-}" == "--backend" ]]; then
-  case "${2:-}" in
-    postgres) exec scripts/bench-storage.sh ;;
-    sqlite) ;;
-    *) echo "usage: $0 [--backend sqlite|postgres]" >&2; exit 2 ;;
-  esac
-fi
+# with a million records on both backends); --peers: tenantd against bare
+# axum and nginx. Each is its own script, run in this one's place.
+case "${1:-}" in
+  "") ;;
+  --backend)
+    case "${2:-}" in
+      postgres) exec scripts/bench-storage.sh ;;
+      sqlite) ;;
+      *) usage ;;
+    esac ;;
+  --peers) [[ $# == 1 ]] || usage; exec scripts/bench-peers.sh ;;
+  *) usage ;;
+esac
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}

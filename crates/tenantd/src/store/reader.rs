@@ -28,6 +28,7 @@
 //! nothing grows with the number of tenants or databases.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Set by [`Readers::close`]: the database is being shut down, and a
+    /// read answers "unavailable" as the writers' closed pool does.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Readers {
@@ -68,11 +72,17 @@ impl Readers {
         Arc::new(Self {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         })
     }
 
     /// An idle connection, or a new one.
     pub(crate) fn get(self: &Arc<Self>) -> Result<Reader, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable(
+                "the database is closed".to_owned().into(),
+            ));
+        }
         let idle = self.lock().pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -84,9 +94,10 @@ impl Readers {
         })
     }
 
-    /// Closes the idle connections (shutdown; a connection in use closes
-    /// when it is returned).
+    /// Closes the idle connections and refuses new reads (shutdown; a
+    /// connection in use closes when it is returned).
     pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.lock().clear();
     }
 
@@ -126,7 +137,7 @@ impl Drop for Reader {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             let mut idle = self.home.lock();
-            if idle.len() < MAX_IDLE {
+            if idle.len() < MAX_IDLE && !self.home.closed.load(Ordering::Acquire) {
                 idle.push(conn);
             }
         }

@@ -107,8 +107,15 @@ async fn idle_connections_are_reused_and_bounded() {
     let again = readers.get().expect("reused");
     assert_eq!(readers.lock().len(), MAX_IDLE - 1);
     drop(again);
+    let in_use = readers.get().expect("opens");
     readers.close();
     assert!(readers.lock().is_empty());
+    assert!(
+        matches!(readers.get().map(drop), Err(StoreError::Unavailable(_))),
+        "a closed database refuses reads"
+    );
+    drop(in_use);
+    assert!(readers.lock().is_empty(), "returned after close: closed");
     assert_eq!(Arc::strong_count(&readers), 1);
 }
 

@@ -110,7 +110,10 @@ impl Db {
     /// holds (a claimed job's tenant), not by a request.
     pub(crate) async fn write_for(&self, tenant: &TenantId) -> Result<Conn, StoreError> {
         match self.engine.as_ref() {
-            Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
+            Engine::Sqlite(s) => {
+                let (tx, turn) = s.write_tx().await?;
+                Ok(self.conn(Inner::SqliteTx(tx, Some(turn)), None))
+            }
             Engine::Postgres(pg) => {
                 Ok(self.conn(Inner::PgTx(pg.tenant_tx_for(tenant).await?), Some(tenant)))
             }
@@ -136,7 +139,10 @@ impl Db {
     /// its tenant explicitly.
     pub async fn admin_write(&self) -> Result<Conn, StoreError> {
         match self.engine.as_ref() {
-            Engine::Sqlite(s) => Ok(self.conn(Inner::SqliteTx(s.write_tx().await?), None)),
+            Engine::Sqlite(s) => {
+                let (tx, turn) = s.write_tx().await?;
+                Ok(self.conn(Inner::SqliteTx(tx, Some(turn)), None))
+            }
             Engine::Postgres(pg) => {
                 let tx = pg.admin_pool().begin().await.map_err(map_pg)?;
                 Ok(self.conn(Inner::PgTx(tx), None))
@@ -169,7 +175,7 @@ impl Db {
             // (WAL), without taking the write lock.
             Engine::Sqlite(s) => {
                 let tx = s.pool.begin().await.map_err(map_sqlx)?;
-                Ok(self.conn(Inner::SqliteTx(tx), None))
+                Ok(self.conn(Inner::SqliteTx(tx, None), None))
             }
             Engine::Postgres(pg) => {
                 let tx = pg

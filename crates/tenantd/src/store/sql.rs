@@ -23,7 +23,7 @@ use super::StoreError;
 use super::outbox::{self, OutboxPlace};
 use super::postgres::map_pg;
 use super::reader::{self, Reader};
-use super::sqlite::map_sqlx;
+use super::sqlite::{WriteTurn, map_sqlx};
 
 /// Which SQL engine a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +298,9 @@ impl Row {
 }
 
 pub(super) enum Inner {
-    SqliteTx(Transaction<'static, Sqlite>),
+    /// A transaction; a write one holds the process's write turn until
+    /// it ends (see `SqliteStore::write_tx`).
+    SqliteTx(Transaction<'static, Sqlite>, Option<WriteTurn>),
     SqliteConn(PoolConnection<Sqlite>),
     /// A tenant read on the calling thread ([`super::reader`]).
     SqliteRead(Reader),
@@ -324,7 +326,7 @@ macro_rules! on_engine {
     ($self:ident, $sql:ident, $method:ident, $sqlite:expr, $pg:expr) => {
         match &mut $self.inner {
             Inner::SqliteRead(reader) => reader.$method(&$sql)?,
-            Inner::SqliteTx(c) => {
+            Inner::SqliteTx(c, _) => {
                 ($sqlite)($sql.sqlite().$method(&mut **c).await.map_err(map_sqlx)?)
             }
             Inner::SqliteConn(c) => {
@@ -340,7 +342,7 @@ impl Conn {
     /// The engine this connection talks to.
     pub fn dialect(&self) -> Dialect {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::SqliteConn(_) | Inner::SqliteRead(_) => Dialect::Sqlite,
+            Inner::SqliteTx(..) | Inner::SqliteConn(_) | Inner::SqliteRead(_) => Dialect::Sqlite,
             Inner::PgTx(_) | Inner::PgConn(_) => Dialect::Postgres,
         }
     }
@@ -418,7 +420,7 @@ impl Conn {
             _ => None,
         };
         match self.inner {
-            Inner::SqliteTx(tx) => tx.commit().await.map_err(map_sqlx)?,
+            Inner::SqliteTx(tx, _turn) => tx.commit().await.map_err(map_sqlx)?,
             Inner::PgTx(tx) => tx.commit().await.map_err(map_pg)?,
             Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => {}
         }
@@ -437,7 +439,7 @@ impl Conn {
     /// request's own write, or reaches its chain through the writer.
     pub async fn commit_unattributed(self) -> Result<(), StoreError> {
         match self.inner {
-            Inner::SqliteTx(tx) => tx.commit().await.map_err(map_sqlx),
+            Inner::SqliteTx(tx, _turn) => tx.commit().await.map_err(map_sqlx),
             Inner::PgTx(tx) => tx.commit().await.map_err(map_pg),
             Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => Ok(()),
         }
@@ -446,14 +448,14 @@ impl Conn {
     /// Ends a transaction without writing anything.
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self.inner {
-            Inner::SqliteTx(tx) => tx.rollback().await.map_err(map_sqlx),
+            Inner::SqliteTx(tx, _turn) => tx.rollback().await.map_err(map_sqlx),
             Inner::PgTx(tx) => tx.rollback().await.map_err(map_pg),
             Inner::SqliteConn(_) | Inner::SqliteRead(_) | Inner::PgConn(_) => Ok(()),
         }
     }
 
     fn in_transaction(&self) -> bool {
-        matches!(self.inner, Inner::SqliteTx(_) | Inner::PgTx(_))
+        matches!(self.inner, Inner::SqliteTx(..) | Inner::PgTx(_))
     }
 }
 

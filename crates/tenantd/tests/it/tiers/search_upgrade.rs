@@ -72,8 +72,9 @@ async fn create(app: &crate::support::App, tenant: &str, name: &str, description
         .send()
         .await
         .expect("create");
-    assert_eq!(resp.status(), 201);
+    let status = resp.status();
     let created: Value = resp.json().await.expect("json");
+    assert_eq!(status, 201, "{created}");
     created["id"].as_str().expect("id").to_owned()
 }
 
@@ -100,6 +101,8 @@ async fn an_index_written_before_tenant_tokens_is_rebuilt_once_on_open() {
     let app = TestApp::start(&dir, tier_config(dir.path(), |_| {})).await;
     app.tenant("vault", Some(json!({"isolation": "dedicated"})))
         .await;
+    app.tenant("acme", None).await;
+    app.tenant("globex", None).await;
     let acme = create(&app, "acme", "payments-api", "Invoices and refunds").await;
     let globex = create(&app, "globex", "payments-worker", "Refunds queue").await;
     let vault = create(&app, "vault", "ledger", "Refunds ledger").await;

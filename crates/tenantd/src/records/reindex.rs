@@ -76,7 +76,7 @@ impl DataUpgrade for ReindexSearch {
                 search::write_entry(conn, seq, &record.tenant_id, &new).await?;
                 after = seq;
                 indexed += 1;
-                if indexed % LOG_EVERY == 0 {
+                if indexed.is_multiple_of(LOG_EVERY) {
                     tracing::info!(rows = indexed, "reindexing search: in progress");
                 }
             }

@@ -114,8 +114,8 @@ async fn an_index_written_before_tenant_tokens_is_rebuilt_once_on_open() {
     downgrade(&dedicated).await;
 
     let app = TestApp::start(&dir, tier_config(dir.path(), |_| {})).await;
-    assert_eq!(found(&app, "acme", "refunds").await, [acme.clone()]);
-    assert_eq!(found(&app, "acme", "payments ap").await, [acme.clone()]);
+    assert_eq!(found(&app, "acme", "refunds").await, [acme.as_str()]);
+    assert_eq!(found(&app, "acme", "payments ap").await, [acme.as_str()]);
     assert_eq!(found(&app, "globex", "refund").await, [globex]);
     assert_eq!(
         found(&app, "globex", "invoices").await,
@@ -124,7 +124,7 @@ async fn an_index_written_before_tenant_tokens_is_rebuilt_once_on_open() {
     assert_eq!(found(&app, "acme", "blue rust").await, [acme]);
     assert_eq!(
         found(&app, "vault", "refunds ledger").await,
-        [vault.clone()]
+        [vault.as_str()]
     );
     // Writes after the upgrade are indexed alongside.
     let later = create(&app, "vault", "ledger-2", "Refunds archive").await;
@@ -132,7 +132,7 @@ async fn an_index_written_before_tenant_tokens_is_rebuilt_once_on_open() {
     app.stop().await;
 
     let step = "records: reindex search with tenant tokens".to_owned();
-    assert_eq!(upgrades_in(&shared).await, [step.clone()]);
+    assert_eq!(upgrades_in(&shared).await, [step.as_str()]);
     assert_eq!(upgrades_in(&dedicated).await, [step]);
     // Recorded: a second start does not rebuild (the rebuild would drop
     // nothing, so the proof is the ledger's single row and a working index).

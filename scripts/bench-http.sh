@@ -59,7 +59,7 @@ ROUNDS=${ROUNDS:-3}
 BIG_TENANTS=${BIG_TENANTS:-100000}
 PORT=${PORT:-18081}
 BASE="http://127.0.0.1:${PORT}"
-BIN=${BIN:-target/release/tenantd}  # BIN=path/to/tenantd compares another build
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/tenantd}  # BIN=path/to/tenantd compares another build
 
 source scripts/bench-lib.sh
 bench_setup tenantd-bench

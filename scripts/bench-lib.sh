@@ -8,7 +8,7 @@ bench_setup() {
     echo "== installing wrk"
     apt-get update -qq && apt-get install -y -qq wrk >/dev/null
   fi
-  if [[ "$BIN" == target/release/tenantd ]]; then
+  if [[ "$BIN" == "${CARGO_TARGET_DIR:-target}/release/tenantd" ]]; then
     echo "== building release binary"
     cargo build --release -p tenantd --quiet
   else

@@ -17,7 +17,9 @@
 # Env: TENANTS (10000), PER_TENANT (100), DURATION (10), WARMUP (2),
 #      THREADS (2), CONNECTIONS (16), ROUNDS (3), PORT (18082),
 #      TENANTD_BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres),
-#      KEEP (1 keeps the temp dir and the database).
+#      BACKENDS (both | sqlite | postgres: which backends to load and measure;
+#      the RLS ratios need postgres), KEEP (1 keeps the temp dir and the
+#      database), CARGO_TARGET_DIR (where the release builds are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,22 +32,28 @@ CONNECTIONS=${CONNECTIONS:-16}
 ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18082}
 BASE="http://127.0.0.1:${PORT}"
-BIN=target/release/tenantd
+BACKENDS=${BACKENDS:-both}
+case "$BACKENDS" in both|sqlite|postgres) ;; *) echo "BACKENDS: both, sqlite or postgres" >&2; exit 2 ;; esac
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/tenantd
 PG=${TENANTD_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
 source scripts/bench-lib.sh
 bench_setup tenantd-storage
 cargo build --release -p tenantd --example bench_seed_sqlite --quiet
 
+on() { [[ "$BACKENDS" == both || "$BACKENDS" == "$1" ]]; }
 DB="tenantd_bench_$$"
 pg_for() { python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p._replace(netloc=sys.argv[2]+"@"+p.hostname+(":"+str(p.port) if p.port else ""), path="/"+sys.argv[3]).geturl())' "$PG" "$1" "$2"; }
 SUPER_DB=$(python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p._replace(path="/"+sys.argv[2]).geturl())' "$PG" "$DB")
-for role in "tenantd_bench_owner NOBYPASSRLS" "tenantd_bench_app NOBYPASSRLS" "tenantd_bench_admin BYPASSRLS"; do
-  set -- $role
-  psql "$PG" -qc "CREATE ROLE $1 LOGIN NOSUPERUSER $2" 2>/dev/null || true
-done
-psql "$PG" -qc "CREATE DATABASE $DB OWNER tenantd_bench_owner"
-drop_db() { if [[ "${KEEP:-0}" != "1" ]]; then psql "$PG" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true; fi; }
+if on postgres; then
+  for role in "tenantd_bench_owner NOBYPASSRLS" "tenantd_bench_app NOBYPASSRLS" "tenantd_bench_admin BYPASSRLS"; do
+    set -- $role
+    psql "$PG" -qc "CREATE ROLE $1 LOGIN NOSUPERUSER $2" 2>/dev/null || true
+  done
+  psql "$PG" -qc "CREATE DATABASE $DB OWNER tenantd_bench_owner"
+fi
+drop_db() { if on postgres && [[ "${KEEP:-0}" != "1" ]]; then psql "$PG" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true; fi; }
 trap 'bench_cleanup; drop_db' EXIT
 PG_ENV=(TENANTD_STORAGE_BACKEND=postgres
         "TENANTD_STORAGE_URL=$(pg_for tenantd_bench_app "$DB")"
@@ -53,12 +61,16 @@ PG_ENV=(TENANTD_STORAGE_BACKEND=postgres
         "TENANTD_STORAGE_MIGRATE_URL=$(pg_for tenantd_bench_owner "$DB")")
 COMMON=(TENANTD_TENANT_ENABLED=true TENANTD_LOG__LEVEL=warn TENANTD_JOBS__WORKERS=0)
 
-echo "== migrating both stores"
-launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"; stop_server
-launch "$DATA/sqlite" "${COMMON[@]}"; stop_server
+echo "== migrating the stores ($BACKENDS)"
+if on postgres; then launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"; stop_server; fi
+if on sqlite; then launch "$DATA/sqlite" "${COMMON[@]}"; stop_server; fi
 echo "== loading $((TENANTS * PER_TENANT)) records over $TENANTS tenants into each"
-python3 scripts/bench_storage_seed.py postgres "$SUPER_DB" "$TENANTS" "$PER_TENANT" "$WORK/ids.txt"
-target/release/examples/bench_seed_sqlite "$DATA/sqlite/tenantd.db" "$TENANTS" "$PER_TENANT" "$WORK/ids_sqlite.txt"
+if on postgres; then
+  python3 scripts/bench_storage_seed.py postgres "$SUPER_DB" "$TENANTS" "$PER_TENANT" "$WORK/ids.txt"
+fi
+if on sqlite; then
+  "$TARGET/release/examples/bench_seed_sqlite" "$DATA/sqlite/tenantd.db" "$TENANTS" "$PER_TENANT" "$WORK/ids_sqlite.txt"
+fi
 
 cat > "$WORK/get.lua" <<LUA
 local ids, n = {}, 0
@@ -93,25 +105,29 @@ rls() { # on|off
   psql "$SUPER_DB" -qc "ALTER TABLE records $verb ROW LEVEL SECURITY"
 }
 
-launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"
-for round in $(seq 1 "$ROUNDS"); do
-  echo "== round $round: PostgreSQL, RLS on then off"
-  rls on
-  IDS="$WORK/ids.txt" run_wrk "pg_get_rls_$round" "$BASE" -s "$WORK/get.lua"
-  run_wrk "pg_search_rls_$round" "$BASE" -s "$WORK/search.lua"
-  rls off
-  IDS="$WORK/ids.txt" run_wrk "pg_get_norls_$round" "$BASE" -s "$WORK/get.lua"
-  run_wrk "pg_search_norls_$round" "$BASE" -s "$WORK/search.lua"
-  rls on
-done
-stop_server
-launch "$DATA/sqlite" "${COMMON[@]}"
-for round in $(seq 1 "$ROUNDS"); do
-  echo "== round $round: SQLite"
-  IDS="$WORK/ids_sqlite.txt" run_wrk "sqlite_get_$round" "$BASE" -s "$WORK/get.lua"
-  run_wrk "sqlite_search_$round" "$BASE" -s "$WORK/search.lua"
-done
-stop_server
+if on postgres; then
+  launch "$DATA/pg" "${COMMON[@]}" "${PG_ENV[@]}"
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round: PostgreSQL, RLS on then off"
+    rls on
+    IDS="$WORK/ids.txt" run_wrk "pg_get_rls_$round" "$BASE" -s "$WORK/get.lua"
+    run_wrk "pg_search_rls_$round" "$BASE" -s "$WORK/search.lua"
+    rls off
+    IDS="$WORK/ids.txt" run_wrk "pg_get_norls_$round" "$BASE" -s "$WORK/get.lua"
+    run_wrk "pg_search_norls_$round" "$BASE" -s "$WORK/search.lua"
+    rls on
+  done
+  stop_server
+fi
+if on sqlite; then
+  launch "$DATA/sqlite" "${COMMON[@]}"
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round: SQLite"
+    IDS="$WORK/ids_sqlite.txt" run_wrk "sqlite_get_$round" "$BASE" -s "$WORK/get.lua"
+    run_wrk "sqlite_search_$round" "$BASE" -s "$WORK/search.lua"
+  done
+  stop_server
+fi
 
 median_round() {
   for r in $(seq 1 "$ROUNDS"); do
@@ -120,7 +136,10 @@ median_round() {
 }
 echo
 printf "%-34s %12s %10s %10s\n" scenario req/s p50 p99
-for sc in pg_get_rls pg_get_norls pg_search_rls pg_search_norls sqlite_get sqlite_search; do
+SCENARIOS=()
+if on postgres; then SCENARIOS+=(pg_get_rls pg_get_norls pg_search_rls pg_search_norls); fi
+if on sqlite; then SCENARIOS+=(sqlite_get sqlite_search); fi
+for sc in "${SCENARIOS[@]}"; do
   m=$(median_round "$sc")
   printf "%-34s %12s %10s %10s\n" "$sc" "$(rps "$m")" "$(pct "$m" 50%)" "$(pct "$m" 99%)"
 done
@@ -133,6 +152,8 @@ ratio() {
   median=$(echo "$ratios" | tr ' ' '\n' | grep -v '^$' | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')
   printf "%-40s %s   (per round: %s)\n" "$1" "$median" "$ratios"
 }
-ratio "PostgreSQL RLS/no RLS, GET:" pg_get_rls pg_get_norls
-ratio "PostgreSQL RLS/no RLS, search:" pg_search_rls pg_search_norls
+if on postgres; then
+  ratio "PostgreSQL RLS/no RLS, GET:" pg_get_rls pg_get_norls
+  ratio "PostgreSQL RLS/no RLS, search:" pg_search_rls pg_search_norls
+fi
 echo "(search: $((TENANTS * PER_TENANT)) records over $TENANTS tenants, random tenant and word per request; median of $ROUNDS rounds; threads=$THREADS connections=$CONNECTIONS duration=${DURATION}s)"

@@ -1,8 +1,12 @@
 //! Bulk-loads records into a stopped tenantd SQLite data directory for
 //! `scripts/bench-storage.sh` (a million API calls would take longer than
 //! the benchmark). Rows are written as tenantd writes them: ULID ids, the
-//! FTS row per record (through this build's bundled SQLite, which has the
-//! FTS5 options the schema uses), `tenant_stats` by its triggers.
+//! search entry per record made by the server's own function
+//! (`tenantd::records::search_columns`, tokens carrying the tenant) and
+//! written through this build's bundled SQLite, which has the FTS5
+//! options the schema uses, `tenant_stats` by its triggers. The data
+//! directory must have been opened by this build's server first (its
+//! migrations and data upgrades done).
 //!
 //! Usage: `bench_seed_sqlite DB_FILE TENANTS PER_TENANT IDS_OUT`
 //! (tenants `t00000`…; IDS_OUT gets "<tenant> <record id>" per tenant).
@@ -10,6 +14,7 @@
 use std::io::Write as _;
 
 use sqlx::Connection as _;
+use tenantd::records::{NewRecord, SEARCH_INDEX_SQL, search_columns};
 
 const WORDS: [&str; 20] = [
     "payments",
@@ -63,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     for t in 0..tenants {
         let tenant = format!("t{t:05}");
-        let key = format!("t{}", hex::encode(tenant.as_bytes()));
+        let tenant_id = tenancy::TenantId::new(&tenant)?;
         let mut tx = conn.begin().await?;
         for i in 0..per_tenant {
             seq += 1;
@@ -72,43 +77,46 @@ async fn main() -> anyhow::Result<()> {
             if i == 0 {
                 writeln!(ids, "{tenant} {id}")?;
             }
-            let name = format!("{word}-service-{i}");
-            let url = format!("https://git.example.test/{tenant}/{word}-{i}");
-            let description = format!("The {word} service number {i}, talks to {other}");
             let stage = if i % 2 == 1 { "prod" } else { "staging" };
-            let tags = format!("[\"{word}\",\"{stage}\"]");
-            let fields = format!("{{\"lang\":\"rust\",\"owner\":\"team-{}\"}}", i % 17);
-            let size =
-                (name.len() + url.len() + description.len() + tags.len() + fields.len() + 7) as i64;
+            let record = NewRecord {
+                kind: "service".to_owned(),
+                name: format!("{word}-service-{i}"),
+                url: format!("https://git.example.test/{tenant}/{word}-{i}"),
+                description: Some(format!("The {word} service number {i}, talks to {other}")),
+                tags: vec![word.to_owned(), stage.to_owned()],
+                fields: serde_json::json!({"lang": "rust", "owner": format!("team-{}", i % 17)})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            };
             sqlx::query(
                 "INSERT INTO records (seq, tenant_id, id, kind, name, url, description, tags, fields, \
-                 size_bytes, created_at, updated_at) VALUES (?1, ?2, ?3, 'service', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                 size_bytes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
             )
             .bind(seq)
             .bind(&tenant)
             .bind(&id)
-            .bind(&name)
-            .bind(&url)
-            .bind(&description)
-            .bind(&tags)
-            .bind(&fields)
-            .bind(size)
+            .bind(&record.kind)
+            .bind(&record.name)
+            .bind(&record.url)
+            .bind(&record.description)
+            .bind(serde_json::to_string(&record.tags)?)
+            .bind(serde_json::to_string(&record.fields)?)
+            .bind(record.size_bytes())
             .bind(NOW)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO records_fts (rowid, tenant_key, name, description, url, tags, fields) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(seq)
-            .bind(&key)
-            .bind(&name)
-            .bind(&description)
-            .bind(&url)
-            .bind(format!("{word} {stage}"))
-            .bind(format!("rust team-{}", i % 17))
-            .execute(&mut *tx)
-            .await?;
+            // The server's own entry: every word one token of the tenant.
+            let [name, description, url, tags, fields] = search_columns(&tenant_id, &record);
+            sqlx::query(SEARCH_INDEX_SQL)
+                .bind(seq)
+                .bind(name)
+                .bind(description)
+                .bind(url)
+                .bind(tags)
+                .bind(fields)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
     }

@@ -29,7 +29,7 @@ use crate::keys::pepper;
 use crate::limits::PlanBook;
 use crate::limits::policy::RegistryLimits;
 use crate::metrics::Metrics;
-use crate::store::{AdminStore, Store};
+use crate::store::{AdminStore, DataUpgrades, Store};
 use crate::task::OwnedTask;
 use crate::tenants::TenantRepo;
 use crate::tenants::admin_key::AuthFailures;
@@ -90,6 +90,12 @@ fn limiter(config: &Config, clock: &Clock) -> anyhow::Result<Option<Arc<RateLimi
     ))))
 }
 
+/// The data upgrades the features supply, in the order they run on each
+/// SQLite database the server opens (see `store::upgrade`).
+pub fn data_upgrades() -> DataUpgrades {
+    DataUpgrades::new(vec![crate::records::reindex_search()])
+}
+
 impl Server {
     /// Opens storage and binds the listener (`server.bind`; port 0 picks a
     /// free port).
@@ -115,6 +121,7 @@ impl Server {
             &config.storage,
             config.storage.max_connections,
             clock.clone(),
+            data_upgrades(),
         )
         .await?;
         let pepper =

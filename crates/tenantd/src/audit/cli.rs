@@ -8,7 +8,7 @@ use tenancy::TenantId;
 
 use super::{AuditRepo, ChainReport};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{DataUpgrades, Store};
 
 /// `tenantd audit …`.
 #[derive(Debug, Subcommand)]
@@ -24,7 +24,14 @@ pub enum AuditCommand {
 
 /// Runs an audit verb. `Ok(false)` when a chain is broken.
 pub async fn run_audit(config: &Config, command: AuditCommand) -> anyhow::Result<bool> {
-    let store = Store::open(&config.storage, 1, crate::clock::Clock::system()).await?;
+    // A one-shot verb leaves pending data upgrades to the server.
+    let store = Store::open(
+        &config.storage,
+        1,
+        crate::clock::Clock::system(),
+        DataUpgrades::none(),
+    )
+    .await?;
     let admin = store.admin();
     let AuditCommand::Verify { tenant } = command;
     let chains = match tenant {

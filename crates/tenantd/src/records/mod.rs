@@ -5,6 +5,7 @@
 mod fts;
 pub mod http;
 mod model;
+mod reindex;
 mod repo;
 mod rows;
 pub(crate) mod search;
@@ -18,9 +19,13 @@ pub use model::{
     DEFAULT_LIMIT, MAX_LIMIT, NewRecord, Record, RecordId, RecordInput, SearchHit, SearchPage,
     SearchQuery, SearchRequest, check_limit, decode_cursor, encode_cursor,
 };
+pub use reindex::reindex_search;
 /// For a completed job's record, in the job's transaction.
 pub(crate) use repo::upsert_in;
 pub use rows::DataRows;
+/// A record's search entry as SQLite stores it, for bulk loaders (the
+/// benchmark's) that must write exactly what the server writes.
+pub use search::{INDEX_SQL as SEARCH_INDEX_SQL, fts_columns as search_columns};
 
 /// Why a records operation failed.
 #[derive(Debug, thiserror::Error)]

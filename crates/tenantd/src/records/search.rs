@@ -3,12 +3,20 @@
 //!
 //! **SQLite (FTS5).** `records_fts` is a contentless FTS5 table whose rowid
 //! is the record's `seq`; record writes keep it in step ([`index`],
-//! [`unindex`]). A search is `tenant AND terms` ([`fts::match_expression`]:
-//! the tenant hex-encoded into one leading token), an intersection of
-//! posting lists that never walks another tenant's matches, and the joined
-//! row's `tenant_id` is checked again as defence in depth. `rank` is bm25
-//! with the column weights configured in the migration (name 10, tags 5,
-//! description 2, url and fields 1).
+//! [`unindex`]), and every path that writes one (the records repository,
+//! imports, moves, the re-index of old databases) goes through [`index`]
+//! or [`write_entry`], so [`fts_columns`] is the one definition of an
+//! entry. Each word of an entry is one token prefixed with its tenant
+//! ([`fts::indexed_text`]), so a tenant's words are terms of their own: a
+//! search ([`fts::match_expression`], every term the tenant's) walks the
+//! posting lists of the tenant's terms only, a prefix expands over the
+//! tenant's vocabulary only, and its cost follows the tenant's rows, not
+//! the database's. `rank` is bm25 with the column weights configured in the
+//! migration (name 10, tags 5, description 2, url and fields 1); its
+//! document frequency of a term counts the tenant's records only, so what
+//! other tenants write does not change which of a tenant's words are rare
+//! (the row count and average lengths bm25 also reads stay global). The
+//! joined row's `tenant_id` is checked again as defence in depth.
 //!
 //! **PostgreSQL (`tsvector`).** `records.search` is a generated `tsvector`
 //! (the `records_search` configuration: words split at punctuation, case
@@ -62,11 +70,21 @@ pub(crate) async fn index(
         return Ok(());
     }
     unindex(conn, seq).await?;
-    let [tenant_key, name, description, url, tags, fields] = fts_columns(tenant, new);
+    write_entry(conn, seq, tenant, new).await
+}
+
+/// Writes the search entry of record `seq`, which has none (SQLite only):
+/// [`index`] without the removal first, for a rebuild of the whole index.
+pub(super) async fn write_entry(
+    conn: &mut Conn,
+    seq: i64,
+    tenant: &TenantId,
+    new: &NewRecord,
+) -> Result<(), StoreError> {
+    let [name, description, url, tags, fields] = fts_columns(tenant, new);
     conn.execute(
         sql(INDEX_SQL)
             .bind(seq)
-            .bind(tenant_key)
             .bind(name)
             .bind(description)
             .bind(url)
@@ -77,23 +95,26 @@ pub(crate) async fn index(
     Ok(())
 }
 
-/// Writes the FTS5 row `$1` from `$2`…`$7` ([`fts_columns`]).
-pub(super) const INDEX_SQL: &str = "INSERT INTO records_fts (rowid, tenant_key, name, description, url, tags, fields) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Writes the FTS5 row `$1` from `$2`…`$6` ([`fts_columns`]).
+pub const INDEX_SQL: &str = "INSERT INTO records_fts (rowid, name, description, url, tags, fields) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Removes the FTS5 row `$1`.
 pub(super) const UNINDEX_SQL: &str = "DELETE FROM records_fts WHERE rowid = $1";
 
-/// The FTS5 columns of a record after its rowid: the tenant's token, then
-/// the searchable text of each field.
-pub(super) fn fts_columns(tenant: &TenantId, new: &NewRecord) -> [String; 6] {
+/// The FTS5 columns of `tenant`'s record `new` after its rowid ([`INDEX_SQL`]'s
+/// `$2`…`$6`): the searchable text of each field, every word one token
+/// carrying the tenant ([`fts::indexed_text`]). Public for the benchmark's
+/// bulk loader, which must write what the server writes.
+pub fn fts_columns(tenant: &TenantId, new: &NewRecord) -> [String; 5] {
+    let token = fts::tenant_token(tenant.as_str());
+    let text = |t: &str| fts::indexed_text(&token, t);
     [
-        fts::tenant_token(tenant.as_str()),
-        new.name.clone(),
-        new.description.clone().unwrap_or_default(),
-        new.url.clone(),
-        new.tags.join(" "),
-        fts::fields_text(&new.fields),
+        text(&new.name),
+        text(new.description.as_deref().unwrap_or_default()),
+        text(&new.url),
+        text(&new.tags.join(" ")),
+        text(&fts::fields_text(&new.fields)),
     ]
 }
 
@@ -167,8 +188,8 @@ fn statements(dialect: Dialect, tenant: &TenantId, q: &SearchQuery) -> (Sql, Sql
 }
 
 /// SQLite, text only: the FTS index ranks and pages by itself, and only the
-/// page's rows are fetched from `records`. The tenant token in the MATCH
-/// confines it; the outer `tenant_id` check is defence in depth.
+/// page's rows are fetched from `records`. The MATCH asks the tenant's
+/// tokens only, which confines it; the outer `tenant_id` check is defence in depth.
 fn fts5_text_only(expression: &str, tenant: &TenantId, q: &SearchQuery) -> (Sql, Sql) {
     let count = sql("SELECT count(*) FROM records_fts WHERE records_fts MATCH $1").bind(expression);
     let page = Sql::owned(format!(

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use tenancy::TenantId;
 
 use super::postgres::{PgOptions, open_postgres};
-use super::sqlite::open_sqlite_file;
+use super::sqlite::{open_sqlite_file, schema_version};
+use super::upgrade::DataUpgrades;
 use super::{Db, StoreError};
 use crate::clock::Clock;
 use crate::config::RlsCheck;
@@ -107,6 +108,8 @@ pub struct TenantPools {
     opening: tokio::sync::Mutex<()>,
     /// Failures of the last open attempt per tenant (for health).
     failures: Mutex<HashMap<TenantId, String>>,
+    /// Run on every SQLite file opened, after its migrations.
+    upgrades: DataUpgrades,
 }
 
 impl std::fmt::Debug for TenantPools {
@@ -144,7 +147,15 @@ impl TenantPools {
             open: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
+            upgrades: DataUpgrades::none(),
         }
+    }
+
+    /// The same set, running `upgrades` on each SQLite file it opens (a
+    /// file made by an older build gets them on its first open).
+    pub fn with_upgrades(mut self, upgrades: DataUpgrades) -> Self {
+        self.upgrades = upgrades;
+        self
     }
 
     /// The data directory dedicated SQLite files live under.
@@ -238,11 +249,13 @@ impl TenantPools {
                 let template = self
                     .data_dir
                     .join("tenants")
-                    .join(format!(".template-v{}.db", super::SCHEMA_VERSION));
-                Ok(Db::sqlite(
+                    .join(format!(".template-v{}.db", schema_version()));
+                let db = Db::sqlite(
                     open_sqlite_file(path, &template, 2).await?,
                     self.clock.clone(),
-                ))
+                );
+                self.upgrades.run(&db).await?;
+                Ok(db)
             }
             Target::Postgres(url) => {
                 let options = PgOptions {

@@ -22,6 +22,7 @@ pub mod quota;
 mod reader;
 pub mod sql;
 mod sqlite;
+mod upgrade;
 mod values;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION, open_postgres};
 pub use quota::{QuotaExceeded, QuotaLimits, QuotaSource, Unlimited};
 pub use sql::{Arg, Column, Conn, Dialect, Row, Sql, StoredType, sql};
 pub use sqlite::{SqliteStore, open_sqlite, open_sqlite_file};
+pub use upgrade::{DataUpgrade, DataUpgrades};
 pub use values::{execute_rows, rows_per_statement, values_list};
 
 /// Proof that a storage call acts for one tenant. Only [`Store::scoped`]
@@ -261,12 +263,15 @@ impl Store {
     /// Opens the configured backend (`storage.backend`) with at most
     /// `max_connections` connections: the server passes its pool size,
     /// one-shot CLI verbs a small one. Every timestamp it writes reads
-    /// `clock`.
+    /// `clock`. `upgrades` run on every SQLite database it opens, after
+    /// its migrations (the server passes the features' steps).
     pub async fn open(
         config: &crate::config::StorageConfig,
         max_connections: u32,
         clock: Clock,
+        upgrades: DataUpgrades,
     ) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         let shared = match config.backend {
             crate::config::Backend::Sqlite => Db::sqlite(
                 open_sqlite(&config.data_dir, max_connections).await?,
@@ -284,12 +289,19 @@ impl Store {
                 Db::postgres(open_postgres(&options).await?, clock.clone())
             }
         };
-        let pools = Arc::new(TenantPools::new(
-            &config.data_dir,
-            config.max_open_tenant_pools,
-            std::time::Duration::from_secs(config.tenant_pool_idle_secs),
-            clock,
-        ));
+        upgrades
+            .run(&shared)
+            .await
+            .context("storage: upgrading the data of the shared database failed")?;
+        let pools = Arc::new(
+            TenantPools::new(
+                &config.data_dir,
+                config.max_open_tenant_pools,
+                std::time::Duration::from_secs(config.tenant_pool_idle_secs),
+                clock,
+            )
+            .with_upgrades(upgrades),
+        );
         let mut store = Self::new(shared);
         store.pools = pools;
         Ok(store)

@@ -84,8 +84,22 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0005_audit_outbox.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "search_tokens".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0006_search_tokens.sql").into_sql_str(),
+            false,
+        ),
     ];
     Migrator::with_migrations(migrations)
+}
+
+/// The version of the last SQLite migration: a dedicated tenant's file
+/// copied from a template of this version needs no migration. (SQLite has
+/// migrations PostgreSQL has not, so this is not [`super::SCHEMA_VERSION`].)
+pub(super) fn schema_version() -> i64 {
+    migrator().iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// The SQLite backend: a pool over `data_dir/tenantd.db`.

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::keys::{IssueKey, pepper};
 use crate::limits::PlanBook;
 use crate::portable::{DumpKey, Trust};
-use crate::store::Store;
+use crate::store::{DataUpgrades, Store};
 
 /// `tenantd tenants …`.
 #[derive(Debug, Subcommand)]
@@ -184,7 +184,14 @@ pub enum KeysCommand {
 }
 
 async fn admin(config: &Config) -> anyhow::Result<(TenantAdmin, Store)> {
-    let store = Store::open(&config.storage, 2, crate::clock::Clock::system()).await?;
+    // A one-shot verb leaves pending data upgrades to the server.
+    let store = Store::open(
+        &config.storage,
+        2,
+        crate::clock::Clock::system(),
+        DataUpgrades::none(),
+    )
+    .await?;
     let pepper =
         pepper::load_or_create(&config.storage.data_dir, config.auth.key_pepper.as_deref())?;
     // The CLI is its own process: the system clock.

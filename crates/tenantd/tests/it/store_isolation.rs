@@ -63,9 +63,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = support::TestStorage::new();
     let mut storage = tenantd::config::StorageConfig::default();
     support::use_backend(&mut storage, dir.path());
-    let store = Store::open(&storage, 4, tenantd::clock::Clock::system())
-        .await
-        .expect("open");
+    let store = Store::open(
+        &storage,
+        4,
+        tenantd::clock::Clock::system(),
+        tenantd::server::data_upgrades(),
+    )
+    .await
+    .expect("open");
     let mut known: BTreeMap<String, Known> = BTreeMap::new();
     let mut ids: Vec<RecordId> = Vec::new();
     for op in ops {

@@ -9,6 +9,7 @@ use tenantd_testing::backends;
 mod bad_input;
 mod isolation;
 mod policy;
+mod search;
 
 use serde_json::{Value, json};
 pub(crate) use support::{App, assert_error, config};

@@ -370,10 +370,15 @@ async fn an_import_cannot_bring_a_taken_pair() {
     let open = |dir: &std::path::Path| {
         let config = admin_config(dir, |_| {});
         async move {
-            tenantd::store::Store::open(&config.storage, 2, tenantd::clock::Clock::system())
-                .await
-                .expect("store")
-                .admin()
+            tenantd::store::Store::open(
+                &config.storage,
+                2,
+                tenantd::clock::Clock::system(),
+                tenantd::store::DataUpgrades::none(),
+            )
+            .await
+            .expect("store")
+            .admin()
         }
     };
     let acme = tenancy::TenantId::new("acme").expect("id");

@@ -348,9 +348,14 @@ impl Deref for TestApp {
 /// The invariants [`TestApp::finish`] checks, on the stopped server's
 /// storage.
 async fn check_invariants(storage: &tenantd::config::StorageConfig) {
-    let store = tenantd::store::Store::open(storage, 1, tenantd::clock::Clock::system())
-        .await
-        .expect("reopen the store to check invariants");
+    let store = tenantd::store::Store::open(
+        storage,
+        1,
+        tenantd::clock::Clock::system(),
+        tenantd::store::DataUpgrades::none(),
+    )
+    .await
+    .expect("reopen the store to check invariants");
     use tenantd::audit::AuditRepo as _;
     let (_, running) = tenantd::jobs::system_queue(&store)
         .depth()

@@ -7,6 +7,7 @@ use crate::support;
 mod dedicated;
 mod moves;
 mod outbox;
+mod search_upgrade;
 
 use std::path::Path;
 

@@ -187,9 +187,8 @@ impl Reader {
             let values = (0..width)
                 .map(|i| {
                     let value = row.get_ref(i).map_err(map_rusqlite)?;
-                    Value::try_from(value).map_err(|e| {
-                        StoreError::Internal(format!("column {i}: {e}").into())
-                    })
+                    Value::try_from(value)
+                        .map_err(|e| StoreError::Internal(format!("column {i}: {e}").into()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             out.push(Row::Values(values));
@@ -235,9 +234,7 @@ impl ToSql for Arg {
             Arg::Int(Some(v)) => ValueRef::Integer(*v),
             Arg::Bytes(Some(v)) => ValueRef::Blob(v),
             Arg::Real(Some(v)) => ValueRef::Real(*v),
-            Arg::Text(None) | Arg::Int(None) | Arg::Bytes(None) | Arg::Real(None) => {
-                ValueRef::Null
-            }
+            Arg::Text(None) | Arg::Int(None) | Arg::Bytes(None) | Arg::Real(None) => ValueRef::Null,
         }))
     }
 }
@@ -247,9 +244,7 @@ impl ToSql for Arg {
 pub(crate) fn map_rusqlite(error: rusqlite::Error) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(failure, message) => {
-            let text = message
-                .clone()
-                .unwrap_or_else(|| failure.to_string());
+            let text = message.clone().unwrap_or_else(|| failure.to_string());
             let unique = failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
             let kind = if unique {
@@ -275,9 +270,8 @@ pub(crate) fn decode<T: rusqlite::types::FromSql>(
     let value = values.get(index).ok_or_else(|| {
         StoreError::Internal(format!("no column {index} in a row of {}", values.len()).into())
     })?;
-    T::column_result(ValueRef::from(value)).map_err(|e| {
-        StoreError::Internal(format!("column {index}: {e}").into())
-    })
+    T::column_result(ValueRef::from(value))
+        .map_err(|e| StoreError::Internal(format!("column {index}: {e}").into()))
 }
 
 #[cfg(test)]

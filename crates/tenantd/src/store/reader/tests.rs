@@ -40,7 +40,10 @@ async fn placeholders_bind_by_number_not_by_first_appearance() {
     assert_eq!(row.get::<i64>(1).expect("int"), 42);
     assert_eq!(row.get::<Option<String>>(2).expect("null"), None);
     assert_eq!(row.get::<String>(3).expect("repeated"), "a");
-    assert_eq!(row.stored_type(1).expect("sqlite"), Some(StoredType::Integer));
+    assert_eq!(
+        row.stored_type(1).expect("sqlite"),
+        Some(StoredType::Integer)
+    );
     assert_eq!(row.stored_type(2).expect("sqlite"), None);
     // The byte-wise collation the writers use is registered here too.
     let first: String = conn
@@ -57,11 +60,16 @@ async fn a_write_sent_down_the_read_path_is_refused_and_writes_nothing() {
     let (_dir, db) = db().await;
     let mut conn = db.read(&scope()).await.expect("reader");
     let refused = conn
-        .execute(sql("INSERT INTO deleted_tenants (id, deleted_at) VALUES ('x', 'y')"))
+        .execute(sql(
+            "INSERT INTO deleted_tenants (id, deleted_at) VALUES ('x', 'y')",
+        ))
         .await
         .expect_err("query_only");
     assert!(
-        matches!(refused, StoreError::Unavailable(_) | StoreError::Internal(_)),
+        matches!(
+            refused,
+            StoreError::Unavailable(_) | StoreError::Internal(_)
+        ),
         "{refused:?}"
     );
     drop(conn);

@@ -135,3 +135,60 @@ async fn prefixes_and_words_match_within_the_tenant_only() {
     }
     app.finish().await;
 }
+
+/// Whether its total comes from the count or from a short last page, every
+/// page of a search says the same total; a page past the end (records
+/// deleted since the cursor was handed out) counts again.
+#[backends]
+async fn every_page_of_a_search_reports_the_same_total() {
+    let data = TestStorage::new();
+    let app = TestApp::start(&data, config(data.path(), |_| {})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(put(&app, "acme", &format!("p{i}"), "paging words").await);
+    }
+    put(&app, "globex", "other", "paging words").await;
+    let mut body = json!({"query": "paging", "limit": 2});
+    let mut seen = 0;
+    let mut cursors = Vec::new();
+    loop {
+        let (status, page) = app.search("acme", body.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 5, "{page}");
+        seen += page["results"].as_array().expect("results").len();
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                cursors.push(c.to_owned());
+                body = json!({"query": "paging", "limit": 2, "cursor": c});
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, 5);
+    // A short first page is the whole result.
+    let (_, page) = app
+        .search("acme", json!({"query": "paging", "limit": 10}))
+        .await;
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["results"].as_array().expect("results").len(), 5);
+    // Three records go; the last cursor now points past the end.
+    for id in &ids[..3] {
+        let resp = app
+            .req(reqwest::Method::DELETE, "acme", &format!("/records/{id}"))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(resp.status(), 204);
+    }
+    let last = cursors.last().expect("two full pages");
+    let (status, page) = app
+        .search(
+            "acme",
+            json!({"query": "paging", "limit": 2, "cursor": last}),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["results"].as_array().expect("results").len(), 0);
+    assert_eq!(page["total"], 2, "counted, not guessed from the offset");
+    app.finish().await;
+}

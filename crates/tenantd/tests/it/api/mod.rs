@@ -14,19 +14,25 @@ mod search;
 use serde_json::{Value, json};
 pub(crate) use support::{App, assert_error, config};
 
+/// The body `App::create` sends: a record of `tenant` named `name` whose
+/// description is `description`.
+pub(crate) fn record_body(tenant: &str, name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "kind": "service",
+        "url": format!("https://example.com/{name}"),
+        "description": description,
+        "tags": ["t1"],
+        "fields": {"owner": tenant},
+    })
+}
+
 impl App {
     /// Creates a record as `tenant`, asserting 201; returns it.
     pub(crate) async fn create(&self, tenant: &str, name: &str, description: &str) -> Value {
         let resp = self
             .req(reqwest::Method::POST, tenant, "/records")
-            .json(&json!({
-                "name": name,
-                "kind": "service",
-                "url": format!("https://example.com/{name}"),
-                "description": description,
-                "tags": ["t1"],
-                "fields": {"owner": tenant},
-            }))
+            .json(&record_body(tenant, name, description))
             .send()
             .await
             .expect("create");

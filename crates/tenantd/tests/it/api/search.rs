@@ -18,14 +18,7 @@ async fn put(app: &App, tenant: &str, name: &str, words: &str) -> String {
 async fn replace(app: &App, tenant: &str, id: &str, name: &str, words: &str) {
     let resp = app
         .req(reqwest::Method::PUT, tenant, &format!("/records/{id}"))
-        .json(&json!({
-            "name": name,
-            "kind": "service",
-            "url": format!("https://example.com/{name}"),
-            "description": words,
-            "tags": ["t1"],
-            "fields": {"owner": tenant},
-        }))
+        .json(&record_body(tenant, name, words))
         .send()
         .await
         .expect("put");

@@ -79,14 +79,8 @@ async fn create(app: &crate::support::App, tenant: &str, name: &str, description
 }
 
 async fn found(app: &crate::support::App, tenant: &str, query: &str) -> Vec<String> {
-    let resp = app
-        .req(reqwest::Method::POST, tenant, "/records/search")
-        .json(&json!({"query": query}))
-        .send()
-        .await
-        .expect("search");
-    assert_eq!(resp.status(), 200);
-    let page: Value = resp.json().await.expect("json");
+    let (status, page) = app.search(tenant, json!({"query": query})).await;
+    assert_eq!(status, 200, "{page}");
     page["results"]
         .as_array()
         .expect("results")
